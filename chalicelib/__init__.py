@@ -1,0 +1,1 @@
+"""Punctual: the Lambda code behind app.py, split by concept."""

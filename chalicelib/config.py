@@ -1,0 +1,77 @@
+"""Settings, read once from the environment (a `.env` is loaded by the local runner)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    api_token: str
+    aws_region: str
+    aws_endpoint_url: str | None
+    dispatch_queue_name: str
+    dispatch_queue_url: str | None
+    local_mode: bool
+    webhook_secret: str | None
+    webhook_timeout_seconds: int
+    webhook_max_retries: int
+    retry_base_seconds: int
+    retry_max_delay_seconds: int
+    retention_seconds: int
+    tick_window_seconds: int
+    # How early a queued item should arrive before its due instant.
+    lead_seconds: int
+    # A queued item that has not been claimed this long after it was due is
+    # presumed lost in transit and re-sent by the tick.
+    queue_grace_seconds: int
+    key_prefix: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        redis_url = env.get("REDIS_URL", "").strip()
+        if not redis_url:
+            host = env.get("REDIS_HOST", "127.0.0.1").strip() or "127.0.0.1"
+            port = _int(env, "REDIS_PORT", 6379, minimum=1)
+            db = _int(env, "REDIS_DB", 0)
+            redis_url = f"redis://{host}:{port}/{db}"
+        return cls(
+            redis_url=redis_url,
+            api_token=env.get("API_TOKEN", ""),
+            aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            aws_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            dispatch_queue_name=env.get("DISPATCH_QUEUE_NAME", "punctual-dispatch"),
+            dispatch_queue_url=env.get("DISPATCH_QUEUE_URL") or None,
+            local_mode=_flag(env, "PUNCTUAL_LOCAL"),
+            webhook_secret=env.get("WEBHOOK_SECRET") or None,
+            webhook_timeout_seconds=_int(env, "WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1),
+            webhook_max_retries=_int(env, "WEBHOOK_MAX_RETRIES", 3),
+            retry_base_seconds=_int(env, "WEBHOOK_RETRY_BASE_SECONDS", 1, minimum=1),
+            retry_max_delay_seconds=_int(env, "WEBHOOK_RETRY_MAX_DELAY_SECONDS", 300, minimum=1),
+            retention_seconds=_int(env, "RETENTION_SECONDS", 86_400, minimum=1),
+            tick_window_seconds=_int(env, "TICK_WINDOW_SECONDS", 120, minimum=61),
+            lead_seconds=_int(env, "DISPATCH_LEAD_SECONDS", 2),
+            queue_grace_seconds=_int(env, "QUEUE_GRACE_SECONDS", 120, minimum=10),
+            key_prefix=env.get("REDIS_KEY_PREFIX", "punctual"),
+        )

@@ -1,0 +1,121 @@
+"""The SQS consumer: waits out the last moment, claims by token, delivers, records the outcome."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+from .backoff import parse_retry_after, retry_delay_seconds
+from .clock import Clock
+from .config import Settings
+from .errors import BadRequest, PunctualError
+from .keys import MESSAGE_REF
+from .messages import Message
+from .scheduler import Scheduler
+from .store import Claimed, Store, new_token
+from .targets import check_target_url
+from .webhooks import DeliveryResult, HttpSender, webhook_headers
+
+log = logging.getLogger(__name__)
+
+# How long past the delivery timeout a claimed delivery is held before the
+# tick presumes its dispatcher dead and delivers again.
+LEASE_MARGIN_MS = 30_000
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        scheduler: Scheduler,
+        sender: HttpSender,
+        clock: Clock,
+        settings: Settings,
+    ) -> None:
+        self._store = store
+        self._scheduler = scheduler
+        self._sender = sender
+        self._clock = clock
+        self._settings = settings
+
+    def handle_bodies(self, bodies: Iterable[str], deadline_ms: Callable[[], int]) -> None:
+        """Handle one SQS batch; each record waits for its own due instant in parallel."""
+        items = list(bodies)
+        if len(items) == 1:
+            self.handle_body(items[0], deadline_ms)
+            return
+        with ThreadPoolExecutor(max_workers=len(items)) as pool:
+            list(pool.map(lambda body: self.handle_body(body, deadline_ms), items))
+
+    def handle_body(self, body: str, deadline_ms: Callable[[], int]) -> None:
+        try:
+            data = json.loads(body)
+            if data.get("kind") == "tick":
+                self._scheduler.tick(deadline_ms())
+                return
+            claimed = Claimed(ref=str(data["ref"]), due_ms=int(data["due"]), token=str(data["token"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            # Not ours to retry: a malformed body would fail the same way forever.
+            log.error("dropping malformed dispatch message %r", body[:200])
+            return
+        if claimed.ref.startswith(MESSAGE_REF):
+            self.deliver_message(claimed)
+        else:
+            log.error("dropping dispatch message for unknown item %r", claimed.ref)
+
+    def deliver_message(self, claimed: Claimed) -> None:
+        self._clock.sleep_until(claimed.due_ms)
+        lease = self._clock.now_ms() + self._settings.webhook_timeout_seconds * 1000 + LEASE_MARGIN_MS
+        message = self._store.begin_delivery(claimed, lease)
+        if message is None:
+            log.info("nothing to claim for %s (deleted, duplicate or superseded)", claimed.ref)
+            return
+        result = self._post(message)
+        now = self._clock.now_ms()
+        settings = self._settings
+        lateness = now - claimed.due_ms
+        if result.ok:
+            self._finish(message, claimed.token, "delivered", None)
+            log.info("delivered %s attempt %d lateness %d ms", message.id, message.attempts, lateness)
+            return
+        if not result.retryable or message.attempts > settings.webhook_max_retries:
+            self._finish(message, claimed.token, "failed", result.error)
+            log.info("failed %s attempt %d: %s", message.id, message.attempts, result.error)
+            return
+        delay = retry_delay_seconds(
+            message.attempts,
+            settings.retry_base_seconds,
+            settings.retry_max_delay_seconds,
+            parse_retry_after(result.retry_after, now),
+        )
+        retry = Claimed(ref=claimed.ref, due_ms=now + int(delay * 1000), token=new_token())
+        deadline = retry.due_ms + settings.queue_grace_seconds * 1000
+        if self._store.finish_delivery(
+            message, claimed.token, "retry", now, result.error, settings.retention_seconds,
+            retry=retry, inflight_deadline_ms=deadline,
+        ):
+            self._scheduler.hand_to_queue([retry])
+            log.info("retrying %s in %.1f s after %s", message.id, delay, result.error)
+
+    def _post(self, message: Message) -> DeliveryResult:
+        if not self._settings.local_mode:
+            # Checked again at delivery: DNS may have changed since the message was accepted.
+            try:
+                check_target_url(message.webhook_url, "webhookUrl", allow_internal=False)
+            except BadRequest as exc:
+                return DeliveryResult(ok=False, retryable=False, error=exc.message)
+        body = message.payload_json.encode()
+        timestamp = self._clock.now_ms() // 1000
+        headers = webhook_headers(message.id, timestamp, body, self._settings.webhook_secret)
+        return self._sender.post(message.webhook_url, body, headers)
+
+    def _finish(self, message: Message, token: str, outcome: str, error: str | None) -> None:
+        try:
+            self._store.finish_delivery(
+                message, token, outcome, self._clock.now_ms(), error, self._settings.retention_seconds
+            )
+        except PunctualError as exc:
+            # The lease expires and the tick delivers again: at-least-once.
+            log.error("could not record %s for %s: %s", outcome, message.id, exc)

@@ -1,0 +1,61 @@
+"""Turning results and errors into API Gateway responses, in each API's error shape."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from chalice import Response
+
+from .errors import PunctualError, Unauthorized
+
+log = logging.getLogger(__name__)
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(body=json.dumps(body), status_code=status, headers=JSON_HEADERS)
+
+
+def detail_error(message: str, status: int) -> Response:
+    """The webhook API's error shape (the original service's)."""
+    return json_response({"detail": message}, status)
+
+
+def api_error(message: str, status: int) -> Response:
+    """The agent API's error shape."""
+    return json_response({"success": False, "error": message}, status)
+
+
+def handles_errors(shape: Callable[[str, int], Response]) -> Callable[..., Any]:
+    """Answer PunctualErrors with their status, anything else with a bare 500."""
+
+    def decorate(view: Callable[..., Response]) -> Callable[..., Response]:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Response:
+            try:
+                return view(*args, **kwargs)
+            except PunctualError as exc:
+                return shape(exc.message, exc.status_code)
+            except Exception:
+                log.exception("unhandled error in %s", view.__name__)
+                return shape("internal server error", 500)
+
+        return wrapper
+
+    return decorate
+
+
+def require_token(headers: Mapping[str, str], expected: str) -> None:
+    """Bearer authentication, compared in constant time."""
+    value = headers.get("authorization") or ""
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("missing bearer token; send 'Authorization: Bearer <API_TOKEN>'")
+    if not expected or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise Unauthorized("invalid token")

@@ -1,0 +1,142 @@
+"""The webhook message: its states, its stored form and how the API shows it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from .errors import BadRequest, PayloadTooLarge
+from .targets import Resolver, check_target_url, system_resolver
+from .timeutil import format_instant, parse_instant
+
+MAX_ID_LENGTH = 256
+MAX_PAYLOAD_BYTES = 256 * 1024
+
+
+class MessageStatus(StrEnum):
+    SCHEDULED = "scheduled"  # waiting in the due index
+    QUEUED = "queued"  # handed to SQS, waiting to be claimed (first try or retry)
+    DELIVERING = "delivering"  # claimed by a dispatcher, POST under way
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (MessageStatus.DELIVERED, MessageStatus.FAILED)
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    id: str
+    due_ms: int
+    payload_json: str
+    webhook_url: str
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    due_ms: int
+    webhook_url: str
+    payload_json: str
+    status: MessageStatus
+    attempts: int
+    created_ms: int
+    last_error: str | None = None
+    next_attempt_ms: int | None = None
+    finished_ms: int | None = None
+
+    @classmethod
+    def from_hash(cls, fields: Mapping[str, str]) -> Message:
+        def optional_int(name: str) -> int | None:
+            value = fields.get(name)
+            return int(value) if value else None
+
+        return cls(
+            id=fields["id"],
+            due_ms=int(fields["due"]),
+            webhook_url=fields["url"],
+            payload_json=fields["payload"],
+            status=MessageStatus(fields["status"]),
+            attempts=int(fields.get("attempts") or 0),
+            created_ms=int(fields["createdAt"]),
+            last_error=fields.get("lastError") or None,
+            next_attempt_ms=optional_int("nextAttemptAt"),
+            finished_ms=optional_int("finishedAt"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        delivered = self.status is MessageStatus.DELIVERED
+        return {
+            "messageId": self.id,
+            "status": self.status.value,
+            "scheduleTo": format_instant(self.due_ms),
+            "webhookUrl": self.webhook_url,
+            "payload": json.loads(self.payload_json),
+            "attempts": self.attempts,
+            "lastError": self.last_error,
+            "nextAttemptAt": None if self.status.finished else format_instant(self.next_attempt_ms),
+            "deliveredAt": format_instant(self.finished_ms) if delivered else None,
+            "failedAt": format_instant(self.finished_ms) if self.status is MessageStatus.FAILED else None,
+            "createdAt": format_instant(self.created_ms),
+        }
+
+
+def _check_id(value: object) -> str:
+    if not isinstance(value, str):
+        raise BadRequest("id is required and must be a string")
+    if not value:
+        raise BadRequest("id must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise BadRequest(f"id must be at most {MAX_ID_LENGTH} characters, got {len(value)}")
+    if "/" in value:
+        raise BadRequest("id must not contain '/'")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise BadRequest("id must not contain control characters")
+    return value
+
+
+def _refuse_constant(name: str) -> object:
+    # NaN and Infinity are not JSON; a receiver's parser would choke on them.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json_object(raw_body: bytes | None) -> dict[str, Any]:
+    """Decode a request body that must be one JSON object."""
+    if not raw_body:
+        raise BadRequest("request body is empty; send a JSON object")
+    try:
+        body = json.loads(raw_body, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def parse_new_message(
+    raw_body: bytes | None,
+    *,
+    allow_internal: bool,
+    resolver: Resolver = system_resolver,
+) -> NewMessage:
+    body = parse_json_object(raw_body)
+    missing = [name for name in ("id", "scheduleTo", "payload", "webhookUrl") if name not in body]
+    if missing:
+        raise BadRequest(f"missing required field(s): {', '.join(missing)}")
+    message_id = _check_id(body["id"])
+    due_ms = parse_instant(body["scheduleTo"], "scheduleTo")
+    payload = body["payload"]
+    if not isinstance(payload, dict):
+        raise BadRequest(f"payload must be a JSON object, got {type(payload).__name__}")
+    payload_json = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    size = len(payload_json.encode("utf-8"))
+    if size > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(f"payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes")
+    url = check_target_url(
+        body["webhookUrl"], "webhookUrl", allow_internal=allow_internal, resolver=resolver
+    )
+    return NewMessage(id=message_id, due_ms=due_ms, payload_json=payload_json, webhook_url=url)

@@ -1,0 +1,84 @@
+"""The webhook scheduler's REST API (spec: webhook-scheduler-api.md)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import BadRequest, PunctualError
+from .keys import message_ref
+from .messages import parse_new_message
+from .services import Services
+from .store import Claimed, new_token
+from .timeutil import format_instant
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+
+
+def create_message(svc: Services, raw_body: bytes | None) -> dict[str, Any]:
+    settings = svc.settings
+    new = parse_new_message(raw_body, allow_internal=settings.local_mode, resolver=svc.resolver)
+    now = svc.clock.now_ms()
+    # Due inside the window the current tick already covered: hand it to SQS
+    # now rather than wait for a tick that may come after its due time.
+    claim = None
+    if new.due_ms <= now + svc.scheduler.window_ms:
+        claim = Claimed(ref=message_ref(new.id), due_ms=new.due_ms, token=new_token())
+    deadline = max(new.due_ms, now) + svc.scheduler.grace_ms
+    svc.store.create_message(new, now, claim.token if claim else None, deadline)
+    if claim is not None:
+        try:
+            svc.scheduler.hand_to_queue([claim])
+        except PunctualError as exc:
+            # Stored and indexed as in flight: the tick reclaims it, so the
+            # message is accepted all the same.
+            log.warning("could not hand %s to SQS now: %s", new.id, exc)
+    return {"status": "scheduled", "messageId": new.id}
+
+
+def _page_size(params: Mapping[str, str]) -> int:
+    raw = params.get("limit")
+    if raw is None:
+        return DEFAULT_PAGE
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}, got {raw!r}") from None
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadRequest(f"limit must be from 1 to {MAX_PAGE}, got {limit}")
+    return limit
+
+
+def list_messages(svc: Services, params: Mapping[str, str]) -> dict[str, Any]:
+    limit = _page_size(params)
+    cursor = params.get("cursor") or None
+    page = svc.store.page_pending(limit, cursor)
+    return {
+        "scheduledJobs": [
+            {"messageId": message_id, "nextRun": format_instant(due_ms), "job": "deliver_webhook"}
+            for message_id, due_ms in page.items
+        ],
+        "count": page.total,
+        "nextCursor": page.next_cursor,
+    }
+
+
+def get_message(svc: Services, message_id: str) -> dict[str, Any]:
+    return svc.store.get_message(message_id).to_dict()
+
+
+def delete_message(svc: Services, message_id: str) -> dict[str, Any]:
+    svc.store.delete_message(message_id)
+    return {"status": "deleted", "messageId": message_id}
+
+
+def health(svc: Services) -> tuple[dict[str, Any], int]:
+    if svc.store.ping():
+        return {"status": "healthy", "redis": "connected"}, 200
+    return {"status": "unhealthy", "redis": "disconnected"}, 503

@@ -1,0 +1,91 @@
+"""Builds the object graph once per Lambda container; tests swap it."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import boto3
+import redis
+from botocore.config import Config as BotoConfig
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from .clock import Clock, SystemClock
+from .config import Settings
+from .dispatch_queue import DispatchQueue
+from .dispatcher import Dispatcher
+from .keys import Keys
+from .scheduler import Scheduler
+from .store import Store
+from .targets import Resolver, system_resolver
+from .webhooks import HttpSender
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    clock: Clock
+    store: Store
+    queue: DispatchQueue
+    scheduler: Scheduler
+    dispatcher: Dispatcher
+    resolver: Resolver
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        clock: Clock | None = None,
+        redis_client: redis.Redis | None = None,
+        sqs_client: object | None = None,
+        resolver: Resolver = system_resolver,
+    ) -> Services:
+        clock = clock or SystemClock()
+        if redis_client is None:
+            redis_client = redis.Redis.from_url(
+                settings.redis_url,
+                decode_responses=True,
+                socket_timeout=5,
+                socket_connect_timeout=2,
+                health_check_interval=30,
+                # A request fails in well under a second when Redis is down,
+                # rather than hanging on redis-py's default retries.
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
+            )
+        if sqs_client is None:
+            sqs_client = boto3.client(
+                "sqs",
+                region_name=settings.aws_region,
+                endpoint_url=settings.aws_endpoint_url,
+                config=BotoConfig(max_pool_connections=32, retries={"mode": "standard"}),
+            )
+        store = Store(redis_client, Keys(settings.key_prefix))
+        queue = DispatchQueue(
+            sqs_client, settings.dispatch_queue_name, settings.dispatch_queue_url, clock,
+            settings.lead_seconds,
+        )
+        scheduler = Scheduler(store, queue, clock, settings)
+        sender = HttpSender(settings.webhook_timeout_seconds)
+        dispatcher = Dispatcher(store, scheduler, sender, clock, settings)
+        return cls(settings, clock, store, queue, scheduler, dispatcher, resolver)
+
+
+_lock = threading.Lock()
+_current: Services | None = None
+
+
+def get() -> Services:
+    global _current
+    if _current is None:
+        with _lock:
+            if _current is None:
+                _current = Services.build(Settings.from_env())
+    return _current
+
+
+def install(services: Services | None) -> None:
+    """Replace the services (tests); None rebuilds from the environment on next use."""
+    global _current
+    with _lock:
+        _current = services

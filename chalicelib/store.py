@@ -1,0 +1,223 @@
+"""The Redis layer for webhook messages and the shared due/inflight indexes.
+
+Every change that touches more than one key runs as a Lua script from lua/.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis
+
+from .errors import BadRequest, Conflict, NotFound, Unavailable
+from .keys import Keys, message_ref
+from .messages import Message, NewMessage
+from .scripts import Scripts
+
+T = TypeVar("T")
+
+
+def new_token() -> str:
+    return secrets.token_hex(8)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """An item handed to SQS: what the SQS message carries."""
+
+    ref: str
+    due_ms: int
+    token: str
+
+    def to_body(self) -> str:
+        return json.dumps({"ref": self.ref, "token": self.token, "due": self.due_ms})
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[tuple[str, int]]  # (id, due ms)
+    total: int
+    next_cursor: str | None
+
+
+def encode_cursor(score: int, member: str) -> str:
+    raw = json.dumps([score, member], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        score, member = json.loads(raw)
+        if isinstance(score, int) and isinstance(member, str):
+            return score, member
+    except (ValueError, TypeError):
+        pass
+    raise BadRequest("cursor is not valid; pass the nextCursor of a previous page")
+
+
+def _hash_of(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class Store:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self.scripts = Scripts(client)
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise Unavailable(f"storage is unavailable: {exc}") from None
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
+
+    # -- messages -------------------------------------------------------
+
+    def create_message(
+        self, new: NewMessage, now_ms: int, claim_token: str | None, inflight_deadline_ms: int
+    ) -> None:
+        k = self.keys
+        created = self._call(
+            lambda: self.scripts.create_message(
+                keys=[k.message(new.id), k.pending_messages, k.due, k.inflight],
+                args=[
+                    new.id,
+                    new.webhook_url,
+                    new.payload_json,
+                    new.due_ms,
+                    now_ms,
+                    message_ref(new.id),
+                    claim_token or "",
+                    inflight_deadline_ms,
+                ],
+            )
+        )
+        if not created:
+            raise Conflict(f"message {new.id!r} already exists")
+
+    def get_message(self, message_id: str) -> Message:
+        fields = self._call(lambda: self.client.hgetall(self.keys.message(message_id)))
+        if not fields:
+            raise NotFound(f"message {message_id!r} not found")
+        return Message.from_hash(fields)
+
+    def delete_message(self, message_id: str) -> None:
+        k = self.keys
+        result = self._call(
+            lambda: self.scripts.delete_message(
+                keys=[k.message(message_id), k.pending_messages, k.due, k.inflight],
+                args=[message_id, message_ref(message_id)],
+            )
+        )
+        if result == 0:
+            raise NotFound(f"message {message_id!r} not found")
+        if result == -1:
+            raise Conflict(f"message {message_id!r} is being delivered right now and cannot be deleted")
+
+    def page_pending(self, limit: int, cursor: str | None) -> Page:
+        key = self.keys.pending_messages
+
+        def read() -> tuple[list[Any], int]:
+            if cursor is None:
+                rows = self.client.zrange(key, 0, limit - 1, withscores=True)
+                flat = [x for row in rows for x in row]
+            else:
+                score, member = decode_cursor(cursor)
+                flat = self.scripts.page_after(keys=[key], args=[score, member, limit])
+            return flat, int(self.client.zcard(key))
+
+        flat, total = self._call(read)
+        items = [(flat[i], int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
+        next_cursor = encode_cursor(items[-1][1], items[-1][0]) if len(items) == limit else None
+        return Page(items=items, total=total, next_cursor=next_cursor)
+
+    def begin_delivery(self, claimed: Claimed, lease_deadline_ms: int) -> Message | None:
+        flat = self._call(
+            lambda: self.scripts.begin_delivery(
+                keys=[self.keys.item(claimed.ref), self.keys.inflight],
+                args=[claimed.ref, claimed.token, lease_deadline_ms],
+            )
+        )
+        return Message.from_hash(_hash_of(flat)) if flat else None
+
+    def finish_delivery(
+        self,
+        message: Message,
+        token: str,
+        outcome: str,
+        now_ms: int,
+        error: str | None,
+        retention_seconds: int,
+        retry: Claimed | None = None,
+        inflight_deadline_ms: int = 0,
+    ) -> bool:
+        k = self.keys
+        ref = message_ref(message.id)
+        args: list[Any] = [ref, token, outcome, now_ms, error or "", retention_seconds, message.id]
+        if retry is not None:
+            args += [retry.token, retry.due_ms, inflight_deadline_ms]
+        return bool(
+            self._call(
+                lambda: self.scripts.finish_delivery(
+                    keys=[k.message(message.id), k.inflight, k.pending_messages], args=args
+                )
+            )
+        )
+
+    # -- the due and inflight indexes ------------------------------------
+
+    def claim_due(self, until_ms: int, grace_ms: int, batch: int) -> list[Claimed]:
+        """Claim up to `batch` items due at or before `until_ms`."""
+        k = self.keys
+        refs = self._call(
+            lambda: self.client.zrangebyscore(k.due, "-inf", until_ms, start=0, num=batch)
+        )
+        if not refs:
+            return []
+        args: list[Any] = [until_ms, grace_ms]
+        for ref in refs:
+            args += [ref, new_token()]
+        flat = self._call(
+            lambda: self.scripts.claim_due(
+                keys=[k.due, k.inflight, *(k.item(ref) for ref in refs)], args=args
+            )
+        )
+        return [
+            Claimed(ref=flat[i], due_ms=int(float(flat[i + 1])), token=flat[i + 2])
+            for i in range(0, len(flat), 3)
+        ]
+
+    def expedite(self, items: list[Claimed], now_ms: int) -> None:
+        """Make items whose SQS send failed reclaimable by the next tick."""
+        refs = {item.ref: now_ms for item in items}
+        if refs:
+            self._call(lambda: self.client.zadd(self.keys.inflight, refs, xx=True))
+
+    def reclaim_expired(self, now_ms: int, batch: int) -> int:
+        """Put items whose SQS message or delivery lease was lost back in the due index."""
+        k = self.keys
+        refs = self._call(
+            lambda: self.client.zrangebyscore(k.inflight, "-inf", now_ms, start=0, num=batch)
+        )
+        if not refs:
+            return 0
+        return int(
+            self._call(
+                lambda: self.scripts.reclaim(
+                    keys=[k.inflight, k.due, *(k.item(ref) for ref in refs)], args=[now_ms, *refs]
+                )
+            )
+        )
+

@@ -1,0 +1,40 @@
+"""Conversions between ISO 8601 text and epoch milliseconds (UTC)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from .errors import BadRequest
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+
+def parse_instant(value: object, field: str) -> int:
+    """Parse an ISO 8601 instant that carries its offset into epoch ms.
+
+    A time without an offset is refused: guessing a zone fires at the wrong hour.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{field} must be an ISO 8601 date-time string, e.g. 2030-01-01T10:30:00Z")
+    text = value.strip()
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(
+            f"{field} is not an ISO 8601 date-time: {value!r} (expected e.g. 2030-01-01T10:30:00Z)"
+        ) from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise BadRequest(
+            f"{field} has no UTC offset: {value!r}; add 'Z' or '+hh:mm' so the moment is unambiguous"
+        )
+    # Integer arithmetic on timedeltas: float timestamps lose the millisecond.
+    return (parsed - _EPOCH) // _ONE_MS
+
+
+def format_instant(ms: int | None) -> str | None:
+    """Epoch ms to ISO 8601 UTC with millisecond precision and a 'Z'."""
+    if ms is None:
+        return None
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"

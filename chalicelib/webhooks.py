@@ -1,0 +1,94 @@
+"""HTTP delivery with Standard Webhooks headers (https://www.standardwebhooks.com)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import threading
+from dataclasses import dataclass
+
+import requests
+
+RETRYABLE_STATUS = {408, 429}
+_USER_AGENT = "Punctual-Webhooks/1.0"
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    ok: bool
+    retryable: bool
+    error: str | None = None
+    status_code: int | None = None
+    retry_after: str | None = None
+
+
+def _secret_bytes(secret: str) -> bytes:
+    # Standard Webhooks secrets are base64 behind a `whsec_` prefix; any other
+    # string is used as it is.
+    if secret.startswith("whsec_"):
+        return base64.b64decode(secret[len("whsec_"):])
+    return secret.encode()
+
+
+def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{webhook_id}.{timestamp}.".encode() + body
+    digest = hmac.new(_secret_bytes(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def webhook_headers(webhook_id: str, timestamp: int, body: bytes, secret: str | None) -> dict[str, str]:
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": _USER_AGENT,
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+    }
+    if secret:
+        headers["webhook-signature"] = sign(secret, webhook_id, timestamp, body)
+    return headers
+
+
+def classify(status_code: int) -> DeliveryResult:
+    if 200 <= status_code < 300:
+        return DeliveryResult(ok=True, retryable=False, status_code=status_code)
+    retryable = status_code in RETRYABLE_STATUS or status_code >= 500
+    return DeliveryResult(
+        ok=False, retryable=retryable, error=f"HTTP {status_code}", status_code=status_code
+    )
+
+
+class HttpSender:
+    """POSTs JSON bodies; one keep-alive session per thread."""
+
+    def __init__(self, timeout_seconds: float) -> None:
+        self._timeout = timeout_seconds
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            self._local.session = session
+        return session
+
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> DeliveryResult:
+        try:
+            response = self._session().post(
+                url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
+            )
+            response.close()
+        except requests.Timeout:
+            return DeliveryResult(ok=False, retryable=True, error=f"timed out after {self._timeout:g} s")
+        except requests.RequestException as exc:
+            return DeliveryResult(ok=False, retryable=True, error=f"connection failed: {type(exc).__name__}")
+        result = classify(response.status_code)
+        if result.ok:
+            return result
+        return DeliveryResult(
+            ok=False,
+            retryable=result.retryable,
+            error=result.error,
+            status_code=response.status_code,
+            retry_after=response.headers.get("Retry-After"),
+        )

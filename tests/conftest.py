@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+import redis
+from chalice.test import Client
+from moto import mock_aws
+
+import app as app_module
+from chalicelib import services
+from chalicelib.clock import FakeClock
+from chalicelib.config import Settings
+from chalicelib.services import Services
+from tests.receiver import Receiver
+from tests.redis_server import RedisServer
+
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+# 2030-01-01T00:00:00Z
+T0 = 1_893_456_000_000
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+@pytest.fixture
+def env(redis_server: RedisServer) -> dict[str, str]:
+    return {
+        "REDIS_URL": redis_server.url,
+        "API_TOKEN": TOKEN,
+        "PUNCTUAL_LOCAL": "1",
+        # Every SQS message visible at once; the dispatcher waits on the fake clock.
+        "DISPATCH_LEAD_SECONDS": "900",
+    }
+
+
+@pytest.fixture(scope="session")
+def moto_sqs() -> Iterator[Any]:
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        yield boto3.client("sqs", region_name="us-east-1")
+
+
+@pytest.fixture
+def aws(moto_sqs: Any) -> Iterator[Any]:
+    """moto's SQS with a fresh, empty dispatch queue."""
+    url = moto_sqs.create_queue(QueueName="punctual-dispatch")["QueueUrl"]
+    yield moto_sqs
+    moto_sqs.delete_queue(QueueUrl=url)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rcv = Receiver()
+    yield rcv
+    rcv.stop()
+
+
+@dataclass
+class Harness:
+    client: Client
+    svc: Services
+    sqs: Any
+    clock: FakeClock
+    redis: redis.Redis
+
+    @property
+    def queue_url(self) -> str:
+        return self.svc.queue.url
+
+    def post(self, body: Any, headers: dict[str, str] | None = None) -> Any:
+        raw = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        return self.client.http.post("/messages", headers=AUTH if headers is None else headers, body=raw)
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> Any:
+        return self.client.http.get(path, headers=AUTH if headers is None else headers)
+
+    def delete(self, path: str, headers: dict[str, str] | None = None) -> Any:
+        return self.client.http.delete(path, headers=AUTH if headers is None else headers)
+
+    def tick(self) -> dict[str, Any]:
+        event = self.client.events.generate_cw_event(
+            source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
+        )
+        return self.client.lambda_.invoke("tick", event).payload
+
+    def receive(self) -> list[dict[str, Any]]:
+        """Every SQS message visible now (removed from the queue)."""
+        out: list[dict[str, Any]] = []
+        while True:
+            got = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
+            msgs = got.get("Messages", [])
+            if not msgs:
+                return out
+            for m in msgs:
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+            out.extend(msgs)
+
+    def dispatch(self, bodies: list[str]) -> None:
+        event = self.client.events.generate_sqs_event(
+            message_bodies=bodies, queue_name="punctual-dispatch"
+        )
+        self.client.lambda_.invoke("dispatch", event)
+
+    def drain(self, rounds: int = 20) -> int:
+        """Feed SQS to the dispatch handler until the queue is empty; returns messages fed."""
+        fed = 0
+        for _ in range(rounds):
+            msgs = self.receive()
+            if not msgs:
+                return fed
+            for m in msgs:
+                self.dispatch([m["Body"]])
+            fed += len(msgs)
+        return fed
+
+
+@pytest.fixture
+def harness(
+    env: dict[str, str], aws: Any, clock: FakeClock, redis_client: redis.Redis
+) -> Iterator[Harness]:
+    settings = Settings.from_env(env)
+    svc = Services.build(settings, clock=clock, redis_client=redis_client, sqs_client=aws)
+    services.install(svc)
+    with Client(app_module.app) as client:
+        yield Harness(client, svc, aws, clock, redis_client)
+    services.install(None)
+
+
+def message(id: str, schedule_to: str, url: str, payload: Any = None) -> dict[str, Any]:
+    return {
+        "id": id,
+        "scheduleTo": schedule_to,
+        "payload": {"hello": id} if payload is None else payload,
+        "webhookUrl": url,
+    }

@@ -1,0 +1,81 @@
+"""A real HTTP webhook receiver for tests and benchmarks: records what arrives."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float  # time.time() on arrival
+
+    def json(self) -> object:
+        return json.loads(self.body)
+
+
+# (path, attempt number for that path) -> (status, headers)
+Responder = Callable[[str, int], tuple[int, dict[str, str]]]
+
+
+@dataclass
+class Receiver:
+    responder: Responder = lambda path, n: (200, {})
+    received: list[Received] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                at = time.time()
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                with receiver._lock:
+                    attempt = 1 + sum(1 for r in receiver.received if r.path == self.path)
+                    receiver.received.append(
+                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, at)
+                    )
+                    receiver._lock.notify_all()
+                status, headers = receiver.responder(self.path, attempt)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        """Block until `count` requests have arrived (joins, never sleeps on a guess)."""
+        with self._lock:
+            self._lock.wait_for(lambda: len(self.received) >= count, timeout=timeout)
+            return list(self.received)
+
+    def for_path(self, path: str) -> list[Received]:
+        with self._lock:
+            return [r for r in self.received if r.path == path]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,262 @@
+"""Tick and dispatch handlers driven with generated events, moto SQS and an injected clock."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from chalicelib.clock import FakeClock
+from chalicelib.keys import message_ref
+from tests.conftest import T0, Harness, message
+from tests.receiver import Receiver
+
+SOON = "2030-01-01T00:00:30Z"  # inside the API's direct-send window
+LATER = "2030-01-01T01:00:00Z"  # left for the tick
+
+
+def status_of(harness: Harness, message_id: str) -> dict:
+    return json.loads(harness.get(f"/messages/{message_id}").body)
+
+
+def test_message_due_soon_is_delivered_once_on_time_with_headers(
+    harness: Harness, receiver: Receiver
+) -> None:
+    harness.post(message("m1", SOON, receiver.url + "/hook", {"order": 42}))
+    assert status_of(harness, "m1")["status"] == "queued"
+    assert harness.drain() == 1
+    [got] = receiver.wait_for(1)
+    assert got.json() == {"order": 42}
+    assert got.headers["webhook-id"] == "m1"
+    assert got.headers["webhook-timestamp"] == str((T0 + 30_000) // 1000)
+    assert got.headers["content-type"] == "application/json"
+    # The dispatcher waited until the due instant on the injected clock.
+    assert harness.clock.now_ms() == T0 + 30_000
+    shown = status_of(harness, "m1")
+    assert shown["status"] == "delivered" and shown["attempts"] == 1
+    assert shown["deliveredAt"] == "2030-01-01T00:00:30.000Z"
+    listing = json.loads(harness.get("/messages").body)
+    assert listing["count"] == 0 and listing["scheduledJobs"] == []
+    # Delivered messages stay readable for the retention period only.
+    ttl = harness.redis.ttl(harness.svc.store.keys.message("m1"))
+    assert 86_000 < ttl <= 86_400
+
+
+def test_signature_header_when_a_secret_is_set(harness: Harness, receiver: Receiver) -> None:
+    from standardwebhooks.webhooks import Webhook
+
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    settings = harness.svc.settings.__class__(**{**harness.svc.settings.__dict__, "webhook_secret": secret})
+    harness.svc.dispatcher.__dict__["_settings"] = settings
+    harness.post(message("signed", SOON, receiver.url))
+    harness.drain()
+    [got] = receiver.wait_for(1)
+    expected = Webhook(secret).sign(
+        "signed", __import__("datetime").datetime.fromtimestamp(int(got.headers["webhook-timestamp"]),
+                                                                tz=__import__("datetime").timezone.utc),
+        got.body.decode(),
+    )
+    assert got.headers["webhook-signature"] == expected
+
+
+def test_tick_claims_only_inside_its_window(harness: Harness, receiver: Receiver) -> None:
+    harness.post(message("later", LATER, receiver.url))
+    assert status_of(harness, "later")["status"] == "scheduled"
+    assert harness.tick()["claimed"] == 0
+    assert harness.receive() == []
+    harness.clock.set(T0 + 3600_000 - 100_000)  # 100 s before due: inside the 120 s window
+    assert harness.tick()["claimed"] == 1
+    assert status_of(harness, "later")["status"] == "queued"
+    harness.drain()
+    assert len(receiver.wait_for(1)) == 1
+    assert harness.clock.now_ms() == T0 + 3600_000
+    assert status_of(harness, "later")["status"] == "delivered"
+
+
+def test_past_due_message_is_delivered_at_once(harness: Harness, receiver: Receiver) -> None:
+    harness.post(message("past", "2020-01-01T00:00:00Z", receiver.url))
+    harness.drain()
+    assert len(receiver.wait_for(1)) == 1
+    assert harness.clock.now_ms() == T0  # nothing waited
+
+
+def test_retries_with_backoff_then_delivers(harness: Harness) -> None:
+    rcv = Receiver(responder=lambda path, n: (500, {}) if n <= 2 else (200, {}))
+    try:
+        harness.post(message("flaky", SOON, rcv.url))
+        harness.drain()
+        got = rcv.wait_for(3)
+        assert len(got) == 3
+        shown = status_of(harness, "flaky")
+        assert shown["status"] == "delivered" and shown["attempts"] == 3
+        assert shown["lastError"] == "HTTP 500"
+        # 1 s after the first failure, 2 s after the second, on the injected clock.
+        assert harness.clock.now_ms() == T0 + 30_000 + 1_000 + 2_000
+    finally:
+        rcv.stop()
+
+
+def test_retries_are_spent_then_failed(harness: Harness) -> None:
+    rcv = Receiver(responder=lambda path, n: (503, {}))
+    try:
+        harness.post(message("down", SOON, rcv.url))
+        harness.drain()
+        assert len(rcv.wait_for(4)) == 4  # first try + WEBHOOK_MAX_RETRIES (3)
+        shown = status_of(harness, "down")
+        assert shown["status"] == "failed" and shown["attempts"] == 4
+        assert shown["lastError"] == "HTTP 503" and shown["failedAt"] is not None
+        assert harness.clock.now_ms() == T0 + 30_000 + 1_000 + 2_000 + 4_000
+        assert json.loads(harness.get("/messages").body)["count"] == 0
+        assert harness.receive() == []
+    finally:
+        rcv.stop()
+
+
+def test_client_errors_fail_at_once(harness: Harness) -> None:
+    rcv = Receiver(responder=lambda path, n: (404, {}))
+    try:
+        harness.post(message("nope", SOON, rcv.url))
+        harness.drain()
+        assert len(rcv.received) == 1
+        assert status_of(harness, "nope")["status"] == "failed"
+    finally:
+        rcv.stop()
+
+
+def test_retry_after_is_honoured(harness: Harness) -> None:
+    rcv = Receiver(responder=lambda path, n: (429, {"Retry-After": "20"}) if n == 1 else (200, {}))
+    try:
+        harness.post(message("slow", SOON, rcv.url))
+        harness.drain()
+        assert len(rcv.wait_for(2)) == 2
+        assert harness.clock.now_ms() == T0 + 30_000 + 20_000
+    finally:
+        rcv.stop()
+
+
+def test_connection_refused_is_retried(harness: Harness) -> None:
+    harness.post(message("refused", SOON, "http://127.0.0.1:9/hook"))
+    harness.drain()
+    shown = status_of(harness, "refused")
+    assert shown["status"] == "failed" and shown["attempts"] == 4
+    assert "connection failed" in shown["lastError"]
+
+
+def test_deleted_before_due_is_never_delivered(harness: Harness, receiver: Receiver) -> None:
+    harness.post(message("cancel", SOON, receiver.url))
+    assert harness.delete("/messages/cancel").status_code == 200
+    assert harness.drain() == 1  # the SQS message arrives, finds nothing to claim
+    assert receiver.received == []
+
+
+def test_duplicate_sqs_messages_deliver_once(harness: Harness, receiver: Receiver) -> None:
+    harness.post(message("twice", SOON, receiver.url))
+    [sqs_message] = harness.receive()
+    harness.dispatch([sqs_message["Body"]] * 3)  # one batch, three copies, in parallel
+    harness.dispatch([sqs_message["Body"]])
+    assert len(receiver.received) == 1
+
+
+def test_concurrent_ticks_claim_each_message_once(harness: Harness, receiver: Receiver) -> None:
+    for i in range(100):
+        harness.post(message(f"c{i}", LATER, receiver.url))
+    harness.clock.set(T0 + 3600_000 - 60_000)
+    reports: list[dict] = []
+    svc = harness.svc
+    svc.scheduler.__dict__["_batch"] = 7  # many small claims, so the ticks interleave
+
+    def run() -> None:
+        reports.append(svc.scheduler.tick(svc.clock.now_ms() + 60_000).to_dict())
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r["claimed"] for r in reports) == 100
+    bodies = [m["Body"] for m in harness.receive()]
+    assert len(bodies) == 100
+    harness.dispatch(bodies[:10] + bodies[:10])
+    for i in range(10, 100, 10):
+        harness.dispatch(bodies[i:i + 10])
+    ids = sorted(r.json()["hello"] for r in receiver.wait_for(100))
+    assert ids == sorted(f"c{i}" for i in range(100))
+
+
+def test_crashed_dispatcher_lease_expires_and_the_tick_redelivers(
+    harness: Harness, receiver: Receiver
+) -> None:
+    harness.post(message("crash", SOON, receiver.url))
+    [sqs_message] = harness.receive()
+    body = json.loads(sqs_message["Body"])
+    from chalicelib.store import Claimed
+
+    # A dispatcher claims it and dies before posting.
+    claimed = Claimed(ref=body["ref"], due_ms=body["due"], token=body["token"])
+    assert harness.svc.store.begin_delivery(claimed, T0 + 60_000) is not None
+    assert status_of(harness, "crash")["status"] == "delivering"
+    assert harness.delete("/messages/crash").status_code == 409
+    harness.clock.set(T0 + 60_001)
+    assert harness.tick()["reclaimed"] == 1
+    harness.dispatch([sqs_message["Body"]])  # the stale SQS message is dropped
+    assert receiver.received == []
+    harness.drain()
+    assert len(receiver.wait_for(1)) == 1
+    shown = status_of(harness, "crash")
+    assert shown["status"] == "delivered" and shown["attempts"] == 2
+
+
+def test_lost_sqs_message_is_reclaimed_after_the_grace(harness: Harness, receiver: Receiver) -> None:
+    harness.post(message("lost", SOON, receiver.url))
+    harness.receive()  # SQS loses it
+    harness.clock.set(T0 + 30_000 + 120_000 - 1)
+    assert harness.tick()["reclaimed"] == 0
+    harness.clock.advance(1)
+    report = harness.tick()
+    assert report["reclaimed"] == 1 and report["claimed"] == 1
+    harness.drain()
+    assert len(receiver.wait_for(1)) == 1
+
+
+def test_failed_sqs_send_keeps_the_message(harness: Harness, receiver: Receiver) -> None:
+    good_url = harness.svc.queue.url
+    harness.svc.queue.__dict__["_queue_url"] = good_url + "-missing"
+    response = harness.post(message("kept", SOON, receiver.url))
+    assert response.status_code == 200  # accepted: it is stored, and the tick recovers it
+    harness.svc.queue.__dict__["_queue_url"] = good_url
+    assert harness.receive() == []
+    report = harness.tick()
+    assert report["reclaimed"] == 1 and report["claimed"] == 1
+    harness.drain()
+    assert len(receiver.wait_for(1)) == 1
+
+
+def test_tick_hands_on_what_it_cannot_finish(harness: Harness, receiver: Receiver) -> None:
+    for i in range(120):
+        harness.post(message(f"h{i:04d}", LATER, receiver.url))
+    harness.clock.set(T0 + 3600_000 - 60_000)
+    svc = harness.svc
+    svc.scheduler.__dict__["_batch"] = 20
+
+    class Ticking(FakeClock):
+        def now_ms(self) -> int:  # every look at the clock costs 10 s
+            self.advance(10_000)
+            return super().now_ms()
+
+    clock = Ticking(harness.clock.now_ms())
+    svc.scheduler.__dict__["_clock"] = clock
+    report = svc.scheduler.tick(clock.now_ms() + 25_000).to_dict()
+    assert report["handedOn"] and 0 < report["claimed"] < 120
+    bodies = [m["Body"] for m in harness.receive()]
+    assert sum(1 for b in bodies if json.loads(b).get("kind") == "tick") == 1
+    svc.scheduler.__dict__["_clock"] = harness.clock
+    harness.dispatch([b for b in bodies if json.loads(b).get("kind") == "tick"])
+    rest = [m["Body"] for m in harness.receive()]
+    assert len(bodies) - 1 + len(rest) == 120
+    assert {json.loads(b)["ref"] for b in bodies if "ref" in b} | {json.loads(b)["ref"] for b in rest} == {
+        message_ref(f"h{i:04d}") for i in range(120)
+    }
+
+
+def test_malformed_sqs_bodies_are_dropped(harness: Harness) -> None:
+    harness.dispatch(["not json", "{}", '{"ref": "x:1", "token": "t", "due": 1}', "[]"])
+    assert harness.receive() == []
