@@ -7,20 +7,39 @@ from typing import Any
 
 from chalice import Chalice, Rate, Response
 
-from chalicelib import messages_api, services
-from chalicelib.http import detail_error, handles_errors, json_response, require_token
+from chalicelib import agents_api, messages_api, services
+from chalicelib.http import (
+    api_error,
+    bearer_token,
+    detail_error,
+    handles_errors,
+    json_response,
+    require_token,
+)
 from chalicelib.lambda_events import deadline_from
 
 app = Chalice(app_name="punctual")
 
 # Fixed when the app is packaged; the same name reaches the code as DISPATCH_QUEUE_NAME.
 DISPATCH_QUEUE = os.environ.get("DISPATCH_QUEUE_NAME", "punctual-dispatch")
+ANY_BODY = ["*/*"]  # bodies are read as JSON whatever their declared type
 
 
 def _authorised() -> services.Services:
     svc = services.get()
     require_token(app.current_request.headers, svc.settings.api_token)
     return svc
+
+
+def _body() -> bytes | None:
+    return app.current_request.raw_body
+
+
+def _params() -> dict[str, str]:
+    return app.current_request.query_params or {}
+
+
+# -- webhooks (spec: webhook-scheduler-api.md) ----------------------------------------
 
 
 @app.route("/health", methods=["GET"])
@@ -30,17 +49,16 @@ def health() -> Response:
     return json_response(body, status)
 
 
-@app.route("/messages", methods=["POST"], content_types=["*/*"])
+@app.route("/messages", methods=["POST"], content_types=ANY_BODY)
 @handles_errors(detail_error)
 def create_message() -> Response:
-    return json_response(messages_api.create_message(_authorised(), app.current_request.raw_body))
+    return json_response(messages_api.create_message(_authorised(), _body()))
 
 
 @app.route("/messages", methods=["GET"])
 @handles_errors(detail_error)
 def list_messages() -> Response:
-    svc = _authorised()
-    return json_response(messages_api.list_messages(svc, app.current_request.query_params or {}))
+    return json_response(messages_api.list_messages(_authorised(), _params()))
 
 
 @app.route("/messages/{message_id}", methods=["GET"])
@@ -53,6 +71,110 @@ def get_message(message_id: str) -> Response:
 @handles_errors(detail_error)
 def delete_message(message_id: str) -> Response:
     return json_response(messages_api.delete_message(_authorised(), message_id))
+
+
+# -- agents (spec: agent-scheduling-api.md) ---------------------------------------------
+
+
+@app.route("/api/agents", methods=["POST"], content_types=ANY_BODY)
+@handles_errors(api_error)
+def create_agent() -> Response:
+    return json_response(agents_api.create_agent(_authorised(), _body()), 201)
+
+
+@app.route("/api/agents", methods=["GET"])
+@handles_errors(api_error)
+def list_agents() -> Response:
+    return json_response(agents_api.list_agents(_authorised(), _params()))
+
+
+@app.route("/api/agents/{agentId}", methods=["GET"])
+@handles_errors(api_error)
+def get_agent(agentId: str) -> Response:  # noqa: N803 (the spec's path parameter)
+    return json_response(agents_api.get_agent(_authorised(), agentId))
+
+
+@app.route("/api/agents/{agentId}", methods=["PATCH"], content_types=ANY_BODY)
+@handles_errors(api_error)
+def update_agent(agentId: str) -> Response:  # noqa: N803
+    return json_response(agents_api.update_agent(_authorised(), agentId, _body()))
+
+
+@app.route("/api/agents/{agentId}", methods=["DELETE"])
+@handles_errors(api_error)
+def delete_agent(agentId: str) -> Response:  # noqa: N803
+    return json_response(agents_api.delete_agent(_authorised(), agentId))
+
+
+@app.route("/api/agents/{agentId}/schedule", methods=["POST"], content_types=ANY_BODY)
+@handles_errors(api_error)
+def schedule_agent(agentId: str) -> Response:  # noqa: N803
+    return json_response(agents_api.schedule_agent(_authorised(), agentId, _body()))
+
+
+@app.route("/api/agents/{agentId}/schedule", methods=["GET"])
+@handles_errors(api_error)
+def get_schedule(agentId: str) -> Response:  # noqa: N803
+    return json_response(agents_api.get_schedule(_authorised(), agentId))
+
+
+@app.route("/api/agents/{agentId}/schedule", methods=["DELETE"])
+@handles_errors(api_error)
+def unschedule_agent(agentId: str) -> Response:  # noqa: N803
+    return json_response(agents_api.unschedule_agent(_authorised(), agentId))
+
+
+@app.route("/api/agents/{agentId}/schedule/{jobId}/pause", methods=["PATCH"], content_types=ANY_BODY)
+@handles_errors(api_error)
+def pause_job(agentId: str, jobId: str) -> Response:  # noqa: N803
+    return json_response(agents_api.pause_job(_authorised(), agentId, jobId))
+
+
+@app.route("/api/agents/{agentId}/schedule/{jobId}/resume", methods=["PATCH"], content_types=ANY_BODY)
+@handles_errors(api_error)
+def resume_job(agentId: str, jobId: str) -> Response:  # noqa: N803
+    return json_response(agents_api.resume_job(_authorised(), agentId, jobId))
+
+
+@app.route("/api/agents/schedule/status", methods=["GET"])
+@handles_errors(api_error)
+def scheduler_status() -> Response:
+    return json_response(agents_api.scheduler_status(_authorised()))
+
+
+@app.route("/api/agents/schedule/paused", methods=["GET"])
+@handles_errors(api_error)
+def paused_jobs() -> Response:
+    return json_response(agents_api.paused_jobs(_authorised()))
+
+
+@app.route("/api/agents/{agentId}/run", methods=["POST"], content_types=ANY_BODY)
+@handles_errors(api_error)
+def run_agent(agentId: str) -> Response:  # noqa: N803
+    return json_response(agents_api.run_now(_authorised(), agentId), 202)
+
+
+@app.route("/api/agents/{agentId}/runs", methods=["GET"])
+@handles_errors(api_error)
+def list_runs(agentId: str) -> Response:  # noqa: N803
+    return json_response(agents_api.list_runs(_authorised(), agentId, _params()))
+
+
+@app.route("/api/agents/{agentId}/runs/{runId}", methods=["GET"])
+@handles_errors(api_error)
+def get_run(agentId: str, runId: str) -> Response:  # noqa: N803
+    return json_response(agents_api.get_run(_authorised(), agentId, runId))
+
+
+@app.route("/api/agents/{agentId}/runs/{runId}/{report}", methods=["POST"], content_types=ANY_BODY)
+@handles_errors(api_error)
+def report_run(agentId: str, runId: str, report: str) -> Response:  # noqa: N803
+    # Authorised by the run's own callback token, not the API token.
+    token = bearer_token(app.current_request.headers, "callbackToken")
+    return json_response(agents_api.report(services.get(), agentId, runId, report, token, _body()))
+
+
+# -- the engine ----------------------------------------------------------------------------
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))

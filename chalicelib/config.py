@@ -24,6 +24,16 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _public_api_url(env: Mapping[str, str]) -> str:
+    explicit = env.get("PUBLIC_API_URL", "").strip().rstrip("/")
+    if explicit:
+        return explicit
+    host = env.get("API_HOST", "127.0.0.1").strip() or "127.0.0.1"
+    if host in {"0.0.0.0", "::"}:
+        host = "127.0.0.1"
+    return f"http://{host}:{env.get('API_PORT', '8000').strip() or '8000'}"
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str
@@ -46,6 +56,14 @@ class Settings:
     # presumed lost in transit and re-sent by the tick.
     queue_grace_seconds: int
     key_prefix: str
+    max_concurrent_agents: int
+    agent_max_retries: int
+    agent_retry_base_seconds: int
+    agent_retry_max_delay_seconds: int
+    # A run's HTTP call must answer within this; longer work answers 202 and reports back.
+    agent_call_timeout_seconds: int
+    # Where agents send their reports (the callbackUrl in every run request).
+    public_api_url: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -74,4 +92,10 @@ class Settings:
             lead_seconds=_int(env, "DISPATCH_LEAD_SECONDS", 2),
             queue_grace_seconds=_int(env, "QUEUE_GRACE_SECONDS", 120, minimum=10),
             key_prefix=env.get("REDIS_KEY_PREFIX", "punctual"),
+            max_concurrent_agents=_int(env, "MAX_CONCURRENT_AGENTS", 5, minimum=1),
+            agent_max_retries=_int(env, "AGENT_MAX_RETRIES", 3),
+            agent_retry_base_seconds=_int(env, "AGENT_RETRY_BASE_SECONDS", 1, minimum=1),
+            agent_retry_max_delay_seconds=_int(env, "AGENT_RETRY_MAX_DELAY_SECONDS", 300, minimum=1),
+            agent_call_timeout_seconds=_int(env, "AGENT_CALL_TIMEOUT_SECONDS", 30, minimum=1),
+            public_api_url=_public_api_url(env),
         )

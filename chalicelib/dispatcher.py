@@ -7,11 +7,12 @@ import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+from .agent_runner import AgentRunner
 from .backoff import parse_retry_after, retry_delay_seconds
 from .clock import Clock
 from .config import Settings
 from .errors import BadRequest, PunctualError
-from .keys import MESSAGE_REF
+from .keys import MESSAGE_REF, RUN_REF, split_run_ref
 from .messages import Message
 from .scheduler import Scheduler
 from .store import Claimed, Store, new_token
@@ -30,12 +31,14 @@ class Dispatcher:
         self,
         store: Store,
         scheduler: Scheduler,
+        runs: AgentRunner,
         sender: HttpSender,
         clock: Clock,
         settings: Settings,
     ) -> None:
         self._store = store
         self._scheduler = scheduler
+        self._runs = runs
         self._sender = sender
         self._clock = clock
         self._settings = settings
@@ -55,15 +58,26 @@ class Dispatcher:
             if data.get("kind") == "tick":
                 self._scheduler.tick(deadline_ms())
                 return
-            claimed = Claimed(ref=str(data["ref"]), due_ms=int(data["due"]), token=str(data["token"]))
+            claimed = Claimed(
+                ref=str(data["ref"]), due_ms=int(data["due"]), token=str(data["token"]),
+                kind=str(data.get("kind", "")),
+            )
+            handler = self._handler_for(claimed)
         except (ValueError, KeyError, TypeError, AttributeError):
             # Not ours to retry: a malformed body would fail the same way forever.
             log.error("dropping malformed dispatch message %r", body[:200])
             return
-        if claimed.ref.startswith(MESSAGE_REF):
-            self.deliver_message(claimed)
-        else:
-            log.error("dropping dispatch message for unknown item %r", claimed.ref)
+        handler(claimed)
+
+    def _handler_for(self, claimed: Claimed) -> Callable[[Claimed], None]:
+        if claimed.ref.startswith(MESSAGE_REF) and not claimed.kind:
+            return self.deliver_message
+        if claimed.ref.startswith(RUN_REF):
+            split_run_ref(claimed.ref)
+            runs = self._runs
+            handlers = {"": runs.fire, "start": runs.start, "timeout": runs.check_timeout}
+            return handlers[claimed.kind]
+        raise ValueError(f"unknown item {claimed.ref!r} of kind {claimed.kind!r}")
 
     def deliver_message(self, claimed: Claimed) -> None:
         self._clock.sleep_until(claimed.due_ms)

@@ -51,11 +51,16 @@ def handles_errors(shape: Callable[[str, int], Response]) -> Callable[..., Any]:
     return decorate
 
 
-def require_token(headers: Mapping[str, str], expected: str) -> None:
-    """Bearer authentication, compared in constant time."""
+def bearer_token(headers: Mapping[str, str], what: str = "API_TOKEN") -> str:
     value = headers.get("authorization") or ""
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("missing bearer token; send 'Authorization: Bearer <API_TOKEN>'")
-    if not expected or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise Unauthorized(f"missing bearer token; send 'Authorization: Bearer <{what}>'")
+    return token.strip()
+
+
+def require_token(headers: Mapping[str, str], expected: str) -> None:
+    """Bearer authentication, compared in constant time."""
+    token = bearer_token(headers)
+    if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
         raise Unauthorized("invalid token")

@@ -7,10 +7,20 @@
 |                            |      | they are presumed lost (queue grace or delivery lease)     |
 | {p}:msg:{id}               | hash | one webhook message (fields: see messages.Message)         |
 | {p}:msgs:pending           | zset | ids of messages not yet finished; score = due ms (listing) |
+| {p}:agent:{id}             | hash | one agent, its schedule and its scheduling state           |
+| {p}:agents                 | zset | agent ids; score = creation ms (listing)                   |
+| {p}:schedules              | set  | ids of agents with an enabled schedule                     |
+| {p}:paused                 | set  | ids of agents whose scheduled job is paused                |
+| {p}:run:{runId}            | hash | one agent run (a cron slot, a manual run, its retries)     |
+| {p}:runs-of:{id}           | zset | an agent's recent run ids; score = creation ms             |
+| {p}:ready                  | zset | run ids waiting for a concurrency slot; score = priority   |
+|                            |      | rank * 1e13 + due ms, so higher priority, then earlier due |
+| {p}:running                | zset | run ids holding a concurrency slot; score = lease deadline |
+| {p}:tick:last              | str  | ms of the last tick (the scheduler's heartbeat)            |
 
 A *ref* names an item in the due and inflight indexes: `m:{id}` for a webhook
-message. The hash behind a ref is found with `item_key(ref)`; Lua scripts get
-every key through KEYS, never build one.
+message, `r:{agentId}/{runId}` for an agent run. The hash behind a ref is found
+with `item(ref)`; Lua scripts get every key through KEYS, never build one.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MESSAGE_REF = "m:"
+RUN_REF = "r:"
 
 
 @dataclass(frozen=True)
@@ -39,12 +50,59 @@ class Keys:
     def message(self, message_id: str) -> str:
         return f"{self.prefix}:msg:{message_id}"
 
+    def agent(self, agent_id: str) -> str:
+        return f"{self.prefix}:agent:{agent_id}"
+
+    @property
+    def agents(self) -> str:
+        return f"{self.prefix}:agents"
+
+    @property
+    def schedules(self) -> str:
+        return f"{self.prefix}:schedules"
+
+    @property
+    def paused(self) -> str:
+        return f"{self.prefix}:paused"
+
+    def run(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}"
+
+    def runs_of(self, agent_id: str) -> str:
+        return f"{self.prefix}:runs-of:{agent_id}"
+
+    @property
+    def ready(self) -> str:
+        return f"{self.prefix}:ready"
+
+    @property
+    def running(self) -> str:
+        return f"{self.prefix}:running"
+
+    @property
+    def tick_heartbeat(self) -> str:
+        return f"{self.prefix}:tick:last"
+
     def item(self, ref: str) -> str:
         """The hash that holds the item a due-index ref names."""
         if ref.startswith(MESSAGE_REF):
             return self.message(ref[len(MESSAGE_REF):])
+        if ref.startswith(RUN_REF):
+            return self.run(split_run_ref(ref)[1])
         raise ValueError(f"unknown item ref {ref!r}")
 
 
 def message_ref(message_id: str) -> str:
     return MESSAGE_REF + message_id
+
+
+def run_ref(agent_id: str, run_id: str) -> str:
+    return f"{RUN_REF}{agent_id}/{run_id}"
+
+
+def split_run_ref(ref: str) -> tuple[str, str]:
+    """(agentId, runId) of a run ref; agent ids never contain '/'."""
+    agent_id, _, run_id = ref[len(RUN_REF):].rpartition("/")
+    if not agent_id or not run_id:
+        raise ValueError(f"malformed run ref {ref!r}")
+    return agent_id, run_id

@@ -42,7 +42,7 @@ def create_message(svc: Services, raw_body: bytes | None) -> dict[str, Any]:
     return {"status": "scheduled", "messageId": new.id}
 
 
-def _page_size(params: Mapping[str, str]) -> int:
+def page_size(params: Mapping[str, str]) -> int:
     raw = params.get("limit")
     if raw is None:
         return DEFAULT_PAGE
@@ -56,7 +56,7 @@ def _page_size(params: Mapping[str, str]) -> int:
 
 
 def list_messages(svc: Services, params: Mapping[str, str]) -> dict[str, Any]:
-    limit = _page_size(params)
+    limit = page_size(params)
     cursor = params.get("cursor") or None
     page = svc.store.page_pending(limit, cursor)
     return {

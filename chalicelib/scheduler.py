@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from .agent_runner import AgentRunner
 from .clock import Clock
 from .config import Settings
 from .dispatch_queue import DispatchQueue
@@ -21,9 +22,11 @@ class TickReport:
     claimed: int
     send_failures: int
     handed_on: bool
+    expired_runs: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return {
+            "expiredRuns": self.expired_runs,
             "reclaimed": self.reclaimed,
             "claimed": self.claimed,
             "sendFailures": self.send_failures,
@@ -38,9 +41,11 @@ class Scheduler:
         queue: DispatchQueue,
         clock: Clock,
         settings: Settings,
+        runs: AgentRunner,
         claim_batch: int = CLAIM_BATCH,
     ) -> None:
         self._store = store
+        self._runs = runs
         self._batch = claim_batch
         self._queue = queue
         self._clock = clock
@@ -68,6 +73,7 @@ class Scheduler:
         the queue instead of running past the Lambda's timeout.
         """
         now = self._clock.now_ms()
+        expired = self._runs.heartbeat_and_expire(now)
         reclaimed = claimed = failures = 0
         while True:
             count = self._store.reclaim_expired(now, self._batch)
@@ -81,7 +87,7 @@ class Scheduler:
             failures += failed
             if len(batch) < self._batch or failed:
                 # Done, or SQS is failing: what it did not take is reclaimed next tick.
-                return TickReport(reclaimed, claimed, failures, handed_on=False)
-        report = TickReport(reclaimed, claimed, failures, handed_on=self._queue.send_tick())
+                return TickReport(reclaimed, claimed, failures, False, expired)
+        report = TickReport(reclaimed, claimed, failures, self._queue.send_tick(), expired)
         log.info("tick ran out of time %s", report.to_dict())
         return report

@@ -11,10 +11,13 @@ from botocore.config import Config as BotoConfig
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from .agent_runner import AgentRunner
+from .agent_store import AgentStore
 from .clock import Clock, SystemClock
 from .config import Settings
 from .dispatch_queue import DispatchQueue
 from .dispatcher import Dispatcher
+from .events import Events, LogPublisher, Publisher
 from .keys import Keys
 from .scheduler import Scheduler
 from .store import Store
@@ -31,6 +34,9 @@ class Services:
     scheduler: Scheduler
     dispatcher: Dispatcher
     resolver: Resolver
+    agents: AgentStore
+    runs: AgentRunner
+    events: Events
 
     @classmethod
     def build(
@@ -40,6 +46,7 @@ class Services:
         redis_client: redis.Redis | None = None,
         sqs_client: object | None = None,
         resolver: Resolver = system_resolver,
+        publisher: Publisher | None = None,
     ) -> Services:
         clock = clock or SystemClock()
         if redis_client is None:
@@ -65,10 +72,13 @@ class Services:
             sqs_client, settings.dispatch_queue_name, settings.dispatch_queue_url, clock,
             settings.lead_seconds,
         )
-        scheduler = Scheduler(store, queue, clock, settings)
         sender = HttpSender(settings.webhook_timeout_seconds)
-        dispatcher = Dispatcher(store, scheduler, sender, clock, settings)
-        return cls(settings, clock, store, queue, scheduler, dispatcher, resolver)
+        agents = AgentStore(store)
+        events = Events(publisher or LogPublisher(), clock)
+        runs = AgentRunner(agents, queue, sender, events, clock, settings)
+        scheduler = Scheduler(store, queue, clock, settings, runs)
+        dispatcher = Dispatcher(store, scheduler, runs, sender, clock, settings)
+        return cls(settings, clock, store, queue, scheduler, dispatcher, resolver, agents, runs, events)
 
 
 _lock = threading.Lock()

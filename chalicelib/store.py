@@ -33,9 +33,15 @@ class Claimed:
     ref: str
     due_ms: int
     token: str
+    # What the dispatcher does with it: "" delivers a message or fires a run;
+    # "start" calls an agent; "timeout" checks a run's timeout.
+    kind: str = ""
 
     def to_body(self) -> str:
-        return json.dumps({"ref": self.ref, "token": self.token, "due": self.due_ms})
+        body: dict[str, object] = {"ref": self.ref, "token": self.token, "due": self.due_ms}
+        if self.kind:
+            body["kind"] = self.kind
+        return json.dumps(body)
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,8 @@ class Store:
         self.keys = keys
         self.scripts = Scripts(client)
 
-    def _call(self, fn: Callable[[], T]) -> T:
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run a Redis operation; a lost connection is a 503, not a 500."""
         try:
             return fn()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -89,7 +96,7 @@ class Store:
         self, new: NewMessage, now_ms: int, claim_token: str | None, inflight_deadline_ms: int
     ) -> None:
         k = self.keys
-        created = self._call(
+        created = self.call(
             lambda: self.scripts.create_message(
                 keys=[k.message(new.id), k.pending_messages, k.due, k.inflight],
                 args=[
@@ -108,14 +115,14 @@ class Store:
             raise Conflict(f"message {new.id!r} already exists")
 
     def get_message(self, message_id: str) -> Message:
-        fields = self._call(lambda: self.client.hgetall(self.keys.message(message_id)))
+        fields = self.call(lambda: self.client.hgetall(self.keys.message(message_id)))
         if not fields:
             raise NotFound(f"message {message_id!r} not found")
         return Message.from_hash(fields)
 
     def delete_message(self, message_id: str) -> None:
         k = self.keys
-        result = self._call(
+        result = self.call(
             lambda: self.scripts.delete_message(
                 keys=[k.message(message_id), k.pending_messages, k.due, k.inflight],
                 args=[message_id, message_ref(message_id)],
@@ -127,7 +134,10 @@ class Store:
             raise Conflict(f"message {message_id!r} is being delivered right now and cannot be deleted")
 
     def page_pending(self, limit: int, cursor: str | None) -> Page:
-        key = self.keys.pending_messages
+        return self.page(self.keys.pending_messages, limit, cursor)
+
+    def page(self, key: str, limit: int, cursor: str | None) -> Page:
+        """One page of a zset in score order, after an opaque cursor."""
 
         def read() -> tuple[list[Any], int]:
             if cursor is None:
@@ -138,13 +148,13 @@ class Store:
                 flat = self.scripts.page_after(keys=[key], args=[score, member, limit])
             return flat, int(self.client.zcard(key))
 
-        flat, total = self._call(read)
+        flat, total = self.call(read)
         items = [(flat[i], int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
         next_cursor = encode_cursor(items[-1][1], items[-1][0]) if len(items) == limit else None
         return Page(items=items, total=total, next_cursor=next_cursor)
 
     def begin_delivery(self, claimed: Claimed, lease_deadline_ms: int) -> Message | None:
-        flat = self._call(
+        flat = self.call(
             lambda: self.scripts.begin_delivery(
                 keys=[self.keys.item(claimed.ref), self.keys.inflight],
                 args=[claimed.ref, claimed.token, lease_deadline_ms],
@@ -169,7 +179,7 @@ class Store:
         if retry is not None:
             args += [retry.token, retry.due_ms, inflight_deadline_ms]
         return bool(
-            self._call(
+            self.call(
                 lambda: self.scripts.finish_delivery(
                     keys=[k.message(message.id), k.inflight, k.pending_messages], args=args
                 )
@@ -181,7 +191,7 @@ class Store:
     def claim_due(self, until_ms: int, grace_ms: int, batch: int) -> list[Claimed]:
         """Claim up to `batch` items due at or before `until_ms`."""
         k = self.keys
-        refs = self._call(
+        refs = self.call(
             lambda: self.client.zrangebyscore(k.due, "-inf", until_ms, start=0, num=batch)
         )
         if not refs:
@@ -189,7 +199,7 @@ class Store:
         args: list[Any] = [until_ms, grace_ms]
         for ref in refs:
             args += [ref, new_token()]
-        flat = self._call(
+        flat = self.call(
             lambda: self.scripts.claim_due(
                 keys=[k.due, k.inflight, *(k.item(ref) for ref in refs)], args=args
             )
@@ -203,18 +213,18 @@ class Store:
         """Make items whose SQS send failed reclaimable by the next tick."""
         refs = {item.ref: now_ms for item in items}
         if refs:
-            self._call(lambda: self.client.zadd(self.keys.inflight, refs, xx=True))
+            self.call(lambda: self.client.zadd(self.keys.inflight, refs, xx=True))
 
     def reclaim_expired(self, now_ms: int, batch: int) -> int:
         """Put items whose SQS message or delivery lease was lost back in the due index."""
         k = self.keys
-        refs = self._call(
+        refs = self.call(
             lambda: self.client.zrangebyscore(k.inflight, "-inf", now_ms, start=0, num=batch)
         )
         if not refs:
             return 0
         return int(
-            self._call(
+            self.call(
                 lambda: self.scripts.reclaim(
                     keys=[k.inflight, k.due, *(k.item(ref) for ref in refs)], args=[now_ms, *refs]
                 )

@@ -72,14 +72,17 @@ class HttpSender:
             self._local.session = session
         return session
 
-    def post(self, url: str, body: bytes, headers: dict[str, str]) -> DeliveryResult:
+    def post(
+        self, url: str, body: bytes, headers: dict[str, str], timeout: float | None = None
+    ) -> DeliveryResult:
+        timeout = timeout or self._timeout
         try:
             response = self._session().post(
-                url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
+                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             )
             response.close()
         except requests.Timeout:
-            return DeliveryResult(ok=False, retryable=True, error=f"timed out after {self._timeout:g} s")
+            return DeliveryResult(ok=False, retryable=True, error=f"timed out after {timeout:g} s")
         except requests.RequestException as exc:
             return DeliveryResult(ok=False, retryable=True, error=f"connection failed: {type(exc).__name__}")
         result = classify(response.status_code)

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import boto3
@@ -80,6 +81,22 @@ def receiver() -> Iterator[Receiver]:
     rcv.stop()
 
 
+class RecordingPublisher:
+    """Keeps every published event, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+
+    def publish(self, event: str, agent_id: str | None, data: dict[str, Any]) -> None:
+        with self._lock:
+            self.events.append((event, data))
+
+    def names(self, agent_id: str | None = None) -> list[str]:
+        with self._lock:
+            return [e for e, d in self.events if agent_id is None or d.get("agentId") == agent_id]
+
+
 @dataclass
 class Harness:
     client: Client
@@ -87,6 +104,14 @@ class Harness:
     sqs: Any
     clock: FakeClock
     redis: redis.Redis
+    published: RecordingPublisher
+
+    def configure(self, **changes: Any) -> None:
+        """Rebuild the services with changed settings (same clock, Redis, SQS, recorder)."""
+        settings = replace(self.svc.settings, **changes)
+        self.svc = Services.build(settings, clock=self.clock, redis_client=self.redis,
+                                  sqs_client=self.sqs, publisher=self.published)
+        services.install(self.svc)
 
     @property
     def queue_url(self) -> str:
@@ -101,6 +126,13 @@ class Harness:
 
     def delete(self, path: str, headers: dict[str, str] | None = None) -> Any:
         return self.client.http.delete(path, headers=AUTH if headers is None else headers)
+
+    def api(self, method: str, path: str, body: Any = None, token: str = TOKEN) -> tuple[int, Any]:
+        """Call the agent API; returns (status, parsed JSON body)."""
+        raw = body if body is None or isinstance(body, (bytes, str)) else json.dumps(body)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        response = self.client.http.request(method, path, headers=headers, body=raw or b"")
+        return response.status_code, json.loads(response.body) if response.body else None
 
     def tick(self) -> dict[str, Any]:
         event = self.client.events.generate_cw_event(
@@ -144,10 +176,12 @@ def harness(
     env: dict[str, str], aws: Any, clock: FakeClock, redis_client: redis.Redis
 ) -> Iterator[Harness]:
     settings = Settings.from_env(env)
-    svc = Services.build(settings, clock=clock, redis_client=redis_client, sqs_client=aws)
+    published = RecordingPublisher()
+    svc = Services.build(settings, clock=clock, redis_client=redis_client, sqs_client=aws,
+                         publisher=published)
     services.install(svc)
     with Client(app_module.app) as client:
-        yield Harness(client, svc, aws, clock, redis_client)
+        yield Harness(client, svc, aws, clock, redis_client, published)
     services.install(None)
 
 

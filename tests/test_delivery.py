@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime
 
 from chalicelib.clock import FakeClock
 from chalicelib.keys import message_ref
@@ -45,16 +46,12 @@ def test_signature_header_when_a_secret_is_set(harness: Harness, receiver: Recei
     from standardwebhooks.webhooks import Webhook
 
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-    settings = harness.svc.settings.__class__(**{**harness.svc.settings.__dict__, "webhook_secret": secret})
-    harness.svc.dispatcher.__dict__["_settings"] = settings
+    harness.configure(webhook_secret=secret)
     harness.post(message("signed", SOON, receiver.url))
     harness.drain()
     [got] = receiver.wait_for(1)
-    expected = Webhook(secret).sign(
-        "signed", __import__("datetime").datetime.fromtimestamp(int(got.headers["webhook-timestamp"]),
-                                                                tz=__import__("datetime").timezone.utc),
-        got.body.decode(),
-    )
+    sent_at = datetime.fromtimestamp(int(got.headers["webhook-timestamp"]), tz=UTC)
+    expected = Webhook(secret).sign("signed", sent_at, got.body.decode())
     assert got.headers["webhook-signature"] == expected
 
 

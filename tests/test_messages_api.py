@@ -77,9 +77,7 @@ def test_bad_input_is_refused_and_leaves_nothing(harness: Harness, raw: str, sta
 
 
 def test_private_targets_refused_outside_local_mode(harness: Harness) -> None:
-    harness.svc.__dict__["settings"] = harness.svc.settings.__class__(
-        **{**harness.svc.settings.__dict__, "local_mode": False}
-    )
+    harness.configure(local_mode=False)
     response = harness.post(message("ssrf", LATER, "http://169.254.169.254/latest/meta-data"))
     assert response.status_code == 400
     assert "internal address" in body_of(response)["detail"]

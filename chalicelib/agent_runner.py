@@ -1,0 +1,227 @@
+"""Agent runs: slots firing, the concurrency limit, the HTTP call, reports, retries, timeouts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from typing import Any
+
+from . import cron
+from .agent_store import AgentStore, report_error
+from .agents import Agent, RunStatus
+from .backoff import retry_delay_seconds
+from .clock import Clock
+from .config import Settings
+from .dispatch_queue import DispatchQueue
+from .events import Events
+from .keys import run_ref, split_run_ref
+from .store import Claimed, new_token
+from .timeutil import format_instant
+from .webhooks import DeliveryResult, HttpSender, webhook_headers
+
+log = logging.getLogger(__name__)
+
+# A start message that no dispatcher took within this long gives its slot back.
+START_LEASE_MS = 60_000
+EXPIRY_BATCH = 200
+
+
+class AgentRunner:
+    def __init__(
+        self,
+        store: AgentStore,
+        queue: DispatchQueue,
+        sender: HttpSender,
+        events: Events,
+        clock: Clock,
+        settings: Settings,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._sender = sender
+        self._events = events
+        self._clock = clock
+        self._settings = settings
+
+    # -- entry points from the dispatch queue -------------------------------
+
+    def fire(self, claimed: Claimed) -> None:
+        """A run's message is due: a cron slot fires, or a retry's backoff ended."""
+        self._clock.sleep_until(claimed.due_ms)
+        agent_id, run_id = split_run_ref(claimed.ref)
+        now = self._clock.now_ms()
+        agent = self._store.find(agent_id)
+        next_slot = None
+        if agent is not None and agent.has_schedule:
+            # From now, not from the slot: after downtime, missed slots collapse into this one.
+            tz = cron.zone(agent.timezone)
+            next_slot = cron.next_after(agent.fields["cron"], tz, max(now, claimed.due_ms))
+        outcome = self._store.fire(agent_id, run_id, claimed.token, now, next_slot,
+                                   self._settings.retention_seconds)
+        log.info("run %s of %s fired: %s", run_id, agent_id, outcome)
+        if outcome == "waiting":
+            self.start_waiting(run_inline=run_id)
+
+    def start(self, claimed: Claimed) -> None:
+        """A start message: this dispatcher calls the agent."""
+        agent_id, run_id = split_run_ref(claimed.ref)
+        self.execute(agent_id, run_id, claimed.token)
+
+    def check_timeout(self, claimed: Claimed) -> None:
+        """A run's timeout came: fail it if it is still running on the same attempt."""
+        self._clock.sleep_until(claimed.due_ms)
+        agent_id, run_id = split_run_ref(claimed.ref)
+        run = self._store.get_run(run_id)
+        if run and run.get("status") == RunStatus.RUNNING and run.get("token") == claimed.token:
+            self._timed_out(agent_id, run_id, run)
+
+    # -- the ready queue -------------------------------------------------------
+
+    def start_waiting(self, run_inline: str | None = None) -> None:
+        """Start waiting runs while concurrency allows.
+
+        The run this dispatcher was already handling is called right here, so a
+        slot starts on its second; others are handed to SQS for other dispatchers.
+        """
+        lease = self._clock.now_ms() + START_LEASE_MS
+        started = self._store.start_ready(self._settings.max_concurrent_agents, lease)
+        inline = None
+        others = []
+        for run_id, token in started:
+            run = self._store.get_run(run_id)
+            if run is None:
+                continue
+            claimed = Claimed(run_ref(run["agentId"], run_id), self._clock.now_ms(), token, kind="start")
+            if run_id == run_inline:
+                inline = claimed
+            else:
+                others.append(claimed)
+        if others:
+            failed = self._queue.send(others)
+            if failed:
+                log.warning("%d start message(s) not sent; their lease will requeue them", len(failed))
+        if inline is not None:
+            self.start(inline)
+
+    def heartbeat_and_expire(self, now: int) -> int:
+        """The tick's share: mark the scheduler alive, requeue lost starts, fail runs past their timeout."""
+        self._store.beat(now)
+        count = 0
+        for run_id in self._store.expired_runs(now, EXPIRY_BATCH):
+            run = self._store.get_run(run_id)
+            if run is None:
+                continue
+            if run.get("status") == RunStatus.STARTING:
+                count += self._store.requeue_start(run_id, now)
+            elif run.get("status") == RunStatus.RUNNING:
+                self._timed_out(run["agentId"], run_id, run)
+                count += 1
+        if count:
+            self.start_waiting()
+        return count
+
+    # -- one attempt --------------------------------------------------------------
+
+    def execute(self, agent_id: str, run_id: str, token: str) -> None:
+        agent = self._store.find(agent_id)
+        if agent is None:
+            return
+        now = self._clock.now_ms()
+        callback_token = secrets.token_urlsafe(24)
+        lease = now + agent.timeout_seconds * 1000
+        run = self._store.begin_run(run_id, agent_id, token, now, lease, callback_token)
+        if run is None:
+            log.info("nothing to start for run %s (duplicate or superseded)", run_id)
+            return
+        job_id = run.get("jobId") or agent_id
+        self._events.started(agent_id, job_id)
+        result = self._call(agent, run, callback_token)
+        if result.status_code == 202:
+            # The agent works on and reports back; its timeout is checked on time.
+            timeout_check = Claimed(run_ref(agent_id, run_id), lease, token, kind="timeout")
+            self._queue.send([timeout_check])
+            return
+        if result.ok:
+            self._complete(agent_id, run_id, token, "claim", run)
+        else:
+            self._fail(agent_id, run_id, token, "claim", run, result.error or "failed")
+
+    def _call(self, agent: Agent, run: dict[str, str], callback_token: str) -> DeliveryResult:
+        body = json.dumps({
+            "agentId": agent.id,
+            "jobId": run.get("jobId") or agent.id,
+            "runId": run["runId"],
+            "scheduledFor": _iso(run.get("scheduledFor")),
+            "attempt": int(run.get("attempt") or 1),
+            "callbackUrl": f"{self._settings.public_api_url}/api/agents/{agent.id}/runs/{run['runId']}",
+            "callbackToken": callback_token,
+        }).encode()
+        headers = webhook_headers(run["runId"], self._clock.now_ms() // 1000, body,
+                                  self._settings.webhook_secret)
+        timeout = min(agent.timeout_seconds, self._settings.agent_call_timeout_seconds)
+        return self._sender.post(agent.fields["endpointUrl"], body, headers, timeout=timeout)
+
+    # -- outcomes (from the call, the agent's reports, or a timeout) -----------------
+
+    def report_progress(self, agent_id: str, run_id: str, token: str, report: dict[str, Any]) -> None:
+        self._store.report_progress(agent_id, run_id, token, report)
+        run = self._store.get_run(run_id) or {}
+        self._events.progress(agent_id, run.get("jobId") or agent_id, report)
+
+    def report_complete(self, agent_id: str, run_id: str, token: str) -> None:
+        run = self._store.get_run(run_id) or {}
+        self._complete(agent_id, run_id, token, "callback", run, raise_errors=True)
+
+    def report_fail(self, agent_id: str, run_id: str, token: str, error: str) -> None:
+        run = self._store.get_run(run_id) or {}
+        self._fail(agent_id, run_id, token, "callback", run, error, raise_errors=True)
+
+    def _timed_out(self, agent_id: str, run_id: str, run: dict[str, str]) -> None:
+        agent = self._store.find(agent_id)
+        seconds = agent.timeout_seconds if agent else 0
+        self._fail(agent_id, run_id, run.get("token", ""), "claim", run,
+                   f"timed out after {seconds} s without an answer")
+
+    def _complete(self, agent_id: str, run_id: str, token: str, kind: str, run: dict[str, str],
+                  raise_errors: bool = False) -> None:
+        now = self._clock.now_ms()
+        code = self._store.finish_run(agent_id, run_id, token, kind, "completed", now, None,
+                                      self._settings.retention_seconds)
+        if self._settled(code, run_id, raise_errors):
+            started = int(run.get("startedAt") or now)
+            self._events.completed(agent_id, run.get("jobId") or agent_id, now - started)
+            self.start_waiting()
+
+    def _fail(self, agent_id: str, run_id: str, token: str, kind: str, run: dict[str, str], error: str,
+              raise_errors: bool = False) -> None:
+        settings = self._settings
+        now = self._clock.now_ms()
+        attempt = int(run.get("attempt") or 1)
+        retry = None
+        deadline = 0
+        if attempt <= settings.agent_max_retries:
+            delay = retry_delay_seconds(attempt, settings.agent_retry_base_seconds,
+                                        settings.agent_retry_max_delay_seconds, None)
+            retry = Claimed(run_ref(agent_id, run_id), now + int(delay * 1000), new_token())
+            deadline = retry.due_ms + settings.queue_grace_seconds * 1000
+        code = self._store.finish_run(agent_id, run_id, token, kind, "retry" if retry else "failed", now,
+                                      error, settings.retention_seconds, retry, deadline)
+        if self._settled(code, run_id, raise_errors):
+            self._events.failed(agent_id, run.get("jobId") or agent_id, error)
+            if retry is not None:
+                self._queue.send([retry])
+            self.start_waiting()
+
+    @staticmethod
+    def _settled(code: int, run_id: str, raise_errors: bool) -> bool:
+        if code == 1:
+            return True
+        if raise_errors:
+            raise report_error(code, run_id)
+        log.info("outcome for run %s not recorded (code %d): already settled", run_id, code)
+        return False
+
+
+def _iso(ms: str | None) -> str | None:
+    return format_instant(int(float(ms))) if ms else None

@@ -1,0 +1,286 @@
+"""The Redis layer for agents, schedules and runs. Multi-key changes are Lua in lua/agents/."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .agents import Agent, ScheduleRequest, new_run_id
+from .errors import BadRequest, Conflict, NotFound, Unauthorized
+from .keys import run_ref
+from .store import Claimed, Page, Store, new_token
+
+
+@dataclass(frozen=True)
+class Stats:
+    scheduled: int
+    running: int
+    queued: int
+    paused: int
+    last_tick_ms: int | None
+
+
+def _flat(fields: dict[str, str]) -> list[str]:
+    return [x for pair in fields.items() for x in pair]
+
+
+def _hash_of(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+_REPORT_ERRORS = {
+    0: NotFound("run not found"),
+    -1: Conflict("the run has already finished"),
+    -2: Conflict("the run is not running"),
+    -3: Unauthorized("invalid callback token for this run"),
+}
+
+
+def report_error(code: int, run_id: str) -> Exception:
+    err = _REPORT_ERRORS[code]
+    return type(err)(f"{err.message}: {run_id}")
+
+
+class AgentStore:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.client = store.client
+        self.keys = store.keys
+        self._scripts = store.scripts
+        self.call = store.call
+
+    def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        script = self._scripts.get(f"agents/{name}")
+        return self.call(lambda: script(keys=keys, args=args))
+
+    # -- agents -----------------------------------------------------------
+
+    def create(self, agent_id: str, fields: dict[str, str], now: int) -> Agent:
+        k = self.keys
+        if not self._script("create", [k.agent(agent_id), k.agents], [agent_id, now, *_flat(fields)]):
+            raise Conflict(f"agent {agent_id!r} already exists")
+        return self.get(agent_id)
+
+    def update(self, agent_id: str, fields: dict[str, str], now: int) -> Agent:
+        if not self._script("update", [self.keys.agent(agent_id)], [now, *_flat(fields)]):
+            raise NotFound(f"agent {agent_id!r} not found")
+        return self.get(agent_id)
+
+    def find(self, agent_id: str) -> Agent | None:
+        fields = self.call(lambda: self.client.hgetall(self.keys.agent(agent_id)))
+        return Agent(fields) if fields else None
+
+    def get(self, agent_id: str) -> Agent:
+        agent = self.find(agent_id)
+        if agent is None:
+            raise NotFound(f"agent {agent_id!r} not found")
+        return agent
+
+    def delete(self, agent_id: str) -> None:
+        k = self.keys
+        result = self._script(
+            "delete", [k.agent(agent_id), k.agents, k.schedules, k.paused, k.runs_of(agent_id)], [agent_id]
+        )
+        if result == 0:
+            raise NotFound(f"agent {agent_id!r} not found")
+        if result == -1:
+            raise Conflict(f"agent {agent_id!r} has a run in progress; delete it when the run ends")
+
+    def page(self, limit: int, cursor: str | None) -> tuple[Page, list[Agent]]:
+        page = self._store.page(self.keys.agents, limit, cursor)
+
+        def read() -> list[dict[str, str]]:
+            pipe = self.client.pipeline(transaction=False)
+            for agent_id, _ in page.items:
+                pipe.hgetall(self.keys.agent(agent_id))
+            return pipe.execute()
+
+        return page, [Agent(f) for f in self.call(read) if f]
+
+    # -- schedules ----------------------------------------------------------
+
+    def set_schedule(self, agent: Agent, request: ScheduleRequest, next_ms: int, now: int) -> None:
+        k = self.keys
+        run_id = new_run_id()
+        ok = self._script(
+            "schedule_set",
+            [k.agent(agent.id), k.schedules, k.paused, k.due, k.run(run_id)],
+            [agent.id, now, request.cron_expression, int(request.priority),
+             "1" if request.enabled else "0", request.job_id or agent.id, request.timezone or "",
+             next_ms, run_id, run_ref(agent.id, run_id)],
+        )
+        if not ok:
+            raise NotFound(f"agent {agent.id!r} not found")
+
+    def delete_schedule(self, agent_id: str, now: int) -> None:
+        k = self.keys
+        result = self._script("schedule_delete", [k.agent(agent_id), k.schedules, k.paused], [agent_id, now])
+        if result == 0:
+            raise NotFound(f"agent {agent_id!r} not found")
+        if result == -1:
+            raise NotFound(f"agent {agent_id!r} has no schedule")
+
+    def pause(self, agent_id: str, job_id: str, now: int) -> None:
+        k = self.keys
+        result = self._script("pause", [k.agent(agent_id), k.paused], [agent_id, job_id, now])
+        if result == 0:
+            raise NotFound(f"agent {agent_id!r} not found")
+        if result == -1:
+            raise NotFound(f"no scheduled task {job_id!r} for agent {agent_id!r}")
+        if result == -2:
+            raise Conflict(f"job {job_id!r} is already paused")
+        if result == -3:
+            raise Conflict(f"cannot pause agent {agent_id!r} while it is running")
+
+    def resume(self, agent_id: str, job_id: str, now: int, next_ms: int) -> None:
+        k = self.keys
+        run_id = new_run_id()
+        result = self._script(
+            "resume", [k.agent(agent_id), k.paused, k.due, k.run(run_id)],
+            [agent_id, job_id, now, next_ms, run_id, run_ref(agent_id, run_id)],
+        )
+        if result == 0:
+            raise NotFound(f"agent {agent_id!r} not found")
+        if result == -1:
+            raise NotFound(f"no scheduled task {job_id!r} for agent {agent_id!r}")
+        if result == -2:
+            raise BadRequest(f"job {job_id!r} is not paused")
+
+    # -- runs -----------------------------------------------------------------
+
+    def run_now(self, agent_id: str, now: int) -> str:
+        k = self.keys
+        run_id = new_run_id()
+        result = self._script(
+            "run_now", [k.agent(agent_id), k.run(run_id), k.ready, k.runs_of(agent_id)],
+            [agent_id, run_id, now],
+        )
+        if result == 0:
+            raise NotFound(f"agent {agent_id!r} not found")
+        if result == -1:
+            raise Conflict(f"agent {agent_id!r} already has a run in progress")
+        return run_id
+
+    def fire(
+        self, agent_id: str, run_id: str, token: str, now: int, next_slot_ms: int | None, retention: int
+    ) -> str:
+        k = self.keys
+        next_id = new_run_id()
+        return str(self._script(
+            "fire",
+            [k.run(run_id), k.agent(agent_id), k.due, k.inflight, k.ready, k.runs_of(agent_id),
+             k.run(next_id)],
+            [run_id, token, now, run_ref(agent_id, run_id),
+             "" if next_slot_ms is None else next_slot_ms, next_id, run_ref(agent_id, next_id), retention],
+        ))
+
+    def start_ready(self, max_running: int, lease_deadline_ms: int) -> list[tuple[str, str]]:
+        """Give waiting runs free concurrency slots; (run id, claim token) of each started."""
+        k = self.keys
+        started: list[tuple[str, str]] = []
+        while True:
+            def candidates() -> list[str]:
+                free = max_running - int(self.client.zcard(k.running))
+                return self.client.zrange(k.ready, 0, free - 1) if free > 0 else []
+
+            run_ids = self.call(candidates)
+            if not run_ids:
+                return started
+            args: list[Any] = [max_running, lease_deadline_ms]
+            for run_id in run_ids:
+                args += [run_id, new_token()]
+            flat = self._script("start_ready", [k.ready, k.running, *(k.run(r) for r in run_ids)], args)
+            if not flat:
+                return started
+            started += list(zip(flat[::2], flat[1::2], strict=True))
+
+    def begin_run(
+        self, run_id: str, agent_id: str, token: str, now: int, lease_ms: int, callback_token: str
+    ) -> dict[str, str] | None:
+        k = self.keys
+        flat = self._script(
+            "begin_run", [k.run(run_id), k.agent(agent_id), k.running],
+            [run_id, token, now, lease_ms, callback_token],
+        )
+        return _hash_of(flat) if flat else None
+
+    def report_progress(self, agent_id: str, run_id: str, token: str, progress: dict[str, Any]) -> None:
+        code = self._script(
+            "progress", [self.keys.run(run_id)], [agent_id, token, json.dumps(progress), "callback"]
+        )
+        if code != 1:
+            raise report_error(code, run_id)
+
+    def finish_run(
+        self,
+        agent_id: str,
+        run_id: str,
+        token: str,
+        token_kind: str,
+        outcome: str,
+        now: int,
+        error: str | None,
+        retention: int,
+        retry: Claimed | None = None,
+        inflight_deadline_ms: int = 0,
+    ) -> int:
+        k = self.keys
+        code = self._script(
+            "finish_run",
+            [k.run(run_id), k.agent(agent_id), k.running, k.inflight, k.schedules],
+            [agent_id, token, run_id, outcome, now, error or "", retention, run_ref(agent_id, run_id),
+             retry.due_ms if retry else "", retry.token if retry else "", inflight_deadline_ms, token_kind],
+        )
+        return int(code)
+
+    def get_run(self, run_id: str) -> dict[str, str] | None:
+        fields = self.call(lambda: self.client.hgetall(self.keys.run(run_id)))
+        return fields or None
+
+    def recent_runs(self, agent_id: str, limit: int) -> list[dict[str, str]]:
+        def read() -> list[dict[str, str]]:
+            run_ids = self.client.zrevrange(self.keys.runs_of(agent_id), 0, limit - 1)
+            pipe = self.client.pipeline(transaction=False)
+            for run_id in run_ids:
+                pipe.hgetall(self.keys.run(run_id))
+            return [f for f in pipe.execute() if f]
+
+        return self.call(read)
+
+    def expired_runs(self, now: int, batch: int) -> list[str]:
+        running = self.keys.running
+        return self.call(lambda: self.client.zrangebyscore(running, "-inf", now, start=0, num=batch))
+
+    def requeue_start(self, run_id: str, now: int) -> bool:
+        k = self.keys
+        return bool(self._script("requeue_start", [k.run(run_id), k.running, k.ready], [run_id, now]))
+
+    # -- the scheduler's state ------------------------------------------------
+
+    def beat(self, now: int) -> None:
+        self.call(lambda: self.client.set(self.keys.tick_heartbeat, now))
+
+    def stats(self) -> Stats:
+        k = self.keys
+
+        def read() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.scard(k.schedules).zcard(k.running).zcard(k.ready).scard(k.paused).get(k.tick_heartbeat)
+            return pipe.execute()
+
+        scheduled, running, queued, paused, last = self.call(read)
+        return Stats(scheduled, running, queued, paused, int(last) if last else None)
+
+    def paused_jobs(self) -> list[dict[str, str]]:
+        def read() -> list[dict[str, str]]:
+            agent_ids = sorted(self.client.smembers(self.keys.paused))
+            pipe = self.client.pipeline(transaction=False)
+            for agent_id in agent_ids:
+                pipe.hget(self.keys.agent(agent_id), "jobId")
+            return [
+                {"agentId": agent_id, "jobId": job_id or agent_id}
+                for agent_id, job_id in zip(agent_ids, pipe.execute(), strict=True)
+            ]
+
+        return self.call(read)

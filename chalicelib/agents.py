@@ -1,0 +1,250 @@
+"""Agents, their schedules and their runs: states, stored form, API shapes, input rules."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import Any
+
+from . import cron
+from .errors import BadRequest
+from .messages import MAX_ID_LENGTH
+from .targets import Resolver, check_target_url, system_resolver
+from .timeutil import format_instant
+
+RESERVED_IDS = {"schedule"}  # /api/agents/schedule/... is the scheduler's own path
+MAX_TIMEOUT_SECONDS = 86_400
+
+
+class Priority(IntEnum):
+    LOW = 1
+    NORMAL = 2
+    HIGH = 3
+    CRITICAL = 4
+
+
+class AgentStatus(StrEnum):
+    IDLE = "IDLE"
+    RUNNING = "RUNNING"
+    ERROR = "ERROR"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+
+
+class RunStatus(StrEnum):
+    SCHEDULED = "scheduled"  # a future cron slot in the due index
+    QUEUED = "queued"  # in SQS: a slot about to fire, or a retry waiting out its backoff
+    WAITING = "waiting"  # in the ready queue, for a free concurrency slot
+    STARTING = "starting"  # given a slot, its start message in SQS
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # its slot came while the previous run was still going
+
+
+FINISHED_RUNS = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.SKIPPED}
+
+
+def new_run_id() -> str:
+    return "run_" + secrets.token_hex(8)
+
+
+def check_id(value: object, field: str = "id") -> str:
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{field} must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise BadRequest(f"{field} must be at most {MAX_ID_LENGTH} characters, got {len(value)}")
+    if "/" in value or any(ord(ch) < 33 or ord(ch) == 127 for ch in value):
+        raise BadRequest(f"{field} must not contain '/', spaces or control characters")
+    if value in RESERVED_IDS:
+        raise BadRequest(f"{field} {value!r} is reserved")
+    return value
+
+
+def _text(body: Mapping[str, Any], name: str, limit: int, required: bool) -> str | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise BadRequest(f"{name} must be a {'non-empty ' if required else ''}string")
+    if len(value) > limit:
+        raise BadRequest(f"{name} must be at most {limit} characters")
+    return value
+
+
+def _timeout(body: Mapping[str, Any]) -> int | None:
+    value = body.get("timeoutSeconds")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TIMEOUT_SECONDS:
+        raise BadRequest(f"timeoutSeconds must be a whole number from 1 to {MAX_TIMEOUT_SECONDS}")
+    return value
+
+
+AGENT_FIELDS = {"id", "name", "endpointUrl", "description", "timezone", "timeoutSeconds"}
+
+
+def parse_agent_fields(
+    body: Mapping[str, Any], *, creating: bool, allow_internal: bool, resolver: Resolver = system_resolver
+) -> dict[str, str]:
+    """Validate the agent fields present in a create or update body; return them as hash fields."""
+    unknown = sorted(set(body) - AGENT_FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+    if not creating and "id" in body:
+        raise BadRequest("id cannot be changed")
+    fields: dict[str, str] = {}
+    name = _text(body, "name", 200, required=creating or "name" in body)
+    if name is not None:
+        fields["name"] = name
+    if creating or "endpointUrl" in body:
+        fields["endpointUrl"] = check_target_url(
+            body.get("endpointUrl"), "endpointUrl", allow_internal=allow_internal, resolver=resolver
+        )
+    description = _text(body, "description", 2000, required=False)
+    if description is not None:
+        fields["description"] = description
+    if body.get("timezone") is not None:
+        fields["timezone"] = cron.zone(body["timezone"]).key
+    timeout = _timeout(body)
+    if timeout is not None:
+        fields["timeoutSeconds"] = str(timeout)
+    return fields
+
+
+@dataclass(frozen=True)
+class ScheduleRequest:
+    cron_expression: str
+    priority: Priority
+    enabled: bool
+    timezone: str | None
+    job_id: str | None
+
+
+def parse_schedule(body: Mapping[str, Any]) -> ScheduleRequest:
+    unknown = sorted(set(body) - {"cronExpression", "priority", "enabled", "timezone", "jobId"})
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+    expression = cron.check_expression(body.get("cronExpression"))
+    raw_priority = body.get("priority", "NORMAL")
+    if not isinstance(raw_priority, str) or raw_priority.upper() not in Priority.__members__:
+        raise BadRequest(f"priority must be one of LOW, NORMAL, HIGH, CRITICAL, got {raw_priority!r}")
+    enabled = body.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise BadRequest("enabled must be true or false")
+    timezone = cron.zone(body["timezone"]).key if body.get("timezone") is not None else None
+    job_id = check_id(body["jobId"], "jobId") if body.get("jobId") is not None else None
+    return ScheduleRequest(expression, Priority[raw_priority.upper()], enabled, timezone, job_id)
+
+
+def _opt_int(fields: Mapping[str, str], name: str) -> int | None:
+    value = fields.get(name)
+    return int(float(value)) if value else None
+
+
+@dataclass(frozen=True)
+class Agent:
+    """An agent hash as stored; schedule fields are empty when it has no schedule."""
+
+    fields: Mapping[str, str]
+
+    @property
+    def id(self) -> str:
+        return self.fields["id"]
+
+    @property
+    def has_schedule(self) -> bool:
+        return bool(self.fields.get("cron"))
+
+    @property
+    def paused(self) -> bool:
+        return self.fields.get("paused") == "1"
+
+    @property
+    def job_id(self) -> str:
+        return self.fields.get("jobId") or self.id
+
+    @property
+    def timezone(self) -> str:
+        return self.fields.get("scheduleTimezone") or self.fields.get("timezone") or "UTC"
+
+    @property
+    def timeout_seconds(self) -> int:
+        return int(self.fields.get("timeoutSeconds") or 300)
+
+    @property
+    def status(self) -> AgentStatus:
+        return AgentStatus(self.fields.get("status") or AgentStatus.IDLE)
+
+    def to_dict(self) -> dict[str, Any]:
+        f = self.fields
+        return {
+            "id": self.id,
+            "name": f.get("name"),
+            "endpointUrl": f.get("endpointUrl"),
+            "description": f.get("description") or None,
+            "timezone": f.get("timezone") or "UTC",
+            "timeoutSeconds": self.timeout_seconds,
+            "status": self.status.value,
+            "scheduleExpression": f.get("cron") or None,
+            "scheduleEnabled": f.get("enabled") == "1",
+            "nextRunAt": format_instant(_opt_int(f, "nextRunAt")),
+            "lastRunAt": format_instant(_opt_int(f, "lastRunAt")),
+            "createdAt": format_instant(_opt_int(f, "createdAt")),
+            "updatedAt": format_instant(_opt_int(f, "updatedAt")),
+        }
+
+    def schedule_summary(self) -> dict[str, Any]:
+        f = self.fields
+        return {
+            "id": self.id,
+            "name": f.get("name"),
+            "scheduleExpression": f.get("cron") or None,
+            "scheduleEnabled": f.get("enabled") == "1",
+            "nextRunAt": format_instant(_opt_int(f, "nextRunAt")),
+        }
+
+    def schedule_info(self, run: Mapping[str, str] | None) -> dict[str, Any]:
+        f = self.fields
+        running = bool(run) and run.get("status") in {RunStatus.STARTING, RunStatus.RUNNING}
+        return {
+            **self.schedule_summary(),
+            "lastRunAt": format_instant(_opt_int(f, "lastRunAt")),
+            "status": self.status.value,
+            "timezone": self.timezone,
+            "taskDetails": {
+                "agentId": self.id,
+                "agentName": f.get("name"),
+                "priority": int(f.get("priority") or Priority.NORMAL),
+                "nextRunTime": format_instant(_opt_int(f, "nextRunAt")),
+                "retryCount": int(f.get("retryCount") or 0),
+                "lastError": f.get("lastError") or None,
+                "backoffUntil": format_instant(_opt_int(f, "backoffUntil")),
+                "isRunning": running,
+                "isPaused": self.paused,
+                "jobId": self.job_id,
+            },
+        }
+
+
+def run_to_dict(fields: Mapping[str, str]) -> dict[str, Any]:
+    started = _opt_int(fields, "startedAt")
+    finished = _opt_int(fields, "finishedAt")
+    progress = fields.get("progress")
+    return {
+        "runId": fields["runId"],
+        "agentId": fields["agentId"],
+        "jobId": fields.get("jobId"),
+        "trigger": fields.get("trigger"),
+        "status": fields.get("status"),
+        "attempt": int(fields.get("attempt") or 1),
+        "scheduledFor": format_instant(_opt_int(fields, "scheduledFor")),
+        "startedAt": format_instant(started),
+        "finishedAt": format_instant(finished),
+        "duration": finished - started if started and finished else None,
+        "error": fields.get("error") or None,
+        "progress": json.loads(progress) if progress else None,
+    }

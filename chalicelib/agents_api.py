@@ -1,0 +1,194 @@
+"""The agent scheduling REST API (spec: agent-scheduling-api.md), plus agent registration and runs."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from . import cron
+from .agents import Agent, check_id, parse_agent_fields, parse_schedule, run_to_dict
+from .errors import BadRequest, NotFound
+from .messages import parse_json_object
+from .messages_api import page_size
+from .services import Services
+
+# isRunning is true while the per-minute tick has been seen this recently.
+HEARTBEAT_MS = 150_000
+MAX_RUNS_LISTED = 100
+
+
+def ok(data: Any = None, message: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"success": True}
+    if message is not None:
+        body["message"] = message
+    if data is not None:
+        body["data"] = data
+    return body
+
+
+def _optional_object(raw_body: bytes | None) -> dict[str, Any]:
+    return parse_json_object(raw_body) if raw_body and raw_body.strip() else {}
+
+
+def _next_slot(svc: Services, agent: Agent, expression: str, timezone: str | None) -> int:
+    tz = cron.zone(timezone or agent.fields.get("timezone") or "UTC")
+    return cron.next_after(expression, tz, svc.clock.now_ms())
+
+
+# -- agents ----------------------------------------------------------------------
+
+
+def create_agent(svc: Services, raw_body: bytes | None) -> dict[str, Any]:
+    body = parse_json_object(raw_body)
+    agent_id = check_id(body["id"]) if body.get("id") is not None else "agent_" + secrets.token_hex(6)
+    fields = parse_agent_fields(
+        body, creating=True, allow_internal=svc.settings.local_mode, resolver=svc.resolver
+    )
+    return ok(svc.agents.create(agent_id, fields, svc.clock.now_ms()).to_dict())
+
+
+def list_agents(svc: Services, params: Mapping[str, str]) -> dict[str, Any]:
+    page, agents = svc.agents.page(page_size(params), params.get("cursor") or None)
+    return {**ok([a.to_dict() for a in agents]), "count": page.total, "nextCursor": page.next_cursor}
+
+
+def get_agent(svc: Services, agent_id: str) -> dict[str, Any]:
+    return ok(svc.agents.get(agent_id).to_dict())
+
+
+def update_agent(svc: Services, agent_id: str, raw_body: bytes | None) -> dict[str, Any]:
+    body = parse_json_object(raw_body)
+    fields = parse_agent_fields(
+        body, creating=False, allow_internal=svc.settings.local_mode, resolver=svc.resolver
+    )
+    if not fields:
+        raise BadRequest("nothing to change: send name, endpointUrl, description, timezone or timeoutSeconds")
+    return ok(svc.agents.update(agent_id, fields, svc.clock.now_ms()).to_dict())
+
+
+def delete_agent(svc: Services, agent_id: str) -> dict[str, Any]:
+    svc.agents.delete(agent_id)
+    return ok(message="Agent deleted successfully")
+
+
+# -- schedules ---------------------------------------------------------------------
+
+
+def schedule_agent(svc: Services, agent_id: str, raw_body: bytes | None) -> dict[str, Any]:
+    request = parse_schedule(parse_json_object(raw_body))
+    agent = svc.agents.get(agent_id)
+    next_ms = _next_slot(svc, agent, request.cron_expression, request.timezone)
+    svc.agents.set_schedule(agent, request, next_ms, svc.clock.now_ms())
+    return ok(svc.agents.get(agent_id).schedule_summary())
+
+
+def get_schedule(svc: Services, agent_id: str) -> dict[str, Any]:
+    agent = svc.agents.get(agent_id)
+    if not agent.has_schedule:
+        raise NotFound(f"agent {agent_id!r} has no schedule")
+    current = agent.fields.get("currentRun")
+    run = svc.agents.get_run(current) if current else None
+    return ok(agent.schedule_info(run))
+
+
+def unschedule_agent(svc: Services, agent_id: str) -> dict[str, Any]:
+    svc.agents.delete_schedule(agent_id, svc.clock.now_ms())
+    return ok(message="Agent unscheduled successfully")
+
+
+def pause_job(svc: Services, agent_id: str, job_id: str) -> dict[str, Any]:
+    svc.agents.pause(agent_id, job_id, svc.clock.now_ms())
+    svc.events.paused(agent_id, job_id)
+    return ok({"agentId": agent_id, "jobId": job_id, "status": "paused"},
+              f"Job {job_id} paused successfully")
+
+
+def resume_job(svc: Services, agent_id: str, job_id: str) -> dict[str, Any]:
+    agent = svc.agents.get(agent_id)
+    if not agent.has_schedule or agent.job_id != job_id:
+        raise NotFound(f"no scheduled task {job_id!r} for agent {agent_id!r}")
+    next_ms = _next_slot(svc, agent, agent.fields["cron"], agent.fields.get("scheduleTimezone"))
+    svc.agents.resume(agent_id, job_id, svc.clock.now_ms(), next_ms)
+    svc.events.resumed(agent_id, job_id)
+    resumed = svc.agents.get(agent_id)
+    return ok({"agentId": agent_id, "jobId": job_id, "status": "resumed",
+               "nextRunAt": resumed.schedule_summary()["nextRunAt"]},
+              f"Job {job_id} resumed successfully")
+
+
+def scheduler_status(svc: Services) -> dict[str, Any]:
+    stats = svc.agents.stats()
+    alive = stats.last_tick_ms is not None and svc.clock.now_ms() - stats.last_tick_ms <= HEARTBEAT_MS
+    return ok({
+        "isRunning": alive,
+        "scheduledTasksCount": stats.scheduled,
+        "runningAgentsCount": stats.running,
+        "queuedTasksCount": stats.queued,
+        "maxConcurrentAgents": svc.settings.max_concurrent_agents,
+        "pausedJobsCount": stats.paused,
+    })
+
+
+def paused_jobs(svc: Services) -> dict[str, Any]:
+    return ok(svc.agents.paused_jobs())
+
+
+# -- runs ---------------------------------------------------------------------------
+
+
+def run_now(svc: Services, agent_id: str) -> dict[str, Any]:
+    run_id = svc.agents.run_now(agent_id, svc.clock.now_ms())
+    svc.runs.start_waiting()
+    return ok(run_to_dict(svc.agents.get_run(run_id) or {"runId": run_id, "agentId": agent_id}))
+
+
+def list_runs(svc: Services, agent_id: str, params: Mapping[str, str]) -> dict[str, Any]:
+    svc.agents.get(agent_id)
+    limit = min(page_size(params), MAX_RUNS_LISTED)
+    return ok([run_to_dict(run) for run in svc.agents.recent_runs(agent_id, limit)])
+
+
+def get_run(svc: Services, agent_id: str, run_id: str) -> dict[str, Any]:
+    run = svc.agents.get_run(run_id)
+    if run is None or run.get("agentId") != agent_id or run.get("status") == "scheduled":
+        raise NotFound(f"run {run_id!r} of agent {agent_id!r} not found")
+    return ok(run_to_dict(run))
+
+
+def _progress_report(body: Mapping[str, Any]) -> dict[str, Any]:
+    progress = body.get("progress")
+    if isinstance(progress, bool) or not isinstance(progress, (int, float)) or not 0 <= progress <= 100:
+        raise BadRequest("progress must be a number from 0 to 100")
+    report: dict[str, Any] = {"progress": progress}
+    message = body.get("message")
+    if message is not None and not isinstance(message, str):
+        raise BadRequest("message must be a string")
+    report["message"] = message
+    step = body.get("currentStep")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (str, int))):
+        raise BadRequest("currentStep must be a string or a whole number")
+    report["currentStep"] = None if step is None else str(step)
+    total = body.get("totalSteps")
+    if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
+        raise BadRequest("totalSteps must be a whole number of 0 or more")
+    report["totalSteps"] = total
+    return report
+
+
+def report(svc: Services, agent_id: str, run_id: str, action: str, token: str,
+           raw_body: bytes | None) -> dict[str, Any]:
+    """An agent's report on its run, authorised by the run's callback token."""
+    body = _optional_object(raw_body)
+    if action == "progress":
+        svc.runs.report_progress(agent_id, run_id, token, _progress_report(body))
+    elif action == "complete":
+        svc.runs.report_complete(agent_id, run_id, token)
+    elif action == "fail":
+        error = body.get("error")
+        if not isinstance(error, str) or not error.strip():
+            raise BadRequest("error is required: a string saying what went wrong")
+        svc.runs.report_fail(agent_id, run_id, token, error[:2000])
+    else:
+        raise NotFound(f"unknown report {action!r}; use progress, complete or fail")
+    return ok()

@@ -1,0 +1,66 @@
+"""Cron maths: pure functions of (expression, time zone, instant). No clock.
+
+Slots are wall-clock times in the schedule's zone. Across daylight-saving
+changes every wall-clock slot runs exactly once: a slot that falls in the
+spring-forward gap runs at the first instant after the gap, and a slot in the
+repeated autumn hour runs on its first occurrence only.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterBadDateError, CroniterError, croniter
+
+from .errors import BadRequest
+
+_MAX_STEPS = 2000  # enough for a minutely schedule across a repeated hour
+
+
+def check_expression(expression: object) -> str:
+    """Return a 5-field (or @-macro) cron expression, or raise BadRequest saying why not."""
+    if not isinstance(expression, str) or not expression.strip():
+        raise BadRequest("cronExpression is required and must be a string such as '*/5 * * * *'")
+    text = " ".join(expression.split())
+    if not text.startswith("@") and len(text.split(" ")) != 5:
+        raise BadRequest(
+            f"cronExpression must have 5 fields (minute hour day-of-month month day-of-week), "
+            f"got {len(text.split(' '))}: {expression!r}"
+        )
+    try:
+        croniter(text, datetime(2000, 1, 1))
+    except (CroniterError, ValueError, KeyError) as exc:
+        raise BadRequest(f"cronExpression {expression!r} is not valid: {exc}") from None
+    return text
+
+
+def zone(name: object, field: str = "timezone") -> ZoneInfo:
+    if not isinstance(name, str) or not name.strip():
+        raise BadRequest(f"{field} must be an IANA time zone name such as 'America/New_York'")
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BadRequest(f"{field} {name!r} is not a known IANA time zone") from None
+
+
+def _wall_to_utc_ms(wall: datetime, tz: ZoneInfo) -> int:
+    # fold=0 takes the first occurrence of a repeated time; for a time in the
+    # gap it applies the offset from before the change, which lands just after it.
+    aware = wall.replace(tzinfo=tz, fold=0)
+    return int(aware.astimezone(UTC).timestamp() * 1000)
+
+
+def next_after(expression: str, tz: ZoneInfo, after_ms: int) -> int:
+    """The first slot strictly after `after_ms` (epoch ms), as epoch ms."""
+    after_wall = datetime.fromtimestamp(after_ms / 1000, tz).replace(tzinfo=None)
+    # Start a minute back so a slot mapped forward out of a gap is not missed.
+    it = croniter(expression, after_wall - timedelta(minutes=1))
+    try:
+        for _ in range(_MAX_STEPS):
+            candidate = _wall_to_utc_ms(it.get_next(datetime), tz)
+            if candidate > after_ms:
+                return candidate
+    except CroniterBadDateError:
+        pass
+    raise BadRequest(f"cronExpression {expression!r} never fires")

@@ -1,0 +1,12 @@
+-- Remove an agent and its schedule, unless a run of it is in progress.
+-- KEYS[1] agent hash   KEYS[2] agents zset   KEYS[3] schedules set
+-- KEYS[4] paused set   KEYS[5] agent's recent-runs zset
+-- ARGV[1] agent id
+-- Returns 1 when deleted, 0 when unknown, -1 while a run is in progress.
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'currentRun') then return -1 end
+redis.call('DEL', KEYS[1], KEYS[5])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('SREM', KEYS[4], ARGV[1])
+return 1

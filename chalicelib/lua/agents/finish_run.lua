@@ -1,0 +1,37 @@
+--#include lib
+-- Record how a run attempt ended: completed, retry (after a backoff) or failed.
+-- KEYS[1] run hash   KEYS[2] agent hash   KEYS[3] running zset   KEYS[4] inflight zset
+-- KEYS[5] schedules set
+-- ARGV[1] agent id   ARGV[2] token   ARGV[3] run id   ARGV[4] outcome: completed | retry | failed
+-- ARGV[5] now ms   ARGV[6] error text ('' none)   ARGV[7] retention seconds
+-- ARGV[8] run ref   ARGV[9] retry due ms   ARGV[10] retry claim token
+-- ARGV[11] retry inflight deadline ms   ARGV[12] 'claim' when ARGV[2] is the claim
+--          token (the dispatcher), 'callback' when it is the agent's callback token
+-- Returns 1; 0 unknown run; -1 finished run; -2 not running; -3 wrong token.
+--#include report_checks
+local now = ARGV[5]
+redis.call('ZREM', KEYS[3], ARGV[3])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
+if ARGV[4] == 'retry' then
+  local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'token', ARGV[10], 'scheduledFor', ARGV[9])
+  redis.call('HDEL', KEYS[1], 'callbackToken')
+  redis.call('ZADD', KEYS[4], ARGV[11], ARGV[8])
+  redis.call('HSET', KEYS[2], 'status', 'IDLE', 'retryCount', attempt - 1,
+    'lastError', ARGV[6], 'backoffUntil', ARGV[9])
+  return 1
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[4], 'finishedAt', now)
+redis.call('HDEL', KEYS[1], 'token', 'callbackToken')
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+redis.call('HDEL', KEYS[2], 'currentRun', 'backoffUntil')
+if ARGV[4] == 'completed' then
+  redis.call('HSET', KEYS[2], 'status', 'COMPLETED', 'retryCount', 0)
+  redis.call('HDEL', KEYS[2], 'lastError')
+else
+  -- Retries spent: the agent leaves the schedule, durably.
+  redis.call('HSET', KEYS[2], 'status', 'ERROR', 'enabled', 0, 'lastError', ARGV[6])
+  cancel_slot(KEYS[2])
+  redis.call('SREM', KEYS[5], ARGV[1])
+end
+return 1

@@ -1,0 +1,41 @@
+--#include lib
+-- A run's SQS message came due: a cron slot fires, or a retry's backoff is over.
+-- A slot schedules the next slot, then is skipped if the agent's previous run
+-- is still going; otherwise the run waits in the ready queue for a slot.
+-- KEYS[1] run hash   KEYS[2] agent hash   KEYS[3] due index   KEYS[4] inflight zset
+-- KEYS[5] ready zset   KEYS[6] agent's recent-runs zset   KEYS[7] next slot's run hash
+-- ARGV[1] run id   ARGV[2] claim token   ARGV[3] now ms   ARGV[4] this run's ref
+-- ARGV[5] next slot ms ('' when the agent has no schedule)   ARGV[6] next slot run id
+-- ARGV[7] next slot ref   ARGV[8] retention seconds for finished runs
+-- Returns 'waiting', 'skipped', 'stale' or 'none' (nothing to claim).
+local status, token, trigger, attempt, agent_id, prio, due = unpack(redis.call('HMGET', KEYS[1],
+  'status', 'token', 'trigger', 'attempt', 'agentId', 'priority', 'scheduledFor'))
+if status ~= 'queued' or token ~= ARGV[2] then return 'none' end
+redis.call('ZREM', KEYS[4], ARGV[4])
+redis.call('HDEL', KEYS[1], 'token')
+local slot_run, current = unpack(redis.call('HMGET', KEYS[2], 'slotRun', 'currentRun'))
+if trigger == 'cron' and attempt == '1' then
+  if slot_run ~= ARGV[1] then
+    redis.call('DEL', KEYS[1])
+    return 'stale'
+  end
+  if ARGV[5] ~= '' then
+    create_slot(KEYS[7], KEYS[3], KEYS[2], agent_id, ARGV[6], ARGV[7], ARGV[5], ARGV[3])
+  else
+    cancel_slot(KEYS[2])
+  end
+  remember_run(KEYS[6], ARGV[1], ARGV[3])
+  if current then
+    redis.call('HSET', KEYS[1], 'status', 'skipped', 'finishedAt', ARGV[3],
+      'error', 'skipped: the previous run (' .. current .. ') was still in progress')
+    redis.call('EXPIRE', KEYS[1], ARGV[8])
+    return 'skipped'
+  end
+  redis.call('HSET', KEYS[2], 'currentRun', ARGV[1])
+elseif current ~= ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 'stale'
+end
+redis.call('HSET', KEYS[1], 'status', 'waiting')
+redis.call('ZADD', KEYS[5], ready_score(prio, due), ARGV[1])
+return 'waiting'

@@ -1,0 +1,267 @@
+"""The agent API's routes, shapes and refusals, through Chalice's test client with real Redis."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import T0, Harness
+
+ENDPOINT = "http://127.0.0.1:9/agent"
+
+
+def make_agent(h: Harness, agent_id: str = "agent-123", **extra: object) -> dict:
+    status, body = h.api(
+        "POST",
+        "/api/agents",
+        {"id": agent_id, "name": "Content Creator Agent", "endpointUrl": ENDPOINT, **extra},
+    )
+    assert status == 201, body
+    return body["data"]
+
+
+def test_register_read_update_list_delete(harness: Harness) -> None:
+    created = make_agent(harness, description="writes posts", timeoutSeconds=60)
+    assert created["id"] == "agent-123" and created["status"] == "IDLE"
+    assert created["timeoutSeconds"] == 60 and created["scheduleEnabled"] is False
+    status, body = harness.api("POST", "/api/agents", {"name": "anon", "endpointUrl": ENDPOINT})
+    assert status == 201 and body["data"]["id"].startswith("agent_")
+    assert (
+        harness.api("POST", "/api/agents", {"id": "agent-123", "name": "x", "endpointUrl": ENDPOINT})[0]
+        == 409
+    )
+    status, body = harness.api(
+        "PATCH", "/api/agents/agent-123", {"name": "Renamed", "timezone": "Europe/Lisbon"}
+    )
+    assert status == 200 and body["data"]["name"] == "Renamed" and body["data"]["timezone"] == "Europe/Lisbon"
+    assert harness.api("GET", "/api/agents/agent-123")[1]["data"]["name"] == "Renamed"
+    status, body = harness.api("GET", "/api/agents?limit=1")
+    assert status == 200 and body["count"] == 2 and len(body["data"]) == 1 and body["nextCursor"]
+    status, body = harness.api("GET", f"/api/agents?limit=1&cursor={body['nextCursor']}")
+    assert len(body["data"]) == 1 and body["nextCursor"] is not None
+    status, body = harness.api("DELETE", "/api/agents/agent-123")
+    assert status == 200 and body == {"success": True, "message": "Agent deleted successfully"}
+    assert harness.api("GET", "/api/agents/agent-123")[0] == 404
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({"endpointUrl": ENDPOINT}, "name must be a non-empty string"),
+        ({"name": "a"}, "endpointUrl must be a non-empty http(s) URL"),
+        ({"name": "a", "endpointUrl": "ftp://x"}, "http or https"),
+        ({"name": "a", "endpointUrl": ENDPOINT, "id": "a/b"}, "must not contain '/'"),
+        ({"name": "a", "endpointUrl": ENDPOINT, "id": "schedule"}, "reserved"),
+        ({"name": "a", "endpointUrl": ENDPOINT, "timezone": "Nowhere/City"}, "not a known IANA time zone"),
+        ({"name": "a", "endpointUrl": ENDPOINT, "timeoutSeconds": 0}, "timeoutSeconds"),
+        ({"name": "a", "endpointUrl": ENDPOINT, "timeoutSeconds": "60"}, "timeoutSeconds"),
+        ({"name": "a", "endpointUrl": ENDPOINT, "colour": "red"}, "unknown field(s): colour"),
+        ("[1]", "JSON object"),
+        ("{", "not valid JSON"),
+    ],
+)
+def test_registration_refused(harness: Harness, body: object, fragment: str) -> None:
+    status, answer = harness.api("POST", "/api/agents", body)
+    assert status == 400
+    assert answer["success"] is False and fragment in answer["error"]
+    assert harness.redis.dbsize() == 0
+
+
+def test_update_refusals_change_nothing(harness: Harness) -> None:
+    make_agent(harness)
+    before = harness.api("GET", "/api/agents/agent-123")[1]
+    for body, fragment in [
+        ({}, "nothing to change"),
+        ({"id": "b"}, "cannot be changed"),
+        ({"endpointUrl": "nope"}, "http or https"),
+        ({"name": ""}, "name"),
+    ]:
+        status, answer = harness.api("PATCH", "/api/agents/agent-123", body)
+        assert status == 400 and fragment in answer["error"]
+    assert harness.api("GET", "/api/agents/agent-123")[1] == before
+    assert harness.api("PATCH", "/api/agents/ghost", {"name": "x"})[0] == 404
+
+
+def test_schedule_answers_as_the_spec_says(harness: Harness) -> None:
+    make_agent(harness)
+    harness.clock.set(T0 + 7_500)  # 2030-01-01T00:00:07.5Z
+    status, body = harness.api(
+        "POST",
+        "/api/agents/agent-123/schedule",
+        {"cronExpression": "*/5 * * * *", "priority": "HIGH", "enabled": True},
+    )
+    assert status == 200
+    assert body == {
+        "success": True,
+        "data": {
+            "id": "agent-123",
+            "name": "Content Creator Agent",
+            "scheduleExpression": "*/5 * * * *",
+            "scheduleEnabled": True,
+            "nextRunAt": "2030-01-01T00:05:00.000Z",
+        },
+    }
+    status, body = harness.api("GET", "/api/agents/agent-123/schedule")
+    assert status == 200
+    data = body["data"]
+    assert data["status"] == "IDLE" and data["lastRunAt"] is None
+    assert data["taskDetails"] == {
+        "agentId": "agent-123",
+        "agentName": "Content Creator Agent",
+        "priority": 3,
+        "nextRunTime": "2030-01-01T00:05:00.000Z",
+        "retryCount": 0,
+        "lastError": None,
+        "backoffUntil": None,
+        "isRunning": False,
+        "isPaused": False,
+        "jobId": "agent-123",
+    }
+
+
+def test_schedule_in_a_time_zone_and_replace(harness: Harness) -> None:
+    make_agent(harness, timezone="America/Sao_Paulo")
+    body = harness.api("POST", "/api/agents/agent-123/schedule", {"cronExpression": "0 9 * * MON-FRI"})[1]
+    assert body["data"]["nextRunAt"] == "2030-01-01T12:00:00.000Z"  # 09:00 in São Paulo (-03:00)
+    body = harness.api(
+        "POST",
+        "/api/agents/agent-123/schedule",
+        {"cronExpression": "@daily", "timezone": "Asia/Tokyo", "jobId": "job-456"},
+    )[1]
+    assert body["data"]["nextRunAt"] == "2030-01-01T15:00:00.000Z"
+    info = harness.api("GET", "/api/agents/agent-123/schedule")[1]["data"]
+    assert info["taskDetails"]["jobId"] == "job-456" and info["taskDetails"]["priority"] == 2
+    # The replaced slot is gone: only one pending slot in the due index.
+    assert harness.redis.zcard(harness.svc.store.keys.due) == 2  # the new one + the stale one it replaced
+    assert harness.tick()["claimed"] == 0
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({}, "cronExpression is required"),
+        ({"cronExpression": "every minute"}, "5 fields"),
+        ({"cronExpression": "99 * * * *"}, "not valid"),
+        ({"cronExpression": "0 0 31 2 *"}, "never fires"),
+        ({"cronExpression": "* * * * *", "priority": "URGENT"}, "priority must be one of"),
+        ({"cronExpression": "* * * * *", "priority": 3}, "priority must be one of"),
+        ({"cronExpression": "* * * * *", "enabled": "yes"}, "enabled must be true or false"),
+        ({"cronExpression": "* * * * *", "timezone": "Mars/Base"}, "time zone"),
+        ({"cronExpression": "* * * * *", "jobId": ""}, "jobId"),
+        ({"cronExpression": "* * * * *", "every": 5}, "unknown field(s): every"),
+    ],
+)
+def test_schedule_refused(harness: Harness, body: dict, fragment: str) -> None:
+    make_agent(harness)
+    status, answer = harness.api("POST", "/api/agents/agent-123/schedule", body)
+    assert status == 400 and fragment in answer["error"], answer
+    assert harness.api("GET", "/api/agents/agent-123/schedule")[0] == 404
+    assert harness.redis.zcard(harness.svc.store.keys.due) == 0
+
+
+def test_unknown_agents_and_missing_schedules_are_404(harness: Harness) -> None:
+    cron = {"cronExpression": "* * * * *"}
+    assert harness.api("POST", "/api/agents/ghost/schedule", cron)[0] == 404
+    assert harness.api("GET", "/api/agents/ghost/schedule")[0] == 404
+    assert harness.api("DELETE", "/api/agents/ghost/schedule")[0] == 404
+    assert harness.api("PATCH", "/api/agents/ghost/schedule/ghost/pause")[0] == 404
+    assert harness.api("PATCH", "/api/agents/ghost/schedule/ghost/resume")[0] == 404
+    assert harness.api("POST", "/api/agents/ghost/run")[0] == 404
+    assert harness.api("GET", "/api/agents/ghost/runs")[0] == 404
+    make_agent(harness)
+    status, body = harness.api("GET", "/api/agents/agent-123/schedule")
+    assert status == 404 and body == {"success": False, "error": "agent 'agent-123' has no schedule"}
+    assert harness.api("DELETE", "/api/agents/agent-123/schedule")[0] == 404
+    assert harness.api("PATCH", "/api/agents/agent-123/schedule/agent-123/pause")[0] == 404
+
+
+def test_unschedule(harness: Harness) -> None:
+    make_agent(harness)
+    harness.api("POST", "/api/agents/agent-123/schedule", {"cronExpression": "* * * * *"})
+    status, body = harness.api("DELETE", "/api/agents/agent-123/schedule")
+    assert status == 200 and body == {"success": True, "message": "Agent unscheduled successfully"}
+    assert harness.api("GET", "/api/agents/agent-123/schedule")[0] == 404
+    assert harness.api("GET", "/api/agents/schedule/status")[1]["data"]["scheduledTasksCount"] == 0
+
+
+def test_pause_and_resume(harness: Harness) -> None:
+    make_agent(harness)
+    harness.api(
+        "POST", "/api/agents/agent-123/schedule", {"cronExpression": "*/5 * * * *", "jobId": "job-456"}
+    )
+    assert harness.api("PATCH", "/api/agents/agent-123/schedule/other-job/pause")[0] == 404
+    status, body = harness.api("PATCH", "/api/agents/agent-123/schedule/job-456/resume")
+    assert status == 400 and "not paused" in body["error"]
+    status, body = harness.api("PATCH", "/api/agents/agent-123/schedule/job-456/pause")
+    assert status == 200
+    assert body == {
+        "success": True,
+        "message": "Job job-456 paused successfully",
+        "data": {"agentId": "agent-123", "jobId": "job-456", "status": "paused"},
+    }
+    assert harness.api("PATCH", "/api/agents/agent-123/schedule/job-456/pause")[0] == 409
+    info = harness.api("GET", "/api/agents/agent-123/schedule")[1]["data"]
+    assert info["status"] == "PAUSED" and info["taskDetails"]["isPaused"] and info["nextRunAt"] is None
+    assert harness.api("GET", "/api/agents/schedule/paused")[1] == {
+        "success": True,
+        "data": [{"agentId": "agent-123", "jobId": "job-456"}],
+    }
+    # While paused, its slots never fire.
+    harness.clock.set(T0 + 3_600_000)
+    harness.tick()
+    harness.drain()
+    assert harness.api("GET", "/api/agents/agent-123/runs")[1]["data"] == []
+    harness.clock.set(T0 + 3_600_000 + 61_000)  # resume computes the next slot from now
+    status, body = harness.api("PATCH", "/api/agents/agent-123/schedule/job-456/resume")
+    assert status == 200
+    assert body == {
+        "success": True,
+        "message": "Job job-456 resumed successfully",
+        "data": {
+            "agentId": "agent-123",
+            "jobId": "job-456",
+            "status": "resumed",
+            "nextRunAt": "2030-01-01T01:05:00.000Z",
+        },
+    }
+    assert harness.api("GET", "/api/agents/schedule/paused")[1]["data"] == []
+
+
+def test_status(harness: Harness) -> None:
+    status, body = harness.api("GET", "/api/agents/schedule/status")
+    assert status == 200
+    assert body == {
+        "success": True,
+        "data": {
+            "isRunning": False,
+            "scheduledTasksCount": 0,
+            "runningAgentsCount": 0,
+            "queuedTasksCount": 0,
+            "maxConcurrentAgents": 5,
+            "pausedJobsCount": 0,
+        },
+    }
+    for i in range(3):
+        make_agent(harness, f"a{i}")
+        harness.api("POST", f"/api/agents/a{i}/schedule", {"cronExpression": "* * * * *"})
+    harness.api("PATCH", "/api/agents/a0/schedule/a0/pause")
+    harness.tick()
+    data = harness.api("GET", "/api/agents/schedule/status")[1]["data"]
+    assert data["isRunning"] is True and data["scheduledTasksCount"] == 3 and data["pausedJobsCount"] == 1
+    harness.clock.advance(10 * 60_000)  # no tick for ten minutes: the scheduler is not running
+    assert harness.api("GET", "/api/agents/schedule/status")[1]["data"]["isRunning"] is False
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/agents",
+        "/api/agents/x",
+        "/api/agents/schedule/status",
+        "/api/agents/schedule/paused",
+        "/api/agents/x/schedule",
+        "/api/agents/x/runs",
+    ],
+)
+def test_admin_token_required(harness: Harness, path: str) -> None:
+    status, body = harness.api("GET", path, token="wrong")
+    assert status == 401 and body == {"success": False, "error": "invalid token"}
