@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from .agents import Agent, ScheduleRequest, new_run_id
+from .agents import FINISHED_RUNS, Agent, ScheduleRequest, new_run_id
 from .errors import BadRequest, Conflict, NotFound, Unauthorized
 from .keys import run_ref
 from .store import Claimed, Page, Store, new_token
@@ -204,6 +205,21 @@ class AgentStore:
             [run_id, token, now, lease_ms, callback_token],
         )
         return _hash_of(flat) if flat else None
+
+    def authorise_report(self, agent_id: str, run_id: str, token: str) -> None:
+        """Refuse a report before its body is read: unknown run, wrong token, finished run.
+
+        The scripts that record a report check again, atomically.
+        """
+        run = self.get_run(run_id)
+        if run is None or run.get("agentId") != agent_id:
+            raise report_error(0, run_id)
+        expected = run.get("callbackToken", "")
+        if expected and hmac.compare_digest(expected.encode(), token.encode()):
+            return
+        if run.get("status") in FINISHED_RUNS:
+            raise report_error(-1, run_id)
+        raise report_error(-3, run_id)
 
     def report_progress(self, agent_id: str, run_id: str, token: str, progress: dict[str, Any]) -> None:
         code = self._script(

@@ -179,6 +179,9 @@ def _progress_report(body: Mapping[str, Any]) -> dict[str, Any]:
 def report(svc: Services, agent_id: str, run_id: str, action: str, token: str,
            raw_body: bytes | None) -> dict[str, Any]:
     """An agent's report on its run, authorised by the run's callback token."""
+    if action not in {"progress", "complete", "fail"}:
+        raise NotFound(f"unknown report {action!r}; use progress, complete or fail")
+    svc.agents.authorise_report(agent_id, run_id, token)
     body = _optional_object(raw_body)
     if action == "progress":
         svc.runs.report_progress(agent_id, run_id, token, _progress_report(body))
@@ -189,6 +192,4 @@ def report(svc: Services, agent_id: str, run_id: str, action: str, token: str,
         if not isinstance(error, str) or not error.strip():
             raise BadRequest("error is required: a string saying what went wrong")
         svc.runs.report_fail(agent_id, run_id, token, error[:2000])
-    else:
-        raise NotFound(f"unknown report {action!r}; use progress, complete or fail")
     return ok()

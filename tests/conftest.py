@@ -158,16 +158,26 @@ class Harness:
         )
         self.client.lambda_.invoke("dispatch", event)
 
-    def drain(self, rounds: int = 20) -> int:
-        """Feed SQS to the dispatch handler until the queue is empty; returns messages fed."""
+    def drain(self, rounds: int = 20, hold_timeouts: bool = False) -> int:
+        """Feed SQS to the dispatch handler until the queue is empty; returns messages fed.
+
+        With hold_timeouts, runs' timeout checks stay in the queue: feeding one
+        would move the fake clock to the run's deadline.
+        """
         fed = 0
+        held: list[str] = []
         for _ in range(rounds):
             msgs = self.receive()
             if not msgs:
-                return fed
+                break
             for m in msgs:
-                self.dispatch([m["Body"]])
-            fed += len(msgs)
+                if hold_timeouts and json.loads(m["Body"]).get("kind") == "timeout":
+                    held.append(m["Body"])
+                else:
+                    self.dispatch([m["Body"]])
+                    fed += 1
+        for body in held:
+            self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=body)
         return fed
 
 

@@ -1,0 +1,405 @@
+"""Agent runs end to end through the handlers: real Redis, moto SQS, a real agent endpoint, a fake clock."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import T0, Harness
+from tests.receiver import Receiver
+
+
+class Agent:
+    """A real HTTP agent endpoint whose answers a test scripts; records the fake time of each call."""
+
+    def __init__(self, harness: Harness, answers: list[int] | None = None, default: int = 200) -> None:
+        self.answers = list(answers or [])
+        self.default = default
+        self.called_at: list[int] = []
+        self.receiver = Receiver(responder=self._answer)
+        self._harness = harness
+
+    def _answer(self, path: str, n: int) -> tuple[int, dict[str, str]]:
+        self.called_at.append(self._harness.clock.now_ms())
+        return (self.answers.pop(0) if self.answers else self.default), {}
+
+    @property
+    def url(self) -> str:
+        return self.receiver.url + "/agent"
+
+    def requests(self) -> list[dict]:
+        return [r.json() for r in self.receiver.received]  # type: ignore[misc]
+
+
+@pytest.fixture
+def agents(harness: Harness) -> Iterator[list[Agent]]:
+    made: list[Agent] = []
+    yield made
+    for agent in made:
+        agent.receiver.stop()
+
+
+def register(
+    h: Harness,
+    made: list[Agent],
+    agent_id: str,
+    answers: list[int] | None = None,
+    default: int = 200,
+    **extra: object,
+) -> Agent:
+    endpoint = Agent(h, answers, default)
+    made.append(endpoint)
+    status, body = h.api(
+        "POST", "/api/agents", {"id": agent_id, "name": agent_id, "endpointUrl": endpoint.url, **extra}
+    )
+    assert status == 201, body
+    return endpoint
+
+
+def schedule(h: Harness, agent_id: str, cron: str = "* * * * *", **extra: object) -> dict:
+    status, body = h.api("POST", f"/api/agents/{agent_id}/schedule", {"cronExpression": cron, **extra})
+    assert status == 200, body
+    return body["data"]
+
+
+def runs(h: Harness, agent_id: str) -> list[dict]:
+    return h.api("GET", f"/api/agents/{agent_id}/runs")[1]["data"]
+
+
+def info(h: Harness, agent_id: str) -> dict:
+    return h.api("GET", f"/api/agents/{agent_id}/schedule")[1]["data"]
+
+
+def stats(h: Harness) -> dict:
+    return h.api("GET", "/api/agents/schedule/status")[1]["data"]
+
+
+def report(h: Harness, agent_id: str, run_id: str, action: str, token: str, body: object = None) -> tuple:
+    return h.api("POST", f"/api/agents/{agent_id}/runs/{run_id}/{action}", body, token=token)
+
+
+def fire_next_slot(h: Harness) -> None:
+    """Move the clock to just before the next minute, tick, and let the dispatchers work."""
+    now = h.clock.now_ms()
+    h.clock.set(now - now % 60_000 + 60_000 - 500)
+    h.tick()
+    h.drain(hold_timeouts=True)
+
+
+def test_a_cron_slot_runs_on_its_second_and_completes(harness: Harness, agents: list[Agent]) -> None:
+    agent = register(harness, agents, "sync")
+    schedule(harness, "sync")
+    harness.tick()  # claims the 00:01:00 slot (inside the window)
+    harness.drain()
+    assert agent.called_at == [T0 + 60_000]  # called on the slot's instant
+    [request] = agent.requests()
+    assert request["agentId"] == "sync" and request["jobId"] == "sync" and request["attempt"] == 1
+    assert request["scheduledFor"] == "2030-01-01T00:01:00.000Z"
+    assert request["callbackUrl"] == f"http://127.0.0.1:8000/api/agents/sync/runs/{request['runId']}"
+    assert request["callbackToken"]
+    headers = agent.receiver.received[0].headers
+    assert headers["webhook-id"] == request["runId"]
+    [run] = runs(harness, "sync")
+    assert run["status"] == "completed" and run["duration"] == 0 and run["trigger"] == "cron"
+    data = info(harness, "sync")
+    assert data["status"] == "COMPLETED" and data["lastRunAt"] == "2030-01-01T00:01:00.000Z"
+    assert data["nextRunAt"] == "2030-01-01T00:02:00.000Z"
+    assert harness.published.names("sync") == ["agent:started", "agent:completed"]
+    started = harness.published.events[0][1]
+    assert started == {
+        "agentId": "sync",
+        "jobId": "sync",
+        "status": "started",
+        "timestamp": "2030-01-01T00:01:00.000Z",
+    }
+
+
+def test_async_run_reports_progress_and_completes(harness: Harness, agents: list[Agent]) -> None:
+    agent = register(harness, agents, "async", default=202)
+    status, body = harness.api("POST", "/api/agents/async/run")
+    assert status == 202 and body["data"]["status"] in {"waiting", "starting"}
+    harness.drain(rounds=1)
+    [request] = agent.requests()
+    run_id, token = request["runId"], request["callbackToken"]
+    assert stats(harness)["runningAgentsCount"] == 1
+    assert info_or_none(harness, "async") is None  # no schedule, but the run is visible:
+    assert runs(harness, "async")[0]["status"] == "running"
+
+    assert report(harness, "async", run_id, "progress", "wrong", {"progress": 5})[0] == 401
+    assert report(harness, "async", run_id, "progress", harness_token())[0] == 401  # admin token is not it
+    assert report(harness, "async", "run_nope", "progress", token, {"progress": 5})[0] == 404
+    assert report(harness, "other", run_id, "progress", token, {"progress": 5})[0] == 404
+    for bad, fragment in [
+        ({"progress": 101}, "0 to 100"),
+        ({}, "progress"),
+        ({"progress": "x"}, "progress"),
+        ({"progress": 5, "totalSteps": -1}, "totalSteps"),
+    ]:
+        status, body = report(harness, "async", run_id, "progress", token, bad)
+        assert status == 400 and fragment in body["error"]
+    assert report(harness, "async", run_id, "finish", token)[0] == 404
+
+    harness.clock.advance(15_234)
+    status, body = report(
+        harness,
+        "async",
+        run_id,
+        "progress",
+        token,
+        {"progress": 50, "message": "Processing content generation...", "currentStep": "2", "totalSteps": 4},
+    )
+    assert (status, body) == (200, {"success": True})
+    assert runs(harness, "async")[0]["progress"]["progress"] == 50
+    assert report(harness, "async", run_id, "complete", token, {"result": {"ok": True}}) == (
+        200,
+        {"success": True},
+    )
+    assert report(harness, "async", run_id, "complete", token)[0] == 409  # finished
+    assert report(harness, "async", run_id, "progress", token, {"progress": 60})[0] == 409
+    [run] = runs(harness, "async")
+    assert run["status"] == "completed" and run["duration"] == 15_234
+    assert stats(harness)["runningAgentsCount"] == 0
+    names = harness.published.names("async")
+    assert names == ["agent:started", "agent:progress", "agent:completed"]
+    progress = harness.published.events[1][1]
+    assert progress == {
+        "agentId": "async",
+        "jobId": "async",
+        "progress": 50,
+        "message": "Processing content generation...",
+        "currentStep": "2",
+        "totalSteps": 4,
+        "timestamp": "2030-01-01T00:00:15.234Z",
+    }
+    assert harness.published.events[2][1]["duration"] == 15_234
+    # The timeout check that was queued at start finds the run finished and does nothing.
+    harness.drain()
+    assert runs(harness, "async")[0]["status"] == "completed"
+
+
+def harness_token() -> str:
+    from tests.conftest import TOKEN
+
+    return TOKEN
+
+
+def info_or_none(h: Harness, agent_id: str) -> dict | None:
+    status, body = h.api("GET", f"/api/agents/{agent_id}/schedule")
+    return body["data"] if status == 200 else None
+
+
+def test_failing_three_times_goes_to_error_and_leaves_the_schedule(
+    harness: Harness, agents: list[Agent]
+) -> None:
+    agent = register(harness, agents, "broken", default=500)
+    schedule(harness, "broken", priority="HIGH")
+    harness.tick()
+    harness.drain()
+    slot = T0 + 60_000
+    # First try on the slot, then retries 1 s, 2 s and 4 s after each failure.
+    assert agent.called_at == [slot, slot + 1_000, slot + 3_000, slot + 7_000]
+    assert [r["attempt"] for r in agent.requests()] == [1, 2, 3, 4]
+    data = info(harness, "broken")
+    assert data["status"] == "ERROR" and data["scheduleEnabled"] is False and data["nextRunAt"] is None
+    assert data["taskDetails"]["retryCount"] == 3 and data["taskDetails"]["lastError"] == "HTTP 500"
+    [run] = runs(harness, "broken")
+    assert run["status"] == "failed" and run["attempt"] == 4
+    assert harness.published.names("broken").count("agent:failed") == 4
+    assert stats(harness)["scheduledTasksCount"] == 0
+    # Durably off the schedule: later ticks (or a restart, which reads the same Redis) run nothing.
+    for _ in range(3):
+        fire_next_slot(harness)
+    assert len(agent.called_at) == 4
+
+
+def test_retry_state_shows_then_a_success_resets_it(harness: Harness, agents: list[Agent]) -> None:
+    agent = register(harness, agents, "flaky", answers=[503])
+    harness.api("POST", "/api/agents/flaky/run")
+    [start] = harness.receive()
+    harness.dispatch([start["Body"]])  # the first attempt fails; the retry waits in SQS
+    details = info_or_none(harness, "flaky")
+    assert details is None
+    data = harness.api("GET", "/api/agents/flaky")[1]["data"]
+    assert data["status"] == "IDLE"
+    stored = harness.svc.agents.get("flaky").fields
+    assert stored["retryCount"] == "1" and stored["lastError"] == "HTTP 503"
+    assert int(stored["backoffUntil"]) == T0 + 1_000
+    harness.drain()
+    assert agent.called_at == [T0, T0 + 1_000]
+    stored = harness.svc.agents.get("flaky").fields
+    assert stored["retryCount"] == "0" and "lastError" not in stored and stored["status"] == "COMPLETED"
+
+
+def test_concurrency_limit_and_priority_order(harness: Harness, agents: list[Agent]) -> None:
+    harness.configure(max_concurrent_agents=2)
+    for name, priority in [
+        ("first", "NORMAL"),
+        ("second", "NORMAL"),
+        ("low", "LOW"),
+        ("critical", "CRITICAL"),
+        ("normal", "NORMAL"),
+        ("high", "HIGH"),
+    ]:
+        register(harness, agents, name, default=202)
+        schedule(harness, name, priority=priority, enabled=False)
+    for name in ["first", "second", "low", "normal", "critical", "high"]:
+        assert harness.api("POST", f"/api/agents/{name}/run")[0] == 202
+        harness.clock.advance(1)
+    harness.drain(hold_timeouts=True)
+    assert stats(harness)["runningAgentsCount"] == 2 and stats(harness)["queuedTasksCount"] == 4
+    finished: set[str] = set()
+    for _ in range(6):
+        # Finish the run that started first among those still going.
+        going = [a for a in agents if a.requests() and a.requests()[0]["agentId"] not in finished]
+        request = min(going, key=lambda a: a.receiver.received[0].at).requests()[0]
+        finished.add(request["agentId"])
+        report(harness, request["agentId"], request["runId"], "complete", request["callbackToken"])
+        harness.drain(hold_timeouts=True)  # the freed slot starts the next waiting run at once
+        assert stats(harness)["runningAgentsCount"] <= 2
+    start_order = [
+        a.requests()[0]["agentId"] for a in sorted(agents, key=lambda a: a.receiver.received[0].at)
+    ]
+    assert start_order == ["first", "second", "critical", "high", "normal", "low"]
+
+
+def test_concurrent_starters_never_exceed_the_limit(harness: Harness, agents: list[Agent]) -> None:
+    for i in range(20):
+        register(harness, agents, f"a{i}", default=202)
+        harness.svc.agents.run_now(f"a{i}", harness.clock.now_ms())  # queued, none started yet
+    harness.configure(max_concurrent_agents=3)
+    threads = [threading.Thread(target=harness.svc.runs.start_waiting) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert stats(harness)["runningAgentsCount"] == 3 and stats(harness)["queuedTasksCount"] == 17
+    harness.drain(hold_timeouts=True)
+    assert sum(1 for a in agents if a.requests()) == 3
+
+
+def test_a_slot_that_comes_while_the_previous_run_goes_on_is_skipped(
+    harness: Harness, agents: list[Agent]
+) -> None:
+    agent = register(harness, agents, "slow", default=202, timeoutSeconds=600)
+    schedule(harness, "slow")
+    harness.tick()
+    harness.drain(hold_timeouts=True)
+    assert len(agent.called_at) == 1
+    fire_next_slot(harness)  # 00:02:00, while the 00:01:00 run is still going
+    assert len(agent.called_at) == 1
+    history = runs(harness, "slow")
+    assert [r["status"] for r in history] == ["skipped", "running"]
+    assert "still in progress" in history[0]["error"]
+    assert info(harness, "slow")["nextRunAt"] == "2030-01-01T00:03:00.000Z"
+
+
+def test_missed_slots_collapse_into_one_run(harness: Harness, agents: list[Agent]) -> None:
+    agent = register(harness, agents, "late")
+    schedule(harness, "late")
+    harness.clock.set(T0 + 10 * 60_000 + 30_000)  # ten minutes of downtime
+    harness.tick()
+    harness.drain()
+    assert agent.called_at == [T0 + 10 * 60_000 + 30_000]  # once, at once
+    assert len(runs(harness, "late")) == 1
+    assert info(harness, "late")["nextRunAt"] == "2030-01-01T00:11:00.000Z"  # continues from now
+
+
+def test_a_run_that_reports_nothing_times_out(harness: Harness, agents: list[Agent]) -> None:
+    harness.configure(agent_max_retries=0)
+    agent = register(harness, agents, "silent", default=202, timeoutSeconds=30)
+    harness.api("POST", "/api/agents/silent/run")
+    harness.drain()
+    assert agent.called_at == [T0]
+    [run] = runs(harness, "silent")
+    assert run["status"] == "failed" and run["error"] == "timed out after 30 s without an answer"
+    assert harness.clock.now_ms() == T0 + 30_000
+    assert harness.api("GET", "/api/agents/silent")[1]["data"]["status"] == "ERROR"
+
+
+def test_the_tick_times_out_runs_whose_check_was_lost(harness: Harness, agents: list[Agent]) -> None:
+    harness.configure(agent_max_retries=0)
+    register(harness, agents, "lost", default=202, timeoutSeconds=30)
+    harness.api("POST", "/api/agents/lost/run")
+    harness.drain(rounds=1)
+    harness.receive()  # SQS loses the timeout check
+    harness.clock.set(T0 + 30_001)
+    assert harness.tick()["expiredRuns"] == 1
+    assert runs(harness, "lost")[0]["status"] == "failed"
+
+
+def test_a_lost_start_message_gives_its_slot_back(harness: Harness, agents: list[Agent]) -> None:
+    agent = register(harness, agents, "dropped")
+    harness.api("POST", "/api/agents/dropped/run")
+    harness.receive()  # the start message is lost
+    assert stats(harness)["runningAgentsCount"] == 1
+    harness.clock.set(T0 + 60_001)
+    harness.tick()
+    harness.drain()
+    assert agent.called_at == [T0 + 60_001]
+    assert runs(harness, "dropped")[0]["status"] == "completed"
+
+
+def test_duplicate_messages_start_a_run_once(harness: Harness, agents: list[Agent]) -> None:
+    agent = register(harness, agents, "once")
+    harness.api("POST", "/api/agents/once/run")
+    [start] = harness.receive()
+    harness.dispatch([start["Body"]] * 3)
+    harness.dispatch([start["Body"]])
+    assert len(agent.called_at) == 1
+
+
+def test_no_pause_or_delete_while_running_and_no_second_manual_run(
+    harness: Harness, agents: list[Agent]
+) -> None:
+    register(harness, agents, "busy", default=202)
+    schedule(harness, "busy")
+    harness.api("POST", "/api/agents/busy/run")
+    harness.drain(hold_timeouts=True)
+    status, body = harness.api("PATCH", "/api/agents/busy/schedule/busy/pause")
+    assert status == 409 and "while it is running" in body["error"]
+    assert harness.api("DELETE", "/api/agents/busy")[0] == 409
+    assert harness.api("POST", "/api/agents/busy/run")[0] == 409
+    assert info(harness, "busy")["taskDetails"]["isRunning"] is True
+
+
+def test_pause_and_resume_emit_events(harness: Harness, agents: list[Agent]) -> None:
+    register(harness, agents, "pr")
+    schedule(harness, "pr", jobId="job-456")
+    harness.api("PATCH", "/api/agents/pr/schedule/job-456/pause")
+    harness.api("PATCH", "/api/agents/pr/schedule/job-456/resume")
+    assert harness.published.names("pr") == ["agent:paused", "agent:resumed"]
+    assert harness.published.events[0][1] == {
+        "agentId": "pr",
+        "jobId": "job-456",
+        "status": "paused",
+        "timestamp": "2030-01-01T00:00:00.000Z",
+    }
+
+
+def test_unscheduling_stops_a_slot_already_on_its_way(harness: Harness, agents: list[Agent]) -> None:
+    agent = register(harness, agents, "gone")
+    schedule(harness, "gone")
+    harness.tick()  # the slot is in SQS
+    harness.api("DELETE", "/api/agents/gone/schedule")
+    harness.drain()
+    assert agent.called_at == []
+    assert runs(harness, "gone") == []
+
+
+def test_run_listing_and_one_run(harness: Harness, agents: list[Agent]) -> None:
+    register(harness, agents, "hist")
+    for _ in range(3):
+        harness.api("POST", "/api/agents/hist/run")
+        harness.drain()
+        harness.clock.advance(1_000)
+    history = runs(harness, "hist")
+    assert len(history) == 3
+    assert [r["scheduledFor"] for r in history] == sorted((r["scheduledFor"] for r in history), reverse=True)
+    status, body = harness.api("GET", f"/api/agents/hist/runs/{history[0]['runId']}")
+    assert status == 200 and body["data"]["status"] == "completed"
+    assert harness.api("GET", "/api/agents/hist/runs/run_missing")[0] == 404
+    assert harness.api("GET", "/api/agents/hist/runs?limit=2")[1]["data"] == history[:2]
+    assert json.dumps(history)  # plain JSON
