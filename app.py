@@ -17,8 +17,10 @@ from chalicelib.http import (
     require_token,
 )
 from chalicelib.lambda_events import deadline_from
+from chalicelib.live import management_endpoint
 
 app = Chalice(app_name="punctual")
+app.experimental_feature_flags.update(["WEBSOCKETS"])
 
 # Fixed when the app is packaged; the same name reaches the code as DISPATCH_QUEUE_NAME.
 DISPATCH_QUEUE = os.environ.get("DISPATCH_QUEUE_NAME", "punctual-dispatch")
@@ -172,6 +174,28 @@ def report_run(agentId: str, runId: str, report: str) -> Response:  # noqa: N803
     # Authorised by the run's own callback token, not the API token.
     token = bearer_token(app.current_request.headers, "callbackToken")
     return json_response(agents_api.report(services.get(), agentId, runId, report, token, _body()))
+
+
+# -- live events (API Gateway WebSocket routes) -------------------------------------------
+
+
+@app.on_ws_connect()
+def ws_connect(event: Any) -> dict[str, Any]:
+    raw = event.to_dict()
+    return services.get().live.connect(
+        event.connection_id, raw.get("queryStringParameters"), raw.get("headers")
+    )
+
+
+@app.on_ws_message()
+def ws_message(event: Any) -> None:
+    endpoint = management_endpoint(services.get().settings, event.domain_name, event.stage)
+    services.get().live.message(event.connection_id, event.body, endpoint)
+
+
+@app.on_ws_disconnect()
+def ws_disconnect(event: Any) -> None:
+    services.get().live.disconnect(event.connection_id)
 
 
 # -- the engine ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from .agents import Agent, RunStatus
 from .backoff import retry_delay_seconds
 from .clock import Clock
 from .config import Settings
-from .dispatch_queue import DispatchQueue
+from .dispatch_queue import MAX_DELAY_SECONDS, DispatchQueue
 from .events import Events
 from .keys import run_ref, split_run_ref
 from .store import Claimed, new_token
@@ -138,9 +138,10 @@ class AgentRunner:
         self._events.started(agent_id, job_id)
         result = self._call(agent, run, callback_token)
         if result.status_code == 202:
-            # The agent works on and reports back; its timeout is checked on time.
-            timeout_check = Claimed(run_ref(agent_id, run_id), lease, token, kind="timeout")
-            self._queue.send([timeout_check])
+            # The agent works on and reports back. Its timeout is checked on time
+            # through SQS when SQS can hold the check that long; else by the tick.
+            if agent.timeout_seconds <= MAX_DELAY_SECONDS:
+                self._queue.send([Claimed(run_ref(agent_id, run_id), lease, token, kind="timeout")])
             return
         if result.ok:
             self._complete(agent_id, run_id, token, "claim", run)

@@ -12,6 +12,9 @@ from .errors import BadRequest, Conflict, NotFound, Unauthorized
 from .keys import run_ref
 from .store import Claimed, Page, Store, new_token
 
+# isRunning is true while the per-minute tick has been seen this recently.
+HEARTBEAT_MS = 150_000
+
 
 @dataclass(frozen=True)
 class Stats:
@@ -287,6 +290,19 @@ class AgentStore:
 
         scheduled, running, queued, paused, last = self.call(read)
         return Stats(scheduled, running, queued, paused, int(last) if last else None)
+
+    def scheduler_stats(self, max_concurrent: int, now: int) -> dict[str, Any]:
+        """The spec's scheduler statistics."""
+        stats = self.stats()
+        alive = stats.last_tick_ms is not None and now - stats.last_tick_ms <= HEARTBEAT_MS
+        return {
+            "isRunning": alive,
+            "scheduledTasksCount": stats.scheduled,
+            "runningAgentsCount": stats.running,
+            "queuedTasksCount": stats.queued,
+            "maxConcurrentAgents": max_concurrent,
+            "pausedJobsCount": stats.paused,
+        }
 
     def paused_jobs(self) -> list[dict[str, str]]:
         def read() -> list[dict[str, str]]:

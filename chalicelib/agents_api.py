@@ -13,8 +13,6 @@ from .messages import parse_json_object
 from .messages_api import page_size
 from .services import Services
 
-# isRunning is true while the per-minute tick has been seen this recently.
-HEARTBEAT_MS = 150_000
 MAX_RUNS_LISTED = 100
 
 
@@ -80,6 +78,7 @@ def schedule_agent(svc: Services, agent_id: str, raw_body: bytes | None) -> dict
     agent = svc.agents.get(agent_id)
     next_ms = _next_slot(svc, agent, request.cron_expression, request.timezone)
     svc.agents.set_schedule(agent, request, next_ms, svc.clock.now_ms())
+    svc.events.counts_changed()
     return ok(svc.agents.get(agent_id).schedule_summary())
 
 
@@ -94,12 +93,14 @@ def get_schedule(svc: Services, agent_id: str) -> dict[str, Any]:
 
 def unschedule_agent(svc: Services, agent_id: str) -> dict[str, Any]:
     svc.agents.delete_schedule(agent_id, svc.clock.now_ms())
+    svc.events.counts_changed()
     return ok(message="Agent unscheduled successfully")
 
 
 def pause_job(svc: Services, agent_id: str, job_id: str) -> dict[str, Any]:
     svc.agents.pause(agent_id, job_id, svc.clock.now_ms())
     svc.events.paused(agent_id, job_id)
+    svc.events.counts_changed()
     return ok({"agentId": agent_id, "jobId": job_id, "status": "paused"},
               f"Job {job_id} paused successfully")
 
@@ -111,6 +112,7 @@ def resume_job(svc: Services, agent_id: str, job_id: str) -> dict[str, Any]:
     next_ms = _next_slot(svc, agent, agent.fields["cron"], agent.fields.get("scheduleTimezone"))
     svc.agents.resume(agent_id, job_id, svc.clock.now_ms(), next_ms)
     svc.events.resumed(agent_id, job_id)
+    svc.events.counts_changed()
     resumed = svc.agents.get(agent_id)
     return ok({"agentId": agent_id, "jobId": job_id, "status": "resumed",
                "nextRunAt": resumed.schedule_summary()["nextRunAt"]},
@@ -118,16 +120,7 @@ def resume_job(svc: Services, agent_id: str, job_id: str) -> dict[str, Any]:
 
 
 def scheduler_status(svc: Services) -> dict[str, Any]:
-    stats = svc.agents.stats()
-    alive = stats.last_tick_ms is not None and svc.clock.now_ms() - stats.last_tick_ms <= HEARTBEAT_MS
-    return ok({
-        "isRunning": alive,
-        "scheduledTasksCount": stats.scheduled,
-        "runningAgentsCount": stats.running,
-        "queuedTasksCount": stats.queued,
-        "maxConcurrentAgents": svc.settings.max_concurrent_agents,
-        "pausedJobsCount": stats.paused,
-    })
+    return ok(svc.agents.scheduler_stats(svc.settings.max_concurrent_agents, svc.clock.now_ms()))
 
 
 def paused_jobs(svc: Services) -> dict[str, Any]:
@@ -139,6 +132,7 @@ def paused_jobs(svc: Services) -> dict[str, Any]:
 
 def run_now(svc: Services, agent_id: str) -> dict[str, Any]:
     run_id = svc.agents.run_now(agent_id, svc.clock.now_ms())
+    svc.events.counts_changed()
     svc.runs.start_waiting()
     return ok(run_to_dict(svc.agents.get_run(run_id) or {"runId": run_id, "agentId": agent_id}))
 

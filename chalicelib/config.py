@@ -64,6 +64,11 @@ class Settings:
     agent_call_timeout_seconds: int
     # Where agents send their reports (the callbackUrl in every run request).
     public_api_url: str
+    # The API Gateway management API that pushes WebSocket frames: an explicit
+    # endpoint (the local gateway), else derived from the WebSocket API's id.
+    ws_management_endpoint: str | None
+    ws_api_id: str | None
+    ws_stage: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -98,4 +103,7 @@ class Settings:
             agent_retry_max_delay_seconds=_int(env, "AGENT_RETRY_MAX_DELAY_SECONDS", 300, minimum=1),
             agent_call_timeout_seconds=_int(env, "AGENT_CALL_TIMEOUT_SECONDS", 30, minimum=1),
             public_api_url=_public_api_url(env),
+            ws_management_endpoint=env.get("WS_MANAGEMENT_ENDPOINT", "").strip().rstrip("/") or None,
+            ws_api_id=env.get("WS_API_ID", "").strip() or None,
+            ws_stage=env.get("WS_STAGE", "").strip() or "api",
         )

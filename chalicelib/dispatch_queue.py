@@ -57,13 +57,15 @@ class DispatchQueue:
         with ThreadPoolExecutor(max_workers=min(8, len(batches))) as pool:
             return [x for failed in pool.map(self._send_batch, batches) for x in failed]
 
-    def send_tick(self) -> bool:
-        """Ask a dispatcher to run the rest of a tick that ran out of time."""
+    def send_control(self, kind: str, due_ms: int = 0) -> bool:
+        """Ask a dispatcher to do a piece of the scheduler's own work (`tick`, `status`) at `due_ms`."""
+        body = json.dumps({"kind": kind, "due": due_ms})
+        delay = delay_seconds(due_ms, self._clock.now_ms(), self._lead) if due_ms else 0
         try:
-            self._sqs.send_message(QueueUrl=self.url, MessageBody=json.dumps({"kind": "tick"}))
+            self._sqs.send_message(QueueUrl=self.url, MessageBody=body, DelaySeconds=delay)
             return True
         except (BotoCoreError, ClientError, Unavailable) as exc:
-            log.warning("handing the tick on failed: %s", exc)
+            log.warning("sending %s to the dispatch queue failed: %s", kind, exc)
             return False
 
     def _send_batch(self, batch: list[Claimed]) -> list[Claimed]:

@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 from .agent_runner import AgentRunner
 from .backoff import parse_retry_after, retry_delay_seconds
@@ -21,6 +22,10 @@ from .webhooks import DeliveryResult, HttpSender, webhook_headers
 
 log = logging.getLogger(__name__)
 
+
+class StatusSender(Protocol):
+    def send_trailing_status(self) -> None: ...
+
 # How long past the delivery timeout a claimed delivery is held before the
 # tick presumes its dispatcher dead and delivers again.
 LEASE_MARGIN_MS = 30_000
@@ -32,6 +37,7 @@ class Dispatcher:
         store: Store,
         scheduler: Scheduler,
         runs: AgentRunner,
+        events: StatusSender,
         sender: HttpSender,
         clock: Clock,
         settings: Settings,
@@ -39,6 +45,7 @@ class Dispatcher:
         self._store = store
         self._scheduler = scheduler
         self._runs = runs
+        self._events = events
         self._sender = sender
         self._clock = clock
         self._settings = settings
@@ -54,20 +61,33 @@ class Dispatcher:
 
     def handle_body(self, body: str, deadline_ms: Callable[[], int]) -> None:
         try:
-            data = json.loads(body)
-            if data.get("kind") == "tick":
-                self._scheduler.tick(deadline_ms())
-                return
-            claimed = Claimed(
-                ref=str(data["ref"]), due_ms=int(data["due"]), token=str(data["token"]),
-                kind=str(data.get("kind", "")),
-            )
-            handler = self._handler_for(claimed)
+            job = self._job_for(json.loads(body), deadline_ms)
         except (ValueError, KeyError, TypeError, AttributeError):
             # Not ours to retry: a malformed body would fail the same way forever.
             log.error("dropping malformed dispatch message %r", body[:200])
             return
-        handler(claimed)
+        job()
+
+    def _job_for(self, data: dict[str, object], deadline_ms: Callable[[], int]) -> Callable[[], None]:
+        kind = str(data.get("kind", ""))
+        if "ref" not in data:
+            # The scheduler's own work: the rest of a tick, or a trailing scheduler:status.
+            due = int(str(data.get("due") or 0))
+            controls: dict[str, Callable[[], object]] = {
+                "tick": lambda: self._scheduler.tick(deadline_ms()),
+                "status": self._events.send_trailing_status,
+            }
+            action = controls[kind]
+
+            def control() -> None:
+                self._clock.sleep_until(due)
+                action()
+
+            return control
+        claimed = Claimed(ref=str(data["ref"]), due_ms=int(str(data["due"])), token=str(data["token"]),
+                          kind=kind)
+        handler = self._handler_for(claimed)
+        return lambda: handler(claimed)
 
     def _handler_for(self, claimed: Claimed) -> Callable[[Claimed], None]:
         if claimed.ref.startswith(MESSAGE_REF) and not claimed.kind:

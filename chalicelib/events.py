@@ -1,26 +1,21 @@
 """Run-state events. Every change of a run's or job's state is published here, once.
 
-The WebSocket fan-out plugs in as a Publisher; until then events are only logged.
+The WebSocket fan-out (live.WsPublisher) is the Publisher in production.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Protocol
 
 from .clock import Clock
 from .timeutil import format_instant
 
-log = logging.getLogger(__name__)
-
 
 class Publisher(Protocol):
     def publish(self, event: str, agent_id: str | None, data: dict[str, Any]) -> None: ...
 
-
-class LogPublisher:
-    def publish(self, event: str, agent_id: str | None, data: dict[str, Any]) -> None:
-        log.info("event %s %s", event, data)
+    def status_changed(self) -> None:
+        """The scheduler's counts may have changed (publishers throttle what they send)."""
 
 
 class Events:
@@ -52,3 +47,6 @@ class Events:
 
     def resumed(self, agent_id: str, job_id: str) -> None:
         self._emit("agent:resumed", agent_id, job_id, status="resumed")
+
+    def counts_changed(self) -> None:
+        self._publisher.status_changed()

@@ -17,6 +17,12 @@
 |                            |      | rank * 1e13 + due ms, so higher priority, then earlier due |
 | {p}:running                | zset | run ids holding a concurrency slot; score = lease deadline |
 | {p}:tick:last              | str  | ms of the last tick (the scheduler's heartbeat)            |
+| {p}:ws:conn:{connId}       | hash | a WebSocket connection (connectedAt); expires when idle    |
+| {p}:ws:subs:{connId}       | set  | what a connection subscribes to: `agent:{id}`, `scheduler` |
+| {p}:ws:agent:{agentId}     | set  | connection ids subscribed to one agent's events            |
+| {p}:ws:scheduler           | set  | connection ids subscribed to scheduler:status              |
+| {p}:ws:status:lock         | str  | set while a scheduler:status send is throttled (PX)        |
+| {p}:ws:status:pending      | str  | set while a trailing scheduler:status send is queued (PX)  |
 
 A *ref* names an item in the due and inflight indexes: `m:{id}` for a webhook
 message, `r:{agentId}/{runId}` for an agent run. The hash behind a ref is found
@@ -82,6 +88,24 @@ class Keys:
     @property
     def tick_heartbeat(self) -> str:
         return f"{self.prefix}:tick:last"
+
+    def ws_connection(self, connection_id: str) -> str:
+        return f"{self.prefix}:ws:conn:{connection_id}"
+
+    def ws_subscriptions(self, connection_id: str) -> str:
+        return f"{self.prefix}:ws:subs:{connection_id}"
+
+    def ws_topic(self, topic: str) -> str:
+        """Subscribers of a topic: `agent:{agentId}` or `scheduler`."""
+        return f"{self.prefix}:ws:{topic}"
+
+    @property
+    def ws_status_lock(self) -> str:
+        return f"{self.prefix}:ws:status:lock"
+
+    @property
+    def ws_status_pending(self) -> str:
+        return f"{self.prefix}:ws:status:pending"
 
     def item(self, ref: str) -> str:
         """The hash that holds the item a due-index ref names."""

@@ -88,6 +88,6 @@ class Scheduler:
             if len(batch) < self._batch or failed:
                 # Done, or SQS is failing: what it did not take is reclaimed next tick.
                 return TickReport(reclaimed, claimed, failures, False, expired)
-        report = TickReport(reclaimed, claimed, failures, self._queue.send_tick(), expired)
+        report = TickReport(reclaimed, claimed, failures, self._queue.send_control("tick"), expired)
         log.info("tick ran out of time %s", report.to_dict())
         return report

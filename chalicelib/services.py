@@ -17,8 +17,10 @@ from .clock import Clock, SystemClock
 from .config import Settings
 from .dispatch_queue import DispatchQueue
 from .dispatcher import Dispatcher
-from .events import Events, LogPublisher, Publisher
+from .events import Events, Publisher
 from .keys import Keys
+from .live import LiveHandlers, ManagementApi, WsPublisher
+from .live_store import LiveStore
 from .scheduler import Scheduler
 from .store import Store
 from .targets import Resolver, system_resolver
@@ -37,6 +39,7 @@ class Services:
     agents: AgentStore
     runs: AgentRunner
     events: Events
+    live: LiveHandlers
 
     @classmethod
     def build(
@@ -74,11 +77,15 @@ class Services:
         )
         sender = HttpSender(settings.webhook_timeout_seconds)
         agents = AgentStore(store)
-        events = Events(publisher or LogPublisher(), clock)
+        live = LiveStore(store)
+        ws = WsPublisher(live, agents, ManagementApi(settings), queue, clock, settings)
+        events = Events(publisher or ws, clock)
         runs = AgentRunner(agents, queue, sender, events, clock, settings)
         scheduler = Scheduler(store, queue, clock, settings, runs)
-        dispatcher = Dispatcher(store, scheduler, runs, sender, clock, settings)
-        return cls(settings, clock, store, queue, scheduler, dispatcher, resolver, agents, runs, events)
+        dispatcher = Dispatcher(store, scheduler, runs, ws, sender, clock, settings)
+        live_handlers = LiveHandlers(live, agents, ws, clock, settings)
+        return cls(settings, clock, store, queue, scheduler, dispatcher, resolver, agents, runs, events,
+                   live_handlers)
 
 
 _lock = threading.Lock()

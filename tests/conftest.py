@@ -62,6 +62,7 @@ def env(redis_server: RedisServer) -> dict[str, str]:
 def moto_sqs() -> Iterator[Any]:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")  # Lambda always has one
     with mock_aws():
         yield boto3.client("sqs", region_name="us-east-1")
 
@@ -92,9 +93,22 @@ class RecordingPublisher:
         with self._lock:
             self.events.append((event, data))
 
+    def agent_events(self) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            return [(e, d) for e, d in self.events if e != "scheduler:status"]
+
+    def status_changed(self) -> None:
+        with self._lock:
+            self.events.append(("scheduler:status", {}))
+
     def names(self, agent_id: str | None = None) -> list[str]:
         with self._lock:
-            return [e for e, d in self.events if agent_id is None or d.get("agentId") == agent_id]
+            return [
+                e
+                for e, d in self.events
+                if (agent_id is None and e != "scheduler:status")
+                or (agent_id and d.get("agentId") == agent_id)
+            ]
 
 
 @dataclass
@@ -109,8 +123,9 @@ class Harness:
     def configure(self, **changes: Any) -> None:
         """Rebuild the services with changed settings (same clock, Redis, SQS, recorder)."""
         settings = replace(self.svc.settings, **changes)
-        self.svc = Services.build(settings, clock=self.clock, redis_client=self.redis,
-                                  sqs_client=self.sqs, publisher=self.published)
+        self.svc = Services.build(
+            settings, clock=self.clock, redis_client=self.redis, sqs_client=self.sqs, publisher=self.published
+        )
         services.install(self.svc)
 
     @property
@@ -153,9 +168,7 @@ class Harness:
             out.extend(msgs)
 
     def dispatch(self, bodies: list[str]) -> None:
-        event = self.client.events.generate_sqs_event(
-            message_bodies=bodies, queue_name="punctual-dispatch"
-        )
+        event = self.client.events.generate_sqs_event(message_bodies=bodies, queue_name="punctual-dispatch")
         self.client.lambda_.invoke("dispatch", event)
 
     def drain(self, rounds: int = 20, hold_timeouts: bool = False) -> int:
@@ -182,13 +195,12 @@ class Harness:
 
 
 @pytest.fixture
-def harness(
-    env: dict[str, str], aws: Any, clock: FakeClock, redis_client: redis.Redis
-) -> Iterator[Harness]:
+def harness(env: dict[str, str], aws: Any, clock: FakeClock, redis_client: redis.Redis) -> Iterator[Harness]:
     settings = Settings.from_env(env)
     published = RecordingPublisher()
-    svc = Services.build(settings, clock=clock, redis_client=redis_client, sqs_client=aws,
-                         publisher=published)
+    svc = Services.build(
+        settings, clock=clock, redis_client=redis_client, sqs_client=aws, publisher=published
+    )
     services.install(svc)
     with Client(app_module.app) as client:
         yield Harness(client, svc, aws, clock, redis_client, published)

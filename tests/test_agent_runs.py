@@ -108,7 +108,7 @@ def test_a_cron_slot_runs_on_its_second_and_completes(harness: Harness, agents: 
     assert data["status"] == "COMPLETED" and data["lastRunAt"] == "2030-01-01T00:01:00.000Z"
     assert data["nextRunAt"] == "2030-01-01T00:02:00.000Z"
     assert harness.published.names("sync") == ["agent:started", "agent:completed"]
-    started = harness.published.events[0][1]
+    started = next(d for e, d in harness.published.events if e == "agent:started")
     assert started == {
         "agentId": "sync",
         "jobId": "sync",
@@ -164,7 +164,7 @@ def test_async_run_reports_progress_and_completes(harness: Harness, agents: list
     assert stats(harness)["runningAgentsCount"] == 0
     names = harness.published.names("async")
     assert names == ["agent:started", "agent:progress", "agent:completed"]
-    progress = harness.published.events[1][1]
+    progress = harness.published.agent_events()[1][1]
     assert progress == {
         "agentId": "async",
         "jobId": "async",
@@ -174,7 +174,7 @@ def test_async_run_reports_progress_and_completes(harness: Harness, agents: list
         "totalSteps": 4,
         "timestamp": "2030-01-01T00:00:15.234Z",
     }
-    assert harness.published.events[2][1]["duration"] == 15_234
+    assert harness.published.agent_events()[2][1]["duration"] == 15_234
     # The timeout check that was queued at start finds the run finished and does nothing.
     harness.drain()
     assert runs(harness, "async")[0]["status"] == "completed"
@@ -371,7 +371,7 @@ def test_pause_and_resume_emit_events(harness: Harness, agents: list[Agent]) -> 
     harness.api("PATCH", "/api/agents/pr/schedule/job-456/pause")
     harness.api("PATCH", "/api/agents/pr/schedule/job-456/resume")
     assert harness.published.names("pr") == ["agent:paused", "agent:resumed"]
-    assert harness.published.events[0][1] == {
+    assert harness.published.agent_events()[0][1] == {
         "agentId": "pr",
         "jobId": "job-456",
         "status": "paused",

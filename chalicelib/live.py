@@ -1,0 +1,236 @@
+"""Live events over API Gateway WebSocket routes: the protocol, and the fan-out to subscribers."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .agent_store import AgentStore
+from .clock import Clock
+from .config import Settings
+from .dispatch_queue import DispatchQueue
+from .live_store import SCHEDULER_TOPIC, LiveStore, agent_topic
+from .timeutil import format_instant
+
+log = logging.getLogger(__name__)
+
+# scheduler:status goes out at most once per window, plus one trailing send.
+STATUS_WINDOW_MS = 250
+_FANOUT = ThreadPoolExecutor(max_workers=32, thread_name_prefix="ws-fanout")
+
+
+def management_endpoint(
+    settings: Settings, domain: str | None = None, stage: str | None = None
+) -> str | None:
+    """Where post_to_connection goes: configured, else as AWS derives it."""
+    if settings.ws_management_endpoint:
+        return settings.ws_management_endpoint
+    if settings.ws_api_id:
+        return f"https://{settings.ws_api_id}.execute-api.{settings.aws_region}.amazonaws.com/{settings.ws_stage}"
+    if domain and stage:
+        return f"https://{domain}/{stage}"
+    return None
+
+
+class ManagementApi:
+    """post_to_connection through boto3; one client per endpoint."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._clients: dict[str, Any] = {}
+
+    def client(self, endpoint: str) -> Any:
+        client = self._clients.get(endpoint)
+        if client is None:
+            client = boto3.client(
+                "apigatewaymanagementapi",
+                endpoint_url=endpoint,
+                region_name=self._settings.aws_region,
+                config=BotoConfig(max_pool_connections=32, retries={"max_attempts": 2}),
+            )
+            self._clients[endpoint] = client
+        return client
+
+    def send(self, endpoint: str, connection_id: str, message: Mapping[str, Any]) -> bool:
+        """Send one frame; False when the connection is gone."""
+        data = json.dumps(message).encode()
+        try:
+            self.client(endpoint).post_to_connection(ConnectionId=connection_id, Data=data)
+            return True
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "GoneException" or status == 410:
+                return False
+            log.warning("post_to_connection %s failed: %s", connection_id, exc)
+            return True
+        except BotoCoreError as exc:
+            log.warning("post_to_connection %s failed: %s", connection_id, exc)
+            return True
+
+
+class WsPublisher:
+    """Publishes run-state events to the subscribed WebSocket connections."""
+
+    def __init__(
+        self,
+        live: LiveStore,
+        agents: AgentStore,
+        api: ManagementApi,
+        queue: DispatchQueue,
+        clock: Clock,
+        settings: Settings,
+    ) -> None:
+        self._live = live
+        self._agents = agents
+        self._api = api
+        self._queue = queue
+        self._clock = clock
+        self._settings = settings
+
+    def send_to(
+        self, connection_ids: list[str], message: Mapping[str, Any], endpoint: str | None = None
+    ) -> None:
+        """Send to every connection in parallel and wait, so one run's events stay in order."""
+        endpoint = endpoint or management_endpoint(self._settings)
+        if endpoint is None or not connection_ids:
+            return
+        gone = [
+            cid
+            for cid, ok in zip(
+                connection_ids,
+                _FANOUT.map(lambda c: self._api.send(endpoint, c, message), connection_ids),
+                strict=True,
+            )
+            if not ok
+        ]
+        for cid in gone:
+            self._live.disconnect(cid)
+
+    def publish(self, event: str, agent_id: str | None, data: dict[str, Any]) -> None:
+        topic = agent_topic(agent_id) if agent_id else SCHEDULER_TOPIC
+        self.send_to(self._live.subscribers(topic), {"event": event, "data": data})
+
+    def status_changed(self) -> None:
+        if not self._live.has_subscribers(SCHEDULER_TOPIC):
+            return
+        if self._live.throttle_status(STATUS_WINDOW_MS):
+            self.send_status()
+        elif self._live.claim_trailing_status(STATUS_WINDOW_MS * 8):
+            # Changes inside the window are not lost: one send follows it.
+            self._queue.send_control("status", due_ms=self._clock.now_ms() + STATUS_WINDOW_MS)
+
+    def send_trailing_status(self) -> None:
+        self._live.release_trailing_status()
+        self.send_status()
+
+    def status_message(self) -> dict[str, Any]:
+        stats = self._agents.scheduler_stats(self._settings.max_concurrent_agents, self._clock.now_ms())
+        return {
+            "event": "scheduler:status",
+            "data": {"stats": stats, "timestamp": format_instant(self._clock.now_ms())},
+        }
+
+    def send_status(self, connection_ids: list[str] | None = None) -> None:
+        if connection_ids is None:
+            connection_ids = self._live.subscribers(SCHEDULER_TOPIC)
+        if connection_ids:
+            self.send_to(connection_ids, self.status_message())
+
+
+class LiveHandlers:
+    """What the $connect, $default and $disconnect routes do."""
+
+    def __init__(
+        self, live: LiveStore, agents: AgentStore, publisher: WsPublisher, clock: Clock, settings: Settings
+    ) -> None:
+        self._live = live
+        self._agents = agents
+        self._publisher = publisher
+        self._clock = clock
+        self._settings = settings
+
+    def connect(
+        self, connection_id: str, query: Mapping[str, str] | None, headers: Mapping[str, str] | None
+    ) -> dict[str, Any]:
+        token = (query or {}).get("token") or ""
+        if not token:
+            lowered = {k.lower(): v for k, v in (headers or {}).items()}
+            scheme, _, value = (lowered.get("authorization") or "").partition(" ")
+            token = value.strip() if scheme.lower() == "bearer" else ""
+        expected = self._settings.api_token
+        if not token or not expected or not hmac.compare_digest(token.encode(), expected.encode()):
+            return {"statusCode": 401, "body": json.dumps({"error": "missing or invalid token"})}
+        self._live.connect(connection_id, self._clock.now_ms())
+        return {"statusCode": 200}
+
+    def disconnect(self, connection_id: str) -> None:
+        self._live.disconnect(connection_id)
+
+    def message(self, connection_id: str, body: str | None, endpoint: str | None) -> None:
+        now = self._clock.now_ms()
+        if not self._live.touch(connection_id, now):
+            # Its record expired while API Gateway kept it open: it authenticated on $connect.
+            self._live.connect(connection_id, now)
+        reply = self._answer(connection_id, body, now)
+        self._publisher.send_to([connection_id], reply, endpoint)
+        if reply["event"] == "subscribed" and reply["data"].get("topic") == "scheduler-updates":
+            self._publisher.send_status([connection_id])
+
+    def _answer(self, connection_id: str, body: str | None, now: int) -> dict[str, Any]:
+        try:
+            frame = json.loads(body or "")
+        except ValueError:
+            return _error('frame is not JSON; send e.g. {"action": "ping"}')
+        if not isinstance(frame, dict):
+            return _error("frame must be a JSON object with an 'action'")
+        action = frame.get("action")
+        handler = self._actions().get(action) if isinstance(action, str) else None
+        if handler is None:
+            return _error(f"unknown action {action!r}; use one of {', '.join(sorted(self._actions()))}")
+        return handler(connection_id, frame, now)
+
+    def _actions(self) -> dict[str, Callable[[str, dict[str, Any], int], dict[str, Any]]]:
+        return {
+            "subscribe-agent-updates": self._subscribe_agent,
+            "unsubscribe-agent-updates": self._unsubscribe_agent,
+            "subscribe-scheduler-updates": self._subscribe_scheduler,
+            "unsubscribe-scheduler-updates": self._unsubscribe_scheduler,
+            "ping": lambda cid, frame, now: {"event": "pong", "data": {"timestamp": format_instant(now)}},
+        }
+
+    def _subscribe_agent(self, connection_id: str, frame: dict[str, Any], now: int) -> dict[str, Any]:
+        agent_id = frame.get("agentId")
+        if not isinstance(agent_id, str) or not agent_id:
+            return _error("agentId is required: the agent whose updates to receive")
+        if self._agents.find(agent_id) is None:
+            return _error(f"agent {agent_id!r} not found")
+        self._live.subscribe(connection_id, agent_topic(agent_id), now)
+        return {"event": "subscribed", "data": {"topic": "agent-updates", "agentId": agent_id}}
+
+    def _unsubscribe_agent(self, connection_id: str, frame: dict[str, Any], now: int) -> dict[str, Any]:
+        agent_id = frame.get("agentId")
+        if not isinstance(agent_id, str) or not agent_id:
+            return _error("agentId is required: the agent whose updates to stop")
+        self._live.unsubscribe(connection_id, agent_topic(agent_id))
+        return {"event": "unsubscribed", "data": {"topic": "agent-updates", "agentId": agent_id}}
+
+    def _subscribe_scheduler(self, connection_id: str, frame: dict[str, Any], now: int) -> dict[str, Any]:
+        self._live.subscribe(connection_id, SCHEDULER_TOPIC, now)
+        return {"event": "subscribed", "data": {"topic": "scheduler-updates"}}
+
+    def _unsubscribe_scheduler(self, connection_id: str, frame: dict[str, Any], now: int) -> dict[str, Any]:
+        self._live.unsubscribe(connection_id, SCHEDULER_TOPIC)
+        return {"event": "unsubscribed", "data": {"topic": "scheduler-updates"}}
+
+
+def _error(message: str) -> dict[str, Any]:
+    return {"event": "error", "data": {"error": message}}

@@ -1,0 +1,111 @@
+"""Redis records of WebSocket connections and their subscriptions.
+
+They expire as API Gateway's connections do: after 10 minutes without a
+message, and 2 hours after connecting at the latest, so records of clients
+that vanished clean themselves up.
+"""
+
+from __future__ import annotations
+
+from .store import Store
+
+IDLE_SECONDS = 600
+MAX_CONNECTION_SECONDS = 7200
+SCHEDULER_TOPIC = "scheduler"
+
+
+def agent_topic(agent_id: str) -> str:
+    return f"agent:{agent_id}"
+
+
+class LiveStore:
+    def __init__(self, store: Store) -> None:
+        self.client = store.client
+        self.keys = store.keys
+        self._scripts = store.scripts
+        self.call = store.call
+
+    def _expiry(self, connected_ms: int, now: int) -> int:
+        left = MAX_CONNECTION_SECONDS - (now - connected_ms) // 1000
+        return max(1, min(IDLE_SECONDS, left))
+
+    def connect(self, connection_id: str, now: int) -> None:
+        script = self._scripts.get("ws/connect")
+        key = self.keys.ws_connection(connection_id)
+        self.call(lambda: script(keys=[key], args=[connection_id, now, IDLE_SECONDS]))
+
+    def connected_at(self, connection_id: str) -> int | None:
+        value = self.call(lambda: self.client.hget(self.keys.ws_connection(connection_id), "connectedAt"))
+        return int(value) if value else None
+
+    def subscribe(self, connection_id: str, topic: str, now: int) -> bool:
+        connected = self.connected_at(connection_id)
+        if connected is None:
+            return False
+        k = self.keys
+        script = self._scripts.get("ws/subscribe")
+        keys = [k.ws_connection(connection_id), k.ws_subscriptions(connection_id), k.ws_topic(topic)]
+        args = [connection_id, topic, self._expiry(connected, now), MAX_CONNECTION_SECONDS]
+        return bool(self.call(lambda: script(keys=keys, args=args)))
+
+    def touch(self, connection_id: str, now: int) -> bool:
+        """A message arrived: the connection is not idle."""
+        connected = self.connected_at(connection_id)
+        if connected is None:
+            return False
+        expiry = self._expiry(connected, now)
+        k = self.keys
+
+        def refresh() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.expire(k.ws_connection(connection_id), expiry)
+            pipe.expire(k.ws_subscriptions(connection_id), expiry)
+            pipe.execute()
+
+        self.call(refresh)
+        return True
+
+    def unsubscribe(self, connection_id: str, topic: str) -> None:
+        k = self.keys
+        script = self._scripts.get("ws/unsubscribe")
+        keys = [k.ws_subscriptions(connection_id), k.ws_topic(topic)]
+        self.call(lambda: script(keys=keys, args=[connection_id, topic]))
+
+    def disconnect(self, connection_id: str) -> None:
+        k = self.keys
+        topics = self.call(lambda: self.client.smembers(k.ws_subscriptions(connection_id)))
+        script = self._scripts.get("ws/disconnect")
+        keys = [k.ws_connection(connection_id), k.ws_subscriptions(connection_id),
+                *(k.ws_topic(t) for t in sorted(topics))]
+        self.call(lambda: script(keys=keys, args=[connection_id]))
+
+    def subscribers(self, topic: str) -> list[str]:
+        """Live subscribers of a topic; ones whose records expired are dropped on the way."""
+        k = self.keys
+
+        def read() -> tuple[list[str], list[int]]:
+            members = sorted(self.client.smembers(k.ws_topic(topic)))
+            pipe = self.client.pipeline(transaction=False)
+            for member in members:
+                pipe.exists(k.ws_connection(member))
+            return members, pipe.execute()
+
+        members, alive = self.call(read)
+        dead = [m for m, ok in zip(members, alive, strict=True) if not ok]
+        if dead:
+            self.call(lambda: self.client.srem(k.ws_topic(topic), *dead))
+        return [m for m, ok in zip(members, alive, strict=True) if ok]
+
+    def has_subscribers(self, topic: str) -> bool:
+        return bool(self.call(lambda: self.client.scard(self.keys.ws_topic(topic))))
+
+    def throttle_status(self, window_ms: int) -> bool:
+        """True when a scheduler:status may go out now (at most one per window)."""
+        return bool(self.call(lambda: self.client.set(self.keys.ws_status_lock, 1, nx=True, px=window_ms)))
+
+    def claim_trailing_status(self, hold_ms: int) -> bool:
+        """True when no trailing scheduler:status is queued yet; the caller queues one."""
+        return bool(self.call(lambda: self.client.set(self.keys.ws_status_pending, 1, nx=True, px=hold_ms)))
+
+    def release_trailing_status(self) -> None:
+        self.call(lambda: self.client.delete(self.keys.ws_status_pending))

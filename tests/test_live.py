@@ -1,0 +1,277 @@
+"""Live events: the $connect/$default/$disconnect handlers and the fan-out, with moto's management API."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.stub import Stubber
+from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
+
+from chalicelib import services
+from chalicelib.services import Services
+from tests.conftest import TOKEN, Harness
+from tests.receiver import Receiver
+
+ENDPOINT = "https://abc123.execute-api.us-east-1.amazonaws.com/api"  # moto answers this shape
+
+
+def ws_event(
+    route: str,
+    connection_id: str,
+    body: str | None = None,
+    query: dict | None = None,
+    headers: dict | None = None,
+) -> dict[str, Any]:
+    """API Gateway's WebSocket event, as the local gateway builds it too."""
+    event_type = {"$connect": "CONNECT", "$disconnect": "DISCONNECT"}.get(route, "MESSAGE")
+    event: dict[str, Any] = {
+        "requestContext": {
+            "routeKey": route,
+            "eventType": event_type,
+            "connectionId": connection_id,
+            "connectedAt": 1_893_456_000_000,
+            "domainName": "ws.punctual.test",
+            "stage": "api",
+            "apiId": "local",
+            "requestId": uuid.uuid4().hex,
+            "messageDirection": "IN",
+        },
+        "isBase64Encoded": False,
+    }
+    if route == "$connect":
+        event["queryStringParameters"] = query
+        event["headers"] = headers or {}
+    if body is not None:
+        event["body"] = body
+    return event
+
+
+def frames(connection_id: str) -> list[dict[str, Any]]:
+    """Every frame sent to a connection, in order (moto keeps them as one byte string)."""
+    backend = apigatewaymanagementapi_backends["123456789012"]["us-east-1"]
+    conn = backend.connections.get(connection_id)
+    text = conn.data.decode() if conn else ""
+    out, at, decoder = [], 0, json.JSONDecoder()
+    while at < len(text):
+        value, at = decoder.raw_decode(text, at)
+        out.append(value)
+    return out
+
+
+class Ws:
+    def __init__(self, harness: Harness) -> None:
+        self.h = harness
+
+    def invoke(self, handler: str, event: dict[str, Any]) -> Any:
+        return self.h.client.lambda_.invoke(handler, event).payload
+
+    def connect(self, query: dict | None = None, headers: dict | None = None) -> tuple[str, Any]:
+        cid = "c-" + uuid.uuid4().hex[:10]
+        return cid, self.invoke("ws_connect", ws_event("$connect", cid, query=query, headers=headers))
+
+    def client(self) -> str:
+        cid, answer = self.connect(query={"token": TOKEN})
+        assert answer["statusCode"] == 200
+        return cid
+
+    def send(self, cid: str, frame: Any) -> dict[str, Any]:
+        body = frame if isinstance(frame, str) else json.dumps(frame)
+        before = len(frames(cid))
+        self.invoke("ws_message", ws_event("$default", cid, body=body))
+        return frames(cid)[before]
+
+
+@pytest.fixture
+def ws(harness: Harness) -> Iterator[Ws]:
+    from dataclasses import replace
+
+    settings = replace(harness.svc.settings, ws_management_endpoint=ENDPOINT)
+    harness.svc = Services.build(
+        settings, clock=harness.clock, redis_client=harness.redis, sqs_client=harness.sqs
+    )
+    services.install(harness.svc)
+    yield Ws(harness)
+
+
+@pytest.mark.parametrize(
+    "query, headers, status",
+    [
+        (None, None, 401),
+        ({"token": "wrong"}, None, 401),
+        (None, {"Authorization": "Bearer wrong"}, 401),
+        ({"token": TOKEN}, None, 200),
+        (None, {"Authorization": f"Bearer {TOKEN}"}, 200),
+    ],
+)
+def test_connect_needs_the_token(ws: Ws, query: dict | None, headers: dict | None, status: int) -> None:
+    cid, answer = ws.connect(query, headers)
+    assert answer["statusCode"] == status
+    assert ws.h.redis.exists(ws.h.svc.store.keys.ws_connection(cid)) == (status == 200)
+
+
+def test_protocol_answers_and_errors(ws: Ws) -> None:
+    cid = ws.client()
+    assert ws.send(cid, {"action": "ping"}) == {
+        "event": "pong",
+        "data": {"timestamp": "2030-01-01T00:00:00.000Z"},
+    }
+    for frame, fragment in [
+        ("not json", "not JSON"),
+        ("[1]", "JSON object"),
+        ({"action": "dance"}, "unknown action 'dance'"),
+        ({"nothing": 1}, "unknown action None"),
+        ({"action": "subscribe-agent-updates"}, "agentId is required"),
+        ({"action": "subscribe-agent-updates", "agentId": "ghost"}, "agent 'ghost' not found"),
+        ({"action": "unsubscribe-agent-updates"}, "agentId is required"),
+    ]:
+        answer = ws.send(cid, frame)
+        assert answer["event"] == "error" and fragment in answer["data"]["error"], answer
+    # The connection stays usable after errors.
+    assert ws.send(cid, {"action": "ping"})["event"] == "pong"
+
+
+def test_agent_subscriber_gets_a_runs_events_in_order(ws: Ws) -> None:
+    agent = Receiver(responder=lambda path, n: (202, {}))
+    try:
+        h = ws.h
+        h.api("POST", "/api/agents", {"id": "agent-123", "name": "A", "endpointUrl": agent.url})
+        cid = ws.client()
+        other = ws.client()
+        assert ws.send(cid, {"action": "subscribe-agent-updates", "agentId": "agent-123"}) == {
+            "event": "subscribed",
+            "data": {"topic": "agent-updates", "agentId": "agent-123"},
+        }
+        h.api("POST", "/api/agents/agent-123/run")
+        h.drain(hold_timeouts=True)
+        request = agent.wait_for(1)[0].json()
+        report = f"/api/agents/agent-123/runs/{request['runId']}"
+        token = request["callbackToken"]
+        h.clock.advance(1_500)
+        h.api(
+            "POST",
+            f"{report}/progress",
+            {"progress": 50, "message": "half", "currentStep": "2", "totalSteps": 4},
+            token=token,
+        )
+        h.clock.advance(1_500)
+        h.api("POST", f"{report}/complete", {}, token=token)
+        got = frames(cid)[1:]
+        assert [f["event"] for f in got] == ["agent:started", "agent:progress", "agent:completed"]
+        assert got[0]["data"] == {
+            "agentId": "agent-123",
+            "jobId": "agent-123",
+            "status": "started",
+            "timestamp": "2030-01-01T00:00:00.000Z",
+        }
+        assert got[1]["data"] == {
+            "agentId": "agent-123",
+            "jobId": "agent-123",
+            "progress": 50,
+            "message": "half",
+            "currentStep": "2",
+            "totalSteps": 4,
+            "timestamp": "2030-01-01T00:00:01.500Z",
+        }
+        assert got[2]["data"] == {
+            "agentId": "agent-123",
+            "jobId": "agent-123",
+            "status": "completed",
+            "duration": 3_000,
+            "timestamp": "2030-01-01T00:00:03.000Z",
+        }
+        assert frames(other) == []  # not subscribed, nothing sent
+        # After unsubscribing, nothing more arrives.
+        ws.send(cid, {"action": "unsubscribe-agent-updates", "agentId": "agent-123"})
+        count = len(frames(cid))
+        h.api("POST", "/api/agents/agent-123/schedule", {"cronExpression": "* * * * *"})
+        h.api("PATCH", "/api/agents/agent-123/schedule/agent-123/pause")
+        assert len(frames(cid)) == count
+    finally:
+        agent.stop()
+
+
+def test_pause_and_resume_reach_subscribers(ws: Ws) -> None:
+    h = ws.h
+    h.api("POST", "/api/agents", {"id": "pr", "name": "A", "endpointUrl": "http://127.0.0.1:9/"})
+    h.api("POST", "/api/agents/pr/schedule", {"cronExpression": "* * * * *", "jobId": "job-456"})
+    cid = ws.client()
+    ws.send(cid, {"action": "subscribe-agent-updates", "agentId": "pr"})
+    h.api("PATCH", "/api/agents/pr/schedule/job-456/pause")
+    h.api("PATCH", "/api/agents/pr/schedule/job-456/resume")
+    assert [f["data"]["status"] for f in frames(cid)[1:]] == ["paused", "resumed"]
+    assert [f["event"] for f in frames(cid)[1:]] == ["agent:paused", "agent:resumed"]
+
+
+def test_scheduler_status_is_sent_and_throttled(ws: Ws) -> None:
+    h = ws.h
+    cid = ws.client()
+    ack = ws.send(cid, {"action": "subscribe-scheduler-updates"})
+    assert ack == {"event": "subscribed", "data": {"topic": "scheduler-updates"}}
+    [status] = frames(cid)[1:]
+    assert status["event"] == "scheduler:status" and set(status["data"]) == {"stats", "timestamp"}
+    assert status["data"]["stats"]["maxConcurrentAgents"] == 5
+    h.redis.delete(h.svc.store.keys.ws_status_lock)
+    for i in range(5):  # a burst of changes
+        h.api("POST", "/api/agents", {"id": f"s{i}", "name": "A", "endpointUrl": "http://127.0.0.1:9/"})
+        h.api("POST", f"/api/agents/s{i}/schedule", {"cronExpression": "* * * * *"})
+    sent = [f for f in frames(cid) if f["event"] == "scheduler:status"]
+    assert len(sent) == 2  # on subscribing, then the first change; the rest wait for the trailing send
+    assert sent[1]["data"]["stats"]["scheduledTasksCount"] == 1
+    trailing = [m["Body"] for m in h.receive() if json.loads(m["Body"]).get("kind") == "status"]
+    assert len(trailing) == 1
+    h.dispatch(trailing)
+    last = [f for f in frames(cid) if f["event"] == "scheduler:status"][-1]
+    assert last["data"]["stats"]["scheduledTasksCount"] == 5
+
+
+def test_a_gone_connection_is_removed_on_the_first_failed_send(ws: Ws) -> None:
+    h = ws.h
+    h.api("POST", "/api/agents", {"id": "g", "name": "A", "endpointUrl": "http://127.0.0.1:9/"})
+    h.api("POST", "/api/agents/g/schedule", {"cronExpression": "* * * * *"})
+    gone, alive = ws.client(), ws.client()
+    for cid in (gone, alive):
+        ws.send(cid, {"action": "subscribe-agent-updates", "agentId": "g"})
+    api = h.svc.events._publisher._api  # type: ignore[attr-defined]
+    client = api.client(ENDPOINT)
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "post_to_connection",
+            service_error_code="GoneException",
+            http_status_code=410,
+            expected_params={"ConnectionId": gone, "Data": _any()},
+        )
+        stub.add_response("post_to_connection", {}, expected_params={"ConnectionId": alive, "Data": _any()})
+        h.svc.events._publisher.send_to([gone, alive], {"event": "x", "data": {}})  # type: ignore[attr-defined]
+    topic = h.svc.store.keys.ws_topic("agent:g")
+    assert h.redis.smembers(topic) == {alive}
+    assert not h.redis.exists(h.svc.store.keys.ws_connection(gone))
+
+
+def test_disconnect_and_expiry_clean_up(ws: Ws) -> None:
+    h = ws.h
+    h.api("POST", "/api/agents", {"id": "d", "name": "A", "endpointUrl": "http://127.0.0.1:9/"})
+    cid = ws.client()
+    ws.send(cid, {"action": "subscribe-agent-updates", "agentId": "d"})
+    ws.send(cid, {"action": "subscribe-scheduler-updates"})
+    keys = h.svc.store.keys
+    assert 0 < h.redis.ttl(keys.ws_connection(cid)) <= 600
+    assert 0 < h.redis.ttl(keys.ws_topic("agent:d")) <= 7200
+    ws.invoke("ws_disconnect", ws_event("$disconnect", cid))
+    assert not h.redis.exists(keys.ws_connection(cid), keys.ws_subscriptions(cid))
+    assert h.redis.smembers(keys.ws_topic("agent:d")) == set()
+    assert h.redis.smembers(keys.ws_topic("scheduler")) == set()
+    # A subscriber whose records expired (it vanished without a close) is dropped when next sent to.
+    ghost = ws.client()
+    ws.send(ghost, {"action": "subscribe-agent-updates", "agentId": "d"})
+    h.redis.delete(keys.ws_connection(ghost))
+    assert h.svc.live._live.subscribers("agent:d") == []  # type: ignore[attr-defined]
+    assert h.redis.smembers(keys.ws_topic("agent:d")) == set()
+
+
+class _any:  # noqa: N801 (a matcher for Stubber)
+    def __eq__(self, other: object) -> bool:
+        return True
