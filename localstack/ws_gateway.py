@@ -21,6 +21,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from .lambda_runtime import LambdaContext
+
 log = logging.getLogger("punctual.ws")
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -34,18 +36,6 @@ class Connection:
     source_ip: str
     user_agent: str
     last_active: float = field(default_factory=time.time)
-
-
-class LambdaContext:
-    """The part of Lambda's context object the handlers read."""
-
-    def __init__(self, budget_ms: int = 30_000) -> None:
-        self._deadline = time.monotonic() + budget_ms / 1000
-        self.aws_request_id = uuid.uuid4().hex
-        self.function_name = "punctual-ws"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
 class WsGateway:
@@ -103,7 +93,8 @@ class WsGateway:
         loop = asyncio.get_running_loop()
         handler = self._handlers[route]
         try:
-            return await loop.run_in_executor(self._pool, handler, event, LambdaContext())
+            context = LambdaContext("punctual-ws", 30_000)
+            return await loop.run_in_executor(self._pool, handler, event, context)
         except Exception:
             log.exception("%s handler failed", route)
             return {"statusCode": 500}

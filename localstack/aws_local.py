@@ -1,0 +1,108 @@
+"""The AWS side of the local stack: an endpoint (LocalStack, or an embedded moto server) and the queues."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from .processes import Supervisor
+
+# Lambda's timeout is 60 s (.chalice/config.json); a batch a handler is still working on
+# must not reappear to another poller before then.
+VISIBILITY_TIMEOUT_SECONDS = 90
+# A batch whose handler crashed this many times goes to the dead-letter queue.
+MAX_RECEIVE_COUNT = 5
+
+
+@dataclass(frozen=True)
+class Queues:
+    dispatch_url: str
+    dispatch_arn: str
+    dead_letter_url: str
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(host: str, port: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def ensure_endpoint(env: Mapping[str, str], supervisor: Supervisor, log_dir: Path) -> str:
+    """AWS_ENDPOINT_URL when given (LocalStack, say); else an embedded moto server."""
+    explicit = env.get("AWS_ENDPOINT_URL", "").strip()
+    if explicit:
+        return explicit
+    port = int(env.get("MOTO_PORT") or free_port())
+    supervisor.spawn(
+        "moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=dict(env),
+        output=log_dir / "moto.log",
+    )
+    if not _wait_for_port("127.0.0.1", port, 30):
+        raise SystemExit(f"the moto server did not start on port {port}")
+    print(f"aws: embedded moto server on 127.0.0.1:{port}", file=sys.stderr)
+    return f"http://127.0.0.1:{port}"
+
+
+def sqs_client(env: Mapping[str, str], pool: int = 10) -> Any:
+    return boto3.client(
+        "sqs",
+        region_name=env["AWS_REGION"],
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        config=BotoConfig(max_pool_connections=pool, retries={"mode": "standard"}),
+    )
+
+
+def ensure_queues(sqs: Any, name: str) -> Queues:
+    """The dispatch queue with its dead-letter queue and redrive policy, as the deployed stack has."""
+    dlq_url = _create(sqs, f"{name}-dlq", {"MessageRetentionPeriod": "1209600"})
+    dlq_arn = _arn(sqs, dlq_url)
+    url = _create(
+        sqs,
+        name,
+        {
+            "VisibilityTimeout": str(VISIBILITY_TIMEOUT_SECONDS),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
+            ),
+        },
+    )
+    return Queues(url, _arn(sqs, url), dlq_url)
+
+
+def _create(sqs: Any, name: str, attributes: dict[str, str]) -> str:
+    try:
+        return str(sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
+    except ClientError as exc:
+        # A queue kept by a persistent LocalStack with other attributes: use it as it is.
+        if "QueueAlreadyExists" not in str(exc) and "QueueNameExists" not in str(exc):
+            raise
+        return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+
+
+def _arn(sqs: Any, url: str) -> str:
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    return str(attrs["QueueArn"])

@@ -1,0 +1,93 @@
+"""Child processes of the local stack: started together, stopped together, never orphaned."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("punctual.stack")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: if the supervisor is killed outright
+    # (SIGKILL, OOM), the kernel sends the child SIGTERM, so nothing is left behind.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the supervisor's own cleanup still runs
+        pass
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+
+
+class Supervisor:
+    """Starts children in their own sessions (a terminal's Ctrl-C reaches only us) and
+    stops them in reverse order of start, so the workers go before Redis does."""
+
+    def __init__(self) -> None:
+        self._children: list[Child] = []
+
+    def spawn(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], output: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a child; its output goes to ours, or to the file `output` (noisy servers)."""
+        sink = None
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            sink = output.open("ab")
+        process = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            stdout=sink,
+            stderr=sink,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        if sink is not None:
+            sink.close()  # the child holds its own descriptor
+        self._children.append(Child(name, process))
+        log.debug("started %s (pid %d)", name, process.pid)
+        return process
+
+    def exited(self) -> Child | None:
+        """A child that has stopped on its own, if any."""
+        return next((c for c in self._children if c.process.poll() is not None), None)
+
+    def stop_all(self, grace_seconds: float = 15.0) -> None:
+        for child in reversed(self._children):
+            _stop(child, grace_seconds)
+        self._children.clear()
+
+
+def _stop(child: Child, grace_seconds: float) -> None:
+    process = child.process
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if process.poll() is None:
+        log.warning("%s did not stop within %.0f s; killing it", child.name, grace_seconds)
+        process.kill()
+        process.wait()

@@ -1,0 +1,158 @@
+"""The local event sources: an EventBridge-like ticker and Lambda's SQS pollers.
+
+Run as `python -m localstack.workers [--ticker]`. Each poller long-polls the dispatch queue and
+invokes the app's own `dispatch` handler with the SQS event Lambda would build; a batch is
+deleted only when the handler returns, as Lambda's event source mapping does. The ticker invokes
+`tick` with a scheduled event at start and then every TICK_INTERVAL_SECONDS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .aws_local import sqs_client
+from .lambda_runtime import LambdaContext, scheduled_event, sqs_event
+from .processes import configure_logging
+
+log = logging.getLogger("punctual.workers")
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+LAMBDA_TIMEOUT_MS = 60_000
+POLL_WAIT_SECONDS = 20
+SHUTDOWN_GRACE_SECONDS = 20
+
+
+class Poller(threading.Thread):
+    def __init__(self, index: int, handler: Handler, sqs: Any, queue_url: str, queue_arn: str,
+                 region: str, stopping: threading.Event) -> None:
+        super().__init__(name=f"sqs-poller-{index}", daemon=True)
+        self._handler = handler
+        self._sqs = sqs
+        self._url = queue_url
+        self._arn = queue_arn
+        self._region = region
+        self._stopping = stopping
+        self.busy = False
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                got = self._sqs.receive_message(
+                    QueueUrl=self._url,
+                    MaxNumberOfMessages=10,
+                    WaitTimeSeconds=POLL_WAIT_SECONDS,
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                )
+            except (BotoCoreError, ClientError) as exc:
+                log.warning("receiving from the dispatch queue failed: %s", exc)
+                self._stopping.wait(1)
+                continue
+            messages = got.get("Messages", [])
+            if not messages:
+                continue
+            self.busy = True  # before looking at `stopping`, so shutdown waits for this batch
+            if self._stopping.is_set():
+                self._give_back(messages)
+                self.busy = False
+                return
+            self._invoke(messages)
+
+    def _invoke(self, messages: list[dict[str, Any]]) -> None:
+        try:
+            event = sqs_event(messages, self._arn, self._region)
+            self._handler(event, LambdaContext(budget_ms=LAMBDA_TIMEOUT_MS))
+        except Exception:
+            # Like Lambda: the batch stays, and comes back after the visibility timeout.
+            log.exception("the dispatch handler failed; the batch will be received again")
+            return
+        finally:
+            self.busy = False
+        self._acknowledge(messages)
+
+    def _acknowledge(self, messages: list[dict[str, Any]]) -> None:
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+        try:
+            self._sqs.delete_message_batch(QueueUrl=self._url, Entries=entries)
+        except (BotoCoreError, ClientError) as exc:
+            log.warning("deleting a handled batch failed (it will be received again): %s", exc)
+
+    def _give_back(self, messages: list[dict[str, Any]]) -> None:
+        """Shutting down: hand a just-received batch straight back rather than hold it 90 s."""
+        entries = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+            for i, m in enumerate(messages)
+        ]
+        try:
+            self._sqs.change_message_visibility_batch(QueueUrl=self._url, Entries=entries)
+        except (BotoCoreError, ClientError):
+            pass
+
+
+class Ticker(threading.Thread):
+    def __init__(self, handler: Handler, region: str, interval: float, stopping: threading.Event) -> None:
+        super().__init__(name="ticker", daemon=True)
+        self._handler = handler
+        self._region = region
+        self._interval = interval
+        self._stopping = stopping
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                event = scheduled_event(self._region)
+                result = self._handler(event, LambdaContext(budget_ms=LAMBDA_TIMEOUT_MS))
+                log.debug("tick: %s", result)
+            except Exception:
+                log.exception("the tick handler failed")
+            self._stopping.wait(max(0.0, self._interval - (time.monotonic() - started)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--ticker", action="store_true", help="also run the per-minute tick")
+    args = parser.parse_args()
+    configure_logging()
+
+    from app import app  # the very handlers Lambda runs
+
+    region = os.environ["AWS_REGION"]
+    queue_url = os.environ["DISPATCH_QUEUE_URL"]
+    sqs = sqs_client(os.environ, pool=64)
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+
+    pollers = [
+        Poller(i, app.handler_map["dispatch"], sqs, queue_url, arn, region, stopping)
+        for i in range(int(os.environ.get("POLLERS", "32")))
+    ]
+    for poller in pollers:
+        poller.start()
+    if args.ticker:
+        Ticker(app.handler_map["tick"], region, float(os.environ.get("TICK_INTERVAL_SECONDS", "60")),
+               stopping).start()
+    stopping.wait()
+    # Let handlers that are delivering finish; pollers still waiting on a long poll are
+    # daemon threads and simply end with us. One cut off mid-call leaves a lease that the
+    # next tick reclaims.
+    deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+    while any(p.busy for p in pollers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The real local stack (`make run`'s entry point) in a child process, on free ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tests.redis_server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "e2e-token"
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # base64 of 24 bytes
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (from /proc, so it also sees grandchildren)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                found.add(child)
+                frontier.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class Stack:
+    def __init__(self, data_dir: Path, **settings: str) -> None:
+        self.data_dir = data_dir
+        self.api_port = free_port()
+        self.ws_port = free_port()
+        self.redis_port = free_port()
+        env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "AWS_ENDPOINT_URL", "API_TOKEN"}}
+        env.update(
+            API_HOST="127.0.0.1",
+            API_PORT=str(self.api_port),
+            WS_HOST="127.0.0.1",
+            WS_PORT=str(self.ws_port),
+            REDIS_HOST="127.0.0.1",
+            REDIS_PORT=str(self.redis_port),  # nothing answers there: the stack starts its own
+            PUNCTUAL_DATA_DIR=str(data_dir),
+            API_TOKEN=TOKEN,
+            WEBHOOK_SECRET=SECRET,
+            TICK_INTERVAL_SECONDS="1",
+            QUEUE_GRACE_SECONDS="10",
+            API_PROCESSES="1",
+            POLLERS="8",
+            LOG_LEVEL="WARNING",
+        )
+        env.update(settings)
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = data_dir / "stack.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}/api"
+
+    def start(self) -> Stack:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as sink:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "localstack.stack"], cwd=ROOT, env=self.env, stdout=sink, stderr=sink
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the stack exited early:\n{self.log.read_text()}")
+            try:
+                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"the stack did not come up:\n{self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=60)
+
+    def call(self, method: str, path: str, body: Any = None, token: str = TOKEN) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"}
+        return requests.request(method, self.url + path, json=body, headers=headers, timeout=10)
+
+    def wait_until(self, path: str, predicate: Any, timeout: float = 30.0) -> Any:
+        """Poll GET `path` until predicate(json) holds; returns that JSON."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            response = self.call("GET", path)
+            last = response.json() if response.content else None
+            if response.status_code == 200 and predicate(last):
+                return last
+            time.sleep(0.1)
+        raise AssertionError(f"GET {path} never matched; last answer: {last}")
