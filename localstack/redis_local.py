@@ -7,7 +7,6 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlparse
 
 import redis
 
@@ -67,8 +66,3 @@ def ensure_redis(env: Mapping[str, str], data_dir: Path, supervisor: Supervisor)
         raise SystemExit(f"the private redis-server on port {port} did not start; see {folder}/redis.log")
     print(f"redis: private redis-server on {host}:{port}, data in {folder}", file=sys.stderr)
     return url
-
-
-def describe(url: str) -> str:
-    parsed = urlparse(url)
-    return f"{parsed.hostname}:{parsed.port or 6379}"
