@@ -55,7 +55,7 @@ def ensure_endpoint(env: Mapping[str, str], supervisor: Supervisor, log_dir: Pat
         return explicit
     port = int(env.get("MOTO_PORT") or free_port())
     supervisor.spawn(
-        "moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        "moto", [sys.executable, "-m", "localstack.moto_server", str(port)],
         env=dict(env),
         output=log_dir / "moto.log",
     )

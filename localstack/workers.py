@@ -1,8 +1,9 @@
 """The local event sources: an EventBridge-like ticker and Lambda's SQS pollers.
 
-Run as `python -m localstack.workers [--ticker]`. Each poller long-polls the dispatch queue and
-invokes the app's own `dispatch` handler with the SQS event Lambda would build; a batch is
-deleted only when the handler returns, as Lambda's event source mapping does. The ticker invokes
+Run as `python -m localstack.workers [--ticker]`. SQS_POLLERS threads long-poll the dispatch queue
+and invoke the app's own `dispatch` handler with the SQS event Lambda would build, up to
+LAMBDA_CONCURRENCY invocations at once; a batch is deleted only when the handler returns, as
+Lambda's event source mapping does. The ticker invokes
 `tick` with a scheduled event at start and then every TICK_INTERVAL_SECONDS.
 """
 
@@ -15,6 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -32,53 +34,94 @@ POLL_WAIT_SECONDS = 20
 SHUTDOWN_GRACE_SECONDS = 20
 
 
+class Invoker:
+    """Lambda's concurrency: up to `limit` handler invocations at once, each on one batch."""
+
+    def __init__(self, handler: Handler, limit: int) -> None:
+        self._handler = handler
+        self._slots = threading.BoundedSemaphore(limit)
+        self._pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="lambda")
+        self._running = 0
+        self._lock = threading.Lock()
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self._running > 0
+
+    def reserve(self, stopping: threading.Event) -> bool:
+        """Wait for a free slot (a poller receives only what can run at once)."""
+        while not stopping.is_set():
+            if self._slots.acquire(timeout=0.5):
+                with self._lock:
+                    self._running += 1
+                return True
+        return False
+
+    def release(self) -> None:
+        with self._lock:
+            self._running -= 1
+        self._slots.release()
+
+    def submit(self, event: dict[str, Any], done: Callable[[bool], None]) -> None:
+        def run() -> None:
+            ok = False
+            try:
+                self._handler(event, LambdaContext(budget_ms=LAMBDA_TIMEOUT_MS))
+                ok = True
+            except Exception:
+                # Like Lambda: the batch stays, and comes back after the visibility timeout.
+                log.exception("the dispatch handler failed; the batch will be received again")
+            finally:
+                done(ok)
+                self.release()
+
+        self._pool.submit(run)
+
+
 class Poller(threading.Thread):
-    def __init__(self, index: int, handler: Handler, sqs: Any, queue_url: str, queue_arn: str,
+    """One of the event source mapping's pollers: long-polls, and hands each batch to a Lambda.
+
+    A few pollers feed many invocations, as on AWS; every long poll waiting on moto is woken
+    by every send, so pollers are kept few.
+    """
+
+    def __init__(self, index: int, invoker: Invoker, sqs: Any, queue_url: str, queue_arn: str,
                  region: str, stopping: threading.Event) -> None:
         super().__init__(name=f"sqs-poller-{index}", daemon=True)
-        self._handler = handler
+        self._invoker = invoker
         self._sqs = sqs
         self._url = queue_url
         self._arn = queue_arn
         self._region = region
         self._stopping = stopping
-        self.busy = False
 
     def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                got = self._sqs.receive_message(
-                    QueueUrl=self._url,
-                    MaxNumberOfMessages=10,
-                    WaitTimeSeconds=POLL_WAIT_SECONDS,
-                    AttributeNames=["All"],
-                    MessageAttributeNames=["All"],
-                )
-            except (BotoCoreError, ClientError) as exc:
-                log.warning("receiving from the dispatch queue failed: %s", exc)
-                self._stopping.wait(1)
-                continue
-            messages = got.get("Messages", [])
+        while self._invoker.reserve(self._stopping):
+            messages = self._receive()
             if not messages:
-                continue
-            self.busy = True  # before looking at `stopping`, so shutdown waits for this batch
-            if self._stopping.is_set():
+                self._invoker.release()
+            elif self._stopping.is_set():
                 self._give_back(messages)
-                self.busy = False
-                return
-            self._invoke(messages)
+                self._invoker.release()
+            else:
+                event = sqs_event(messages, self._arn, self._region)
+                self._invoker.submit(event, lambda ok, batch=messages: ok and self._acknowledge(batch))
 
-    def _invoke(self, messages: list[dict[str, Any]]) -> None:
+    def _receive(self) -> list[dict[str, Any]]:
         try:
-            event = sqs_event(messages, self._arn, self._region)
-            self._handler(event, LambdaContext(budget_ms=LAMBDA_TIMEOUT_MS))
-        except Exception:
-            # Like Lambda: the batch stays, and comes back after the visibility timeout.
-            log.exception("the dispatch handler failed; the batch will be received again")
-            return
-        finally:
-            self.busy = False
-        self._acknowledge(messages)
+            got = self._sqs.receive_message(
+                QueueUrl=self._url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=POLL_WAIT_SECONDS,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+        except (BotoCoreError, ClientError) as exc:
+            log.warning("receiving from the dispatch queue failed: %s", exc)
+            self._stopping.wait(1)
+            return []
+        return list(got.get("Messages", []))
 
     def _acknowledge(self, messages: list[dict[str, Any]]) -> None:
         entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
@@ -136,12 +179,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
 
-    pollers = [
-        Poller(i, app.handler_map["dispatch"], sqs, queue_url, arn, region, stopping)
-        for i in range(int(os.environ.get("POLLERS", "32")))
-    ]
-    for poller in pollers:
-        poller.start()
+    invoker = Invoker(app.handler_map["dispatch"], int(os.environ.get("LAMBDA_CONCURRENCY", "50")))
+    for i in range(int(os.environ.get("SQS_POLLERS", "4"))):
+        Poller(i, invoker, sqs, queue_url, arn, region, stopping).start()
     if args.ticker:
         Ticker(app.handler_map["tick"], region, float(os.environ.get("TICK_INTERVAL_SECONDS", "60")),
                stopping).start()
@@ -150,7 +190,7 @@ def main() -> None:
     # daemon threads and simply end with us. One cut off mid-call leaves a lease that the
     # next tick reclaims.
     deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
-    while any(p.busy for p in pollers) and time.monotonic() < deadline:
+    while invoker.busy and time.monotonic() < deadline:
         time.sleep(0.05)
 
 

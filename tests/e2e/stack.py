@@ -68,7 +68,6 @@ class Stack:
             TICK_INTERVAL_SECONDS="1",
             QUEUE_GRACE_SECONDS="10",
             API_PROCESSES="1",
-            POLLERS="8",
             LOG_LEVEL="WARNING",
         )
         env.update(settings)

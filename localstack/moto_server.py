@@ -1,0 +1,39 @@
+"""moto's server, as `python -m moto.server` runs it, with Nagle's algorithm off.
+
+werkzeug writes a response's headers and body separately; on a keep-alive connection (boto3
+keeps them) Nagle's algorithm and the client's delayed ACK then add 40 ms to every SQS call.
+`python -m localstack.moto_server PORT`
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
+
+
+class NoDelayHandler(MotoRequestHandler):
+    disable_nagle_algorithm = True
+
+
+def main() -> None:
+    port = int(sys.argv[1])
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server("127.0.0.1", port, app, threaded=True, request_handler=NoDelayHandler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        server.serve_forever()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
