@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench test-localstack clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -26,7 +26,20 @@ test: lint
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) bench/webhooks.py
+	$(PY) -u bench/webhooks.py
+	$(PY) -u bench/agents.py
+	$(PY) -u bench/live.py
+
+# LocalStack in its own virtualenv (it pins its own dependencies, and downloads a lot).
+LS_VENV := .venv-localstack
+$(LS_VENV)/.installed:
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install --quiet --disable-pip-version-check 'localstack-core[runtime]==4.13.1' \
+	  'cbor2<5.8' 'cryptography<44' 'pyopenssl==24.2.1' service_identity
+	@touch $@
+
+test-localstack: setup $(LS_VENV)/.installed
+	bash localstack/test_localstack.sh
 
 clean:
-	rm -rf $(VENV) .local dist .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LS_VENV) .local dist .pytest_cache .ruff_cache

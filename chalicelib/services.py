@@ -26,6 +26,8 @@ from .store import Store
 from .targets import Resolver, system_resolver
 from .webhooks import HttpSender
 
+REDIS_MAX_CONNECTIONS = 256
+
 
 @dataclass(frozen=True)
 class Services:
@@ -53,8 +55,13 @@ class Services:
     ) -> Services:
         clock = clock or SystemClock()
         if redis_client is None:
-            redis_client = redis.Redis.from_url(
+            pool = redis.BlockingConnectionPool.from_url(
                 settings.redis_url,
+                # One Lambda handles one event at a time, but a dispatch batch delivers in
+                # parallel and the local stack runs many invocations in one process: threads
+                # wait for a connection (up to 5 s) instead of failing at redis-py's default 100.
+                max_connections=REDIS_MAX_CONNECTIONS,
+                timeout=5,
                 decode_responses=True,
                 socket_timeout=5,
                 socket_connect_timeout=2,
@@ -63,6 +70,7 @@ class Services:
                 # rather than hanging on redis-py's default retries.
                 retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
             )
+            redis_client = redis.Redis(connection_pool=pool)
         if sqs_client is None:
             sqs_client = boto3.client(
                 "sqs",

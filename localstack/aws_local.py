@@ -37,7 +37,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_for_port(host: str, port: int, seconds: float) -> bool:
+def wait_for_port(host: str, port: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
@@ -59,7 +59,7 @@ def ensure_endpoint(env: Mapping[str, str], supervisor: Supervisor, log_dir: Pat
         env=dict(env),
         output=log_dir / "moto.log",
     )
-    if not _wait_for_port("127.0.0.1", port, 30):
+    if not wait_for_port("127.0.0.1", port, 30):
         raise SystemExit(f"the moto server did not start on port {port}")
     print(f"aws: embedded moto server on 127.0.0.1:{port}", file=sys.stderr)
     return f"http://127.0.0.1:{port}"

@@ -19,7 +19,7 @@ from types import FrameType
 
 from dotenv import load_dotenv
 
-from .aws_local import ensure_endpoint, ensure_queues, sqs_client
+from .aws_local import ensure_endpoint, ensure_queues, sqs_client, wait_for_port
 from .processes import Supervisor, configure_logging
 from .redis_local import ensure_redis
 
@@ -85,6 +85,8 @@ def start(env: dict[str, str], supervisor: Supervisor) -> dict[str, str]:
     api = f"http://{env['API_HOST']}:{env['API_PORT']}"
     if not _wait_for_api(api, 30):
         raise SystemExit(f"the REST API did not answer on {api}")
+    if not wait_for_port(env["WS_HOST"], int(env["WS_PORT"]), 30):
+        raise SystemExit(f"the WebSocket gateway did not listen on {env['WS_HOST']}:{env['WS_PORT']}")
     print(
         f"punctual is up\n  REST API   {api}\n"
         f"  WebSocket  ws://{env['WS_HOST']}:{env['WS_PORT']}/{env['WS_STAGE']}\n"

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,11 @@ class Stack:
         self.api_port = free_port()
         self.ws_port = free_port()
         self.redis_port = free_port()
-        env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "AWS_ENDPOINT_URL", "API_TOKEN"}}
+        # AWS_ENDPOINT_URL is kept: `make test-localstack` points it at a LocalStack, where each
+        # stack gets a queue of its own. Without it, each stack embeds a fresh moto server.
+        env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "API_TOKEN"}}
+        if env.get("AWS_ENDPOINT_URL"):
+            env["DISPATCH_QUEUE_NAME"] = f"punctual-e2e-{uuid.uuid4().hex[:8]}"
         env.update(
             API_HOST="127.0.0.1",
             API_PORT=str(self.api_port),
@@ -85,6 +90,7 @@ class Stack:
 
     def start(self) -> Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        offset = self.log.stat().st_size if self.log.exists() else 0  # a restart appends
         with self.log.open("ab") as sink:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "localstack.stack"], cwd=ROOT, env=self.env, stdout=sink, stderr=sink
@@ -93,11 +99,8 @@ class Stack:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the stack exited early:\n{self.log.read_text()}")
-            try:
-                if requests.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
+            if b"punctual is up" in self.log.read_bytes()[offset:]:  # every part answers
+                return self
             time.sleep(0.1)
         raise RuntimeError(f"the stack did not come up:\n{self.log.read_text()}")
 
