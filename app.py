@@ -7,7 +7,7 @@ from typing import Any
 
 from chalice import Chalice, Rate, Response
 
-from chalicelib import agents_api, messages_api, services
+from chalicelib import agents_api, messages_api, observability, services
 from chalicelib.http import (
     api_error,
     bearer_token,
@@ -39,6 +39,17 @@ def _body() -> bytes | None:
 
 def _params() -> dict[str, str]:
     return app.current_request.query_params or {}
+
+
+@app.middleware("all")
+def write_metrics(event: Any, get_response: Any) -> Any:
+    with observability.invocation():
+        return get_response(event)
+
+
+@app.middleware("http")
+def log_request(event: Any, get_response: Any) -> Any:
+    return observability.logged_request(event, get_response)
 
 
 # -- webhooks (spec: webhook-scheduler-api.md) ----------------------------------------

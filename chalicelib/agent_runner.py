@@ -7,7 +7,7 @@ import logging
 import secrets
 from typing import Any
 
-from . import cron
+from . import cron, observability
 from .agent_store import AgentStore, report_error
 from .agents import Agent, RunStatus
 from .backoff import retry_delay_seconds
@@ -60,6 +60,8 @@ class AgentRunner:
         outcome = self._store.fire(agent_id, run_id, claimed.token, now, next_slot,
                                    self._settings.retention_seconds)
         log.info("run %s of %s fired: %s", run_id, agent_id, outcome)
+        if outcome == "skipped":  # the previous run still goes: recorded, not stacked
+            observability.run(agent_id, run_id, "skipped", 1, now - claimed.due_ms)
         if outcome == "waiting":
             self.start_waiting(run_inline=run_id)
 
@@ -136,6 +138,7 @@ class AgentRunner:
             return
         job_id = run.get("jobId") or agent_id
         self._events.started(agent_id, job_id)
+        observability.run(agent_id, run_id, "started", _attempt(run), _lateness(run))
         result = self._call(agent, run, callback_token)
         if result.status_code == 202:
             # The agent works on and reports back. Its timeout is checked on time
@@ -190,15 +193,16 @@ class AgentRunner:
         code = self._store.finish_run(agent_id, run_id, token, kind, "completed", now, None,
                                       self._settings.retention_seconds)
         if self._settled(code, run_id, raise_errors):
-            started = int(run.get("startedAt") or now)
-            self._events.completed(agent_id, run.get("jobId") or agent_id, now - started)
+            duration = now - int(run.get("startedAt") or now)
+            self._events.completed(agent_id, run.get("jobId") or agent_id, duration)
+            observability.run(agent_id, run_id, "completed", _attempt(run), _lateness(run), duration)
             self.start_waiting()
 
     def _fail(self, agent_id: str, run_id: str, token: str, kind: str, run: dict[str, str], error: str,
               raise_errors: bool = False) -> None:
         settings = self._settings
         now = self._clock.now_ms()
-        attempt = int(run.get("attempt") or 1)
+        attempt = _attempt(run)
         retry = None
         deadline = 0
         if attempt <= settings.agent_max_retries:
@@ -210,6 +214,8 @@ class AgentRunner:
                                       error, settings.retention_seconds, retry, deadline)
         if self._settled(code, run_id, raise_errors):
             self._events.failed(agent_id, run.get("jobId") or agent_id, error)
+            observability.run(agent_id, run_id, "retry" if retry else "failed", attempt, _lateness(run),
+                              now - int(run.get("startedAt") or now), error)
             if retry is not None:
                 self._queue.send([retry])
             self.start_waiting()
@@ -222,6 +228,17 @@ class AgentRunner:
             raise report_error(code, run_id)
         log.info("outcome for run %s not recorded (code %d): already settled", run_id, code)
         return False
+
+
+def _attempt(run: dict[str, str]) -> int:
+    return int(run.get("attempt") or 1)
+
+
+def _lateness(run: dict[str, str]) -> int | None:
+    """How late this attempt started after it was due."""
+    if not run.get("startedAt") or not run.get("scheduledFor"):
+        return None
+    return int(float(run["startedAt"])) - int(float(run["scheduledFor"]))
 
 
 def _iso(ms: str | None) -> str | None:

@@ -45,6 +45,14 @@ class DispatchQueue:
                 raise Unavailable(f"dispatch queue {self._queue_name!r} is unavailable: {exc}") from None
         return self._queue_url
 
+    def reachable(self) -> bool:
+        try:
+            self._sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])
+            return True
+        except (BotoCoreError, ClientError, Unavailable) as exc:
+            log.warning("the dispatch queue is unreachable: %s", exc)
+            return False
+
     def send(self, items: Iterable[Claimed]) -> list[Claimed]:
         """Send items; return those SQS did not take (the tick's reclaim recovers them)."""
         batches: list[list[Claimed]] = []

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+from . import observability
 from .agent_runner import AgentRunner
 from .backoff import parse_retry_after, retry_delay_seconds
 from .clock import Clock
@@ -106,17 +107,14 @@ class Dispatcher:
         if message is None:
             log.info("nothing to claim for %s (deleted, duplicate or superseded)", claimed.ref)
             return
+        lateness = self._clock.now_ms() - claimed.due_ms  # when the request went out
         result = self._post(message)
         now = self._clock.now_ms()
         settings = self._settings
-        lateness = now - claimed.due_ms
-        if result.ok:
-            self._finish(message, claimed.token, "delivered", None)
-            log.info("delivered %s attempt %d lateness %d ms", message.id, message.attempts, lateness)
-            return
-        if not result.retryable or message.attempts > settings.webhook_max_retries:
-            self._finish(message, claimed.token, "failed", result.error)
-            log.info("failed %s attempt %d: %s", message.id, message.attempts, result.error)
+        if result.ok or not result.retryable or message.attempts > settings.webhook_max_retries:
+            outcome = "delivered" if result.ok else "failed"
+            self._finish(message, claimed.token, outcome, result.error)
+            observability.delivery(message.id, outcome, message.attempts, lateness, result.error)
             return
         delay = retry_delay_seconds(
             message.attempts,
@@ -131,7 +129,7 @@ class Dispatcher:
             retry=retry, inflight_deadline_ms=deadline,
         ):
             self._scheduler.hand_to_queue([retry])
-            log.info("retrying %s in %.1f s after %s", message.id, delay, result.error)
+            observability.delivery(message.id, "retry", message.attempts, lateness, result.error)
 
     def _post(self, message: Message) -> DeliveryResult:
         if not self._settings.local_mode:

@@ -79,6 +79,18 @@ def delete_message(svc: Services, message_id: str) -> dict[str, Any]:
 
 
 def health(svc: Services) -> tuple[dict[str, Any], int]:
-    if svc.store.ping():
-        return {"status": "healthy", "redis": "connected"}, 200
-    return {"status": "unhealthy", "redis": "disconnected"}, 503
+    """Healthy when Redis answers and the dispatch queue is reachable; with how long the
+    oldest item past its due time has waited (it grows when the tick or dispatch is stuck)."""
+    redis_up = svc.store.ping()
+    queue_up = svc.queue.reachable()
+    body: dict[str, Any] = {
+        "status": "healthy" if redis_up and queue_up else "unhealthy",
+        "redis": "connected" if redis_up else "disconnected",
+        "queue": "reachable" if queue_up else "unreachable",
+        "oldestOverdueMs": None,
+    }
+    if redis_up:
+        oldest = svc.store.oldest_due_ms()
+        now = svc.clock.now_ms()
+        body["oldestOverdueMs"] = max(0, now - oldest) if oldest is not None else 0
+    return body, 200 if redis_up and queue_up else 503

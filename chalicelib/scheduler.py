@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import logging
+import time
 from dataclasses import dataclass
 
+from . import observability
 from .agent_runner import AgentRunner
 from .clock import Clock
 from .config import Settings
 from .dispatch_queue import DispatchQueue
 from .store import Claimed, Store
-
-log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 500
 
@@ -72,6 +71,12 @@ class Scheduler:
         What is left when time runs out is handed on to a dispatcher through
         the queue instead of running past the Lambda's timeout.
         """
+        started = time.perf_counter()
+        report = self._tick(deadline_ms)
+        observability.tick(report.to_dict(), (time.perf_counter() - started) * 1000)
+        return report
+
+    def _tick(self, deadline_ms: int) -> TickReport:
         now = self._clock.now_ms()
         expired = self._runs.heartbeat_and_expire(now)
         reclaimed = claimed = failures = 0
@@ -88,6 +93,4 @@ class Scheduler:
             if len(batch) < self._batch or failed:
                 # Done, or SQS is failing: what it did not take is reclaimed next tick.
                 return TickReport(reclaimed, claimed, failures, False, expired)
-        report = TickReport(reclaimed, claimed, failures, self._queue.send_control("tick"), expired)
-        log.info("tick ran out of time %s", report.to_dict())
-        return report
+        return TickReport(reclaimed, claimed, failures, self._queue.send_control("tick"), expired)

@@ -90,6 +90,20 @@ class Store:
         except redis.RedisError:
             return False
 
+    def oldest_due_ms(self) -> int | None:
+        """The earliest due time of anything not yet done: a waiting item or an unfinished message.
+
+        Agent runs waiting for a concurrency slot are not counted: they wait by design.
+        """
+        def read() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zrange(self.keys.due, 0, 0, withscores=True)
+            pipe.zrange(self.keys.pending_messages, 0, 0, withscores=True)
+            return pipe.execute()
+
+        firsts = [int(rows[0][1]) for rows in self.call(read) if rows]
+        return min(firsts) if firsts else None
+
     # -- messages -------------------------------------------------------
 
     def create_message(

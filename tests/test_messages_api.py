@@ -138,7 +138,8 @@ def test_delete_cancels_and_frees_the_id(harness: Harness) -> None:
 def test_health(harness: Harness) -> None:
     response = harness.client.http.get("/health")
     assert response.status_code == 200
-    assert body_of(response) == {"status": "healthy", "redis": "connected"}
+    assert body_of(response) == {"status": "healthy", "redis": "connected", "queue": "reachable",
+                                 "oldestOverdueMs": 0}
 
 
 def test_health_and_writes_when_redis_is_down(harness: Harness) -> None:
@@ -152,7 +153,8 @@ def test_health_and_writes_when_redis_is_down(harness: Harness) -> None:
     harness.svc.__dict__["store"] = Store(dead, harness.svc.store.keys)
     response = harness.client.http.get("/health")
     assert response.status_code == 503
-    assert body_of(response) == {"status": "unhealthy", "redis": "disconnected"}
+    assert body_of(response) == {"status": "unhealthy", "redis": "disconnected", "queue": "reachable",
+                                 "oldestOverdueMs": None}
     response = harness.post(message("x", LATER, URL))
     assert response.status_code == 503
     assert "storage is unavailable" in body_of(response)["detail"]
