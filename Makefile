@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench test-localstack clean
+.PHONY: setup run test lint bench package test-localstack clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -29,6 +29,11 @@ bench: setup
 	$(PY) -u bench/webhooks.py
 	$(PY) -u bench/agents.py
 	$(PY) -u bench/live.py
+
+# The stack to deploy: dist/sam/sam.json (CloudFormation/SAM) and dist/terraform/ (STAGE=prod by default).
+STAGE ?= prod
+package: $(STAMP)
+	bash deploy/package.sh dist $(STAGE)
 
 # LocalStack in its own virtualenv (it pins its own dependencies, and downloads a lot).
 LS_VENV := .venv-localstack

@@ -114,6 +114,11 @@ def parse_json_object(raw_body: bytes | None) -> dict[str, Any]:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}")
+    try:
+        # JSON's \ud800 escapes decode to lone surrogates, which no UTF-8 store or receiver takes.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("request body contains an unpaired UTF-16 surrogate (\\ud800-\\udfff)") from None
     return body
 
 

@@ -60,7 +60,8 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         score, member = json.loads(raw)
-        if isinstance(score, int) and isinstance(member, str):
+        # Scores are epoch ms; a bigger number is no cursor of ours (and Redis would refuse it).
+        if isinstance(score, int) and abs(score) < 2**53 and isinstance(member, str):
             return score, member
     except (ValueError, TypeError):
         pass

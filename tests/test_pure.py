@@ -169,6 +169,8 @@ def body(**fields: object) -> bytes:
         (b"{not json", "not valid JSON"),
         (b"[1, 2]", "must be a JSON object"),
         (b'{"id": "x", "scheduleTo": NaN}', "not valid JSON"),
+        (body(payload={"a": "\ud800"}), "unpaired UTF-16 surrogate"),
+        (body(id="\udfff"), "unpaired UTF-16 surrogate"),
         (body(id=...), "missing required field(s): id"),
         (body(id=..., webhookUrl=...), "id, webhookUrl"),
         (body(id=""), "id must not be empty"),
@@ -200,7 +202,7 @@ def test_new_message_accepts_id_of_256_and_payload_at_the_limit() -> None:
 
 def test_cursor_round_trip_and_garbage() -> None:
     assert decode_cursor(encode_cursor(T0, "a:b/c")) == (T0, "a:b/c")
-    for garbage in ["", "!!!", encode_cursor(T0, "x")[:-3] + "zzz", "WzEsMl0"]:
+    for garbage in ["", "!!!", encode_cursor(T0, "x")[:-3] + "zzz", "WzEsMl0", encode_cursor(10**400, "x")]:
         with pytest.raises(BadRequest, match="cursor"):
             decode_cursor(garbage)
 

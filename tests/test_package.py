@@ -1,0 +1,242 @@
+"""`make package`: the stack a user deploys, checked offline the way CloudFormation will take it.
+
+The packaging runs once for the module (deploy/package.sh, the script behind `make package`). The SAM
+template is linted as written, then expanded by the SAM translator (what CloudFormation's
+AWS::Serverless transform does) and the expanded template is linted and inspected, so the
+assertions are about the resources AWS would create, not about how the template spells them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.api import lint
+from samtranslator.translator.managed_policy_translator import ManagedPolicyLoader
+from samtranslator.translator.transform import transform
+
+ROOT = Path(__file__).resolve().parent.parent
+QUEUE_ACTIONS = {
+    "sqs:SendMessage",
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes",
+    "sqs:GetQueueUrl",
+}
+ENI_ACTIONS = {
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+}
+LOG_ACTIONS = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
+ALLOWED_ACTIONS = QUEUE_ACTIONS | ENI_ACTIONS | LOG_ACTIONS | {"execute-api:ManageConnections"}
+
+
+@dataclass(frozen=True)
+class Packaged:
+    sam_path: Path
+    sam: dict[str, Any]
+    cfn: dict[str, Any]  # after the SAM transform
+    terraform_dir: Path
+
+
+class _NoManagedPolicyLookups(ManagedPolicyLoader):
+    """The template names no AWS managed policy by name, so the translator must not call IAM."""
+
+    def __init__(self) -> None:
+        pass
+
+    def load(self) -> dict[str, str]:
+        raise AssertionError("the SAM template asks for an AWS managed policy by name")
+
+
+def _expand_sam(sam: dict[str, Any]) -> dict[str, Any]:
+    template = json.loads(json.dumps(sam))
+    # `aws cloudformation package` uploads ./deployment.zip and writes its S3 address here.
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"]["CodeUri"] = "s3://punctual-artifacts/deployment.zip"
+    return transform(template, {}, _NoManagedPolicyLookups())
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
+    out = tmp_path_factory.mktemp("dist")
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
+    subprocess.run(["bash", str(ROOT / "deploy" / "package.sh"), str(out), "prod"],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    sam_path = out / "sam" / "sam.json"
+    sam = json.loads(sam_path.read_text())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")  # the translator resolves AWS::Region
+        cfn = _expand_sam(sam)
+    yield Packaged(sam_path, sam, cfn, out / "terraform")
+
+
+def _of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def _functions(p: Packaged) -> dict[str, dict[str, Any]]:
+    return _of_type(p.cfn, "AWS::Lambda::Function")
+
+
+def _sub_text(value: Any) -> str:
+    """The text of a Fn::Sub, or '' when the value is something else."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        sub = value["Fn::Sub"]
+        return sub if isinstance(sub, str) else sub[0]
+    return ""
+
+
+def _is_queue_arn(value: Any, queue: str) -> bool:
+    return value == {"Fn::GetAtt": [queue, "Arn"]} or _sub_text(value) == f"${{{queue}.Arn}}"
+
+
+def _role_statements(p: Packaged, function: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every statement the function's role grants: inline and attached managed policies."""
+    role_name = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    role = p.cfn["Resources"][role_name]["Properties"]
+    documents = [policy["PolicyDocument"] for policy in role.get("Policies", [])]
+    for arn in role.get("ManagedPolicyArns", []):
+        # Only policies declared in this template: an AWS managed one would grant more than the code calls.
+        assert isinstance(arn, dict) and "Ref" in arn, f"{role_name} attaches {arn}"
+        documents.append(p.cfn["Resources"][arn["Ref"]]["Properties"]["PolicyDocument"])
+    return [statement for document in documents for statement in document["Statement"]]
+
+
+def _actions(statement: dict[str, Any]) -> set[str]:
+    action = statement["Action"]
+    return {action} if isinstance(action, str) else set(action)
+
+
+def test_the_sam_template_passes_cfn_lint(packaged: Packaged) -> None:
+    assert [str(m) for m in lint(packaged.sam_path.read_text())] == []
+
+
+def test_the_expanded_template_passes_cfn_lint_with_no_dependency_cycle(packaged: Packaged) -> None:
+    # Linting after the transform also checks what SAM generated, e.g. E3004 (circular dependencies).
+    assert [str(m) for m in lint(json.dumps(packaged.cfn))] == []
+
+
+def test_rest_api_and_websocket_api_are_declared(packaged: Packaged) -> None:
+    assert _of_type(packaged.cfn, "AWS::ApiGateway::RestApi")
+    apis = _of_type(packaged.cfn, "AWS::ApiGatewayV2::Api")
+    assert [a["Properties"]["ProtocolType"] for a in apis.values()] == ["WEBSOCKET"]
+    routes = _of_type(packaged.cfn, "AWS::ApiGatewayV2::Route").values()
+    assert {r["Properties"]["RouteKey"] for r in routes} == {"$connect", "$default", "$disconnect"}
+
+
+def test_the_tick_runs_every_minute(packaged: Packaged) -> None:
+    rules = _of_type(packaged.cfn, "AWS::Events::Rule").values()
+    targets = [
+        (rule["Properties"]["ScheduleExpression"], target["Arn"])
+        for rule in rules for target in rule["Properties"]["Targets"]
+    ]
+    assert targets == [("rate(1 minute)", {"Fn::GetAtt": ["Tick", "Arn"]})]
+
+
+def test_the_dispatch_queue_has_a_dead_letter_queue(packaged: Packaged) -> None:
+    queues = _of_type(packaged.cfn, "AWS::SQS::Queue")
+    assert set(queues) == {"DispatchQueue", "DispatchDeadLetterQueue"}
+    props = queues["DispatchQueue"]["Properties"]
+    redrive = props["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["DispatchDeadLetterQueue", "Arn"]}
+    assert 1 <= int(redrive["maxReceiveCount"]) <= 10
+    # Lambda refuses an SQS event source whose visibility timeout is below the function's timeout.
+    assert props["VisibilityTimeout"] >= _functions(packaged)["Dispatch"]["Properties"]["Timeout"]
+
+
+def test_the_dispatch_function_consumes_that_queue(packaged: Packaged) -> None:
+    mappings = list(_of_type(packaged.cfn, "AWS::Lambda::EventSourceMapping").values())
+    assert len(mappings) == 1
+    props = mappings[0]["Properties"]
+    assert props["FunctionName"] == {"Ref": "Dispatch"}
+    assert _is_queue_arn(props["EventSourceArn"], "DispatchQueue"), props["EventSourceArn"]
+
+
+def test_functions_get_the_queue_and_websocket_endpoint_from_the_template(packaged: Packaged) -> None:
+    ws_stage = next(iter(_of_type(packaged.cfn, "AWS::ApiGatewayV2::Stage").values()))["Properties"]
+    rest_stage = next(iter(_of_type(packaged.cfn, "AWS::ApiGateway::Stage").values()))["Properties"]
+    functions = _functions(packaged)
+    assert set(functions) == {"APIHandler", "Tick", "Dispatch", "WebsocketConnect",
+                              "WebsocketMessage", "WebsocketDisconnect"}
+    for name, function in functions.items():
+        env = function["Properties"]["Environment"]["Variables"]
+        assert env["DISPATCH_QUEUE_URL"] == {"Ref": "DispatchQueue"}, name
+        assert env["DISPATCH_QUEUE_NAME"] == {"Fn::GetAtt": ["DispatchQueue", "QueueName"]}, name
+        endpoint = _sub_text(env["WS_MANAGEMENT_ENDPOINT"])
+        assert endpoint.startswith("https://${WebsocketAPI}.execute-api."), name
+        assert endpoint.endswith("/" + ws_stage["StageName"]), name
+        assert env["API_TOKEN"] == {"Ref": "ApiToken"}, name
+        assert env["REDIS_URL"].startswith("rediss://"), name  # ElastiCache with in-transit encryption
+    for name in ("Tick", "Dispatch"):  # they call agents, which report to callbackUrl
+        callback = _sub_text(functions[name]["Properties"]["Environment"]["Variables"]["PUBLIC_API_URL"])
+        assert callback.startswith("https://${RestAPI}.execute-api."), name
+        assert callback.endswith("/" + rest_stage["StageName"]), name
+    assert packaged.cfn["Parameters"]["ApiToken"]["NoEcho"] is True
+
+
+def test_functions_run_in_the_vpc_that_reaches_elasticache(packaged: Packaged) -> None:
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["prod"]
+    for name, function in _functions(packaged).items():
+        vpc = function["Properties"]["VpcConfig"]
+        assert vpc["SubnetIds"] == config["subnet_ids"], name
+        assert vpc["SecurityGroupIds"] == config["security_group_ids"], name
+        assert ENI_ACTIONS <= set().union(*map(_actions, _role_statements(packaged, function))), name
+
+
+def test_iam_grants_only_what_the_code_calls_on_its_own_resources(packaged: Packaged) -> None:
+    for name, function in _functions(packaged).items():
+        statements = _role_statements(packaged, function)
+        granted = set().union(*map(_actions, statements))
+        assert granted == ALLOWED_ACTIONS, name
+        for statement in statements:
+            actions = _actions(statement)
+            resource = statement["Resource"]
+            if actions & QUEUE_ACTIONS:
+                assert actions <= QUEUE_ACTIONS and _is_queue_arn(resource, "DispatchQueue"), statement
+            elif actions == {"execute-api:ManageConnections"}:
+                assert "${WebsocketAPI}/" in _sub_text(resource), statement
+                assert _sub_text(resource).endswith("/POST/@connections/*"), statement
+            elif actions <= LOG_ACTIONS:
+                assert ":log-group:/aws/lambda/" in _sub_text(resource), statement
+            else:
+                # Network interfaces cannot be scoped before they exist.
+                assert actions <= ENI_ACTIONS, statement
+
+
+def test_chalice_deploy_and_terraform_policy_allows_the_same_actions() -> None:
+    # `chalice deploy --stage prod` and the Terraform stack use .chalice/policy-prod.json.
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["prod"]
+    assert config["autogen_policy"] is False
+    policy = json.loads((ROOT / ".chalice" / config["iam_policy_file"]).read_text())
+    assert set().union(*map(_actions, policy["Statement"])) == ALLOWED_ACTIONS
+    queue_resources = {s["Resource"] for s in policy["Statement"] if _actions(s) & QUEUE_ACTIONS}
+    assert queue_resources == {"arn:*:sqs:*:*:punctual-dispatch"}
+
+
+def test_terraform_stack_declares_the_queues_and_wires_them(packaged: Packaged) -> None:
+    chalice_tf = json.loads((packaged.terraform_dir / "chalice.tf.json").read_text())["resource"]
+    ours = json.loads((packaged.terraform_dir / "punctual.tf.json").read_text())["resource"]
+    override = json.loads((packaged.terraform_dir / "punctual_override.tf.json").read_text())["resource"]
+    rules = chalice_tf["aws_cloudwatch_event_rule"].values()
+    assert [r["schedule_expression"] for r in rules] == ["rate(1 minute)"]
+    assert "websocket_api" in chalice_tf["aws_apigatewayv2_api"]
+    assert "aws_sqs_queue.dispatch_dlq.arn" in ours["aws_sqs_queue"]["dispatch"]["redrive_policy"]
+    # An override of a resource Chalice does not generate would fail `terraform plan`; check the names.
+    for kind, resources in override.items():
+        assert set(resources) <= set(chalice_tf[kind]), kind
+    mapping = override["aws_lambda_event_source_mapping"]
+    assert [m["event_source_arn"] for m in mapping.values()] == ["${aws_sqs_queue.dispatch.arn}"]
+    assert set(override["aws_lambda_function"]) == set(chalice_tf["aws_lambda_function"])
