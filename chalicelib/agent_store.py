@@ -58,6 +58,15 @@ class AgentStore:
         script = self._scripts.get(f"agents/{name}")
         return self.call(lambda: script(keys=keys, args=args))
 
+    def _pending_slot(self, agent_id: str) -> tuple[list[str], list[str]]:
+        """The agent's pending cron slot as the extra (KEYS, ARGV) of a script that cancels it.
+
+        Read before the script; the script drops the slot only if it is still the agent's.
+        """
+        slot = self.call(lambda: self.client.hget(self.keys.agent(agent_id), "slotRun")) or ""
+        ref = run_ref(agent_id, slot) if slot else ""
+        return [self.keys.run(slot), self.keys.due], [slot, ref]
+
     # -- agents -----------------------------------------------------------
 
     def create(self, agent_id: str, fields: dict[str, str], now: int) -> Agent:
@@ -83,8 +92,10 @@ class AgentStore:
 
     def delete(self, agent_id: str) -> None:
         k = self.keys
+        slot_keys, slot_args = self._pending_slot(agent_id)
         result = self._script(
-            "delete", [k.agent(agent_id), k.agents, k.schedules, k.paused, k.runs_of(agent_id)], [agent_id]
+            "delete", [k.agent(agent_id), k.agents, k.schedules, k.paused, k.runs_of(agent_id), *slot_keys],
+            [agent_id, *slot_args],
         )
         if result == 0:
             raise NotFound(f"agent {agent_id!r} not found")
@@ -107,19 +118,24 @@ class AgentStore:
     def set_schedule(self, agent: Agent, request: ScheduleRequest, next_ms: int, now: int) -> None:
         k = self.keys
         run_id = new_run_id()
+        slot_keys, slot_args = self._pending_slot(agent.id)
         ok = self._script(
             "schedule_set",
-            [k.agent(agent.id), k.schedules, k.paused, k.due, k.run(run_id)],
+            [k.agent(agent.id), k.schedules, k.paused, k.due, k.run(run_id), slot_keys[0]],
             [agent.id, now, request.cron_expression, int(request.priority),
              "1" if request.enabled else "0", request.job_id or agent.id, request.timezone or "",
-             next_ms, run_id, run_ref(agent.id, run_id)],
+             next_ms, run_id, run_ref(agent.id, run_id), *slot_args],
         )
         if not ok:
             raise NotFound(f"agent {agent.id!r} not found")
 
     def delete_schedule(self, agent_id: str, now: int) -> None:
         k = self.keys
-        result = self._script("schedule_delete", [k.agent(agent_id), k.schedules, k.paused], [agent_id, now])
+        slot_keys, slot_args = self._pending_slot(agent_id)
+        result = self._script(
+            "schedule_delete", [k.agent(agent_id), k.schedules, k.paused, *slot_keys],
+            [agent_id, now, *slot_args],
+        )
         if result == 0:
             raise NotFound(f"agent {agent_id!r} not found")
         if result == -1:
@@ -127,7 +143,10 @@ class AgentStore:
 
     def pause(self, agent_id: str, job_id: str, now: int) -> None:
         k = self.keys
-        result = self._script("pause", [k.agent(agent_id), k.paused], [agent_id, job_id, now])
+        slot_keys, slot_args = self._pending_slot(agent_id)
+        result = self._script(
+            "pause", [k.agent(agent_id), k.paused, *slot_keys], [agent_id, job_id, now, *slot_args]
+        )
         if result == 0:
             raise NotFound(f"agent {agent_id!r} not found")
         if result == -1:
@@ -245,11 +264,15 @@ class AgentStore:
         inflight_deadline_ms: int = 0,
     ) -> int:
         k = self.keys
+        # Only a run whose retries are spent takes the agent off its schedule.
+        no_slot: tuple[list[str], list[str]] = ([k.run(""), k.due], ["", ""])
+        slot_keys, slot_args = self._pending_slot(agent_id) if outcome == "failed" else no_slot
         code = self._script(
             "finish_run",
-            [k.run(run_id), k.agent(agent_id), k.running, k.inflight, k.schedules],
+            [k.run(run_id), k.agent(agent_id), k.running, k.inflight, k.schedules, *slot_keys],
             [agent_id, token, run_id, outcome, now, error or "", retention, run_ref(agent_id, run_id),
-             retry.due_ms if retry else "", retry.token if retry else "", inflight_deadline_ms, token_kind],
+             retry.due_ms if retry else "", retry.token if retry else "", inflight_deadline_ms, *slot_args,
+             token_kind],
         )
         return int(code)
 

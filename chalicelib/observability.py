@@ -125,7 +125,9 @@ def logged_request(event: Any, get_response: Callable[[Any], Any]) -> Any:
     context = event.context or {}
     request(
         event.method,
-        event.to_original_event().get("path") or event.path,
+        # API Gateway's event has the path as requested; Chalice's local gateway sets only
+        # requestContext.path (on AWS that one carries the stage prefix too).
+        event.to_original_event().get("path") or context.get("path") or event.path,
         event.path,  # Chalice's path is the route (`/messages/{message_id}`), to group by
         response.status_code,
         (time.perf_counter() - started) * 1000,

@@ -209,6 +209,7 @@ def test_failing_three_times_goes_to_error_and_leaves_the_schedule(
     assert run["status"] == "failed" and run["attempt"] == 4
     assert harness.published.names("broken").count("agent:failed") == 4
     assert stats(harness)["scheduledTasksCount"] == 0
+    assert harness.redis.zcard(harness.svc.store.keys.due) == 0  # its next slot went with it
     # Durably off the schedule: later ticks (or a restart, which reads the same Redis) run nothing.
     for _ in range(3):
         fire_next_slot(harness)

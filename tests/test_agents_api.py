@@ -44,6 +44,23 @@ def test_register_read_update_list_delete(harness: Harness) -> None:
 
 
 @pytest.mark.parametrize(
+    "method, path",
+    [
+        ("PATCH", "/api/agents/agent-123/schedule/agent-123/pause"),
+        ("DELETE", "/api/agents/agent-123/schedule"),
+        ("DELETE", "/api/agents/agent-123"),
+    ],
+)
+def test_a_cancelled_slot_leaves_nothing_behind(harness: Harness, method: str, path: str) -> None:
+    make_agent(harness)
+    harness.api("POST", "/api/agents/agent-123/schedule", {"cronExpression": "0 0 1 1 *"})  # a year away
+    assert harness.redis.zcard(harness.svc.store.keys.due) == 1
+    assert harness.api(method, path)[0] == 200
+    assert harness.redis.zcard(harness.svc.store.keys.due) == 0
+    assert harness.redis.keys(harness.svc.store.keys.run("*")) == []
+
+
+@pytest.mark.parametrize(
     "body, fragment",
     [
         ({"endpointUrl": ENDPOINT}, "name must be a non-empty string"),
@@ -130,8 +147,9 @@ def test_schedule_in_a_time_zone_and_replace(harness: Harness) -> None:
     assert body["data"]["nextRunAt"] == "2030-01-01T15:00:00.000Z"
     info = harness.api("GET", "/api/agents/agent-123/schedule")[1]["data"]
     assert info["taskDetails"]["jobId"] == "job-456" and info["taskDetails"]["priority"] == 2
-    # The replaced slot is gone: only one pending slot in the due index.
-    assert harness.redis.zcard(harness.svc.store.keys.due) == 2  # the new one + the stale one it replaced
+    # The replaced slot is gone with its run: one pending slot in the due index, one run hash.
+    assert harness.redis.zcard(harness.svc.store.keys.due) == 1
+    assert len(harness.redis.keys(harness.svc.store.keys.run("*"))) == 1
     assert harness.tick()["claimed"] == 0
 
 

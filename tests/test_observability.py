@@ -114,6 +114,13 @@ def test_retries_and_failures_are_counted(harness: Harness, lines: Lines,
     assert metric_values(blobs, "WebhookDeliveries") == []
 
 
+def test_a_request_line_names_the_path_and_the_route(harness: Harness, lines: Lines) -> None:
+    assert harness.get("/messages/nope").status_code == 404
+    [line] = lines.of("request")
+    assert (line["method"], line["path"], line["route"], line["status"]) == (
+        "GET", "/messages/nope", "/messages/{message_id}", 404)
+
+
 def test_a_tick_writes_one_line_with_its_counts(harness: Harness, lines: Lines,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     harness.post(message("t1", LATER, "http://127.0.0.1:9/hook"))

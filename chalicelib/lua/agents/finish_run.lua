@@ -1,12 +1,14 @@
 --#include lib
 -- Record how a run attempt ended: completed, retry (after a backoff) or failed.
 -- KEYS[1] run hash   KEYS[2] agent hash   KEYS[3] running zset   KEYS[4] inflight zset
--- KEYS[5] schedules set
+-- KEYS[5] schedules set   KEYS[6] the pending slot's run hash   KEYS[7] due index
 -- ARGV[1] agent id   ARGV[2] token   ARGV[3] run id   ARGV[4] outcome: completed | retry | failed
 -- ARGV[5] now ms   ARGV[6] error text ('' none)   ARGV[7] retention seconds
 -- ARGV[8] run ref   ARGV[9] retry due ms   ARGV[10] retry claim token
--- ARGV[11] retry inflight deadline ms   ARGV[12] 'claim' when ARGV[2] is the claim
---          token (the dispatcher), 'callback' when it is the agent's callback token
+-- ARGV[11] retry inflight deadline ms
+-- ARGV[12] the pending slot's run id ('' none)   ARGV[13] its ref (both read for 'failed')
+-- ARGV[14] 'claim' when ARGV[2] is the claim token (the dispatcher), 'callback' when it is
+--          the agent's callback token (report_checks reads it as the last ARGV)
 -- Returns 1; 0 unknown run; -1 finished run; -2 not running; -3 wrong token.
 --#include report_checks
 local now = ARGV[5]
@@ -31,7 +33,7 @@ if ARGV[4] == 'completed' then
 else
   -- Retries spent: the agent leaves the schedule, durably.
   redis.call('HSET', KEYS[2], 'status', 'ERROR', 'enabled', 0, 'lastError', ARGV[6])
-  cancel_slot(KEYS[2])
+  cancel_slot(KEYS[2], KEYS[6], KEYS[7], ARGV[12], ARGV[13])
   redis.call('SREM', KEYS[5], ARGV[1])
 end
 return 1

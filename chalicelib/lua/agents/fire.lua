@@ -22,7 +22,7 @@ if trigger == 'cron' and attempt == '1' then
   if ARGV[5] ~= '' then
     create_slot(KEYS[7], KEYS[3], KEYS[2], agent_id, ARGV[6], ARGV[7], ARGV[5], ARGV[3])
   else
-    cancel_slot(KEYS[2])
+    redis.call('HDEL', KEYS[2], 'slotRun', 'nextRunAt')  -- the firing run was the last slot
   end
   remember_run(KEYS[6], ARGV[1], ARGV[3])
   if current then

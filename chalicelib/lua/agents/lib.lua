@@ -16,9 +16,16 @@ local function create_slot(run_key, due_key, agent_key, agent_id, run_id, ref, s
   redis.call('HSET', agent_key, 'slotRun', run_id, 'nextRunAt', slot_ms)
 end
 
--- Forget the agent's pending slot. The slot's run, if already on its way,
--- finds itself stale when it fires and removes itself.
-local function cancel_slot(agent_key)
+-- Forget the agent's pending slot. A slot still waiting in the due index goes with its run:
+-- the caller read the slot's id (slot_id, '' for none) before the script and passed its hash
+-- and ref, so it is dropped only while it is still the agent's slot. A slot already handed
+-- to SQS finds itself stale when it fires and removes itself.
+local function cancel_slot(agent_key, slot_key, due_key, slot_id, slot_ref)
+  if slot_id ~= '' and redis.call('HGET', agent_key, 'slotRun') == slot_id
+      and redis.call('HGET', slot_key, 'status') == 'scheduled' then
+    redis.call('ZREM', due_key, slot_ref)
+    redis.call('DEL', slot_key)
+  end
   redis.call('HDEL', agent_key, 'slotRun', 'nextRunAt')
 end
 

@@ -1,7 +1,8 @@
 --#include lib
 -- Pause an agent's scheduled job: its pending slot is dropped.
--- KEYS[1] agent hash   KEYS[2] paused set
--- ARGV[1] agent id   ARGV[2] job id   ARGV[3] now ms
+-- KEYS[1] agent hash   KEYS[2] paused set   KEYS[3] the pending slot's run hash   KEYS[4] due index
+-- ARGV[1] agent id   ARGV[2] job id   ARGV[3] now ms   ARGV[4] the pending slot's run id ('' none)
+-- ARGV[5] its ref
 -- Returns 1; 0 unknown agent; -1 no schedule or another job id;
 -- -2 already paused; -3 a run is in progress.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -9,7 +10,7 @@ local cron, job, paused, current = unpack(redis.call('HMGET', KEYS[1], 'cron', '
 if not cron or (job or ARGV[1]) ~= ARGV[2] then return -1 end
 if paused then return -2 end
 if current then return -3 end
-cancel_slot(KEYS[1])
+cancel_slot(KEYS[1], KEYS[3], KEYS[4], ARGV[4], ARGV[5])
 redis.call('HSET', KEYS[1], 'paused', 1, 'status', 'PAUSED', 'updatedAt', ARGV[3])
 redis.call('SADD', KEYS[2], ARGV[1])
 return 1
