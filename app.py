@@ -7,7 +7,7 @@ from typing import Any
 
 from chalice import Chalice, Rate, Response
 
-from chalicelib import agents_api, messages_api, observability, services
+from chalicelib import agents_api, messages_api, observability, openapi, services
 from chalicelib.http import (
     api_error,
     bearer_token,
@@ -60,6 +60,13 @@ def log_request(event: Any, get_response: Any) -> Any:
 def health() -> Response:
     body, status = messages_api.health(services.get())
     return json_response(body, status)
+
+
+@app.route("/openapi.json", methods=["GET"])
+@handles_errors(detail_error)
+def openapi_document() -> Response:
+    # The contract is public, like /health: no token.
+    return json_response(openapi.document())
 
 
 @app.route("/messages", methods=["POST"], content_types=ANY_BODY)

@@ -40,7 +40,8 @@ def zone(name: object, field: str = "timezone") -> ZoneInfo:
         raise BadRequest(f"{field} must be an IANA time zone name such as 'America/New_York'")
     try:
         return ZoneInfo(name.strip())
-    except (ZoneInfoNotFoundError, ValueError):
+    # OSError: a folder of the zone database ('America', 'Etc') is opened as a file and fails.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise BadRequest(f"{field} {name!r} is not a known IANA time zone") from None
 
 

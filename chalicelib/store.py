@@ -61,7 +61,9 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         score, member = json.loads(raw)
         # Scores are epoch ms; a bigger number is no cursor of ours (and Redis would refuse it).
-        if isinstance(score, int) and abs(score) < 2**53 and isinstance(member, str):
+        # bool is an int to Python, but redis-py refuses it: [true, "x"] would be a 500.
+        ours = isinstance(score, int) and not isinstance(score, bool) and abs(score) < 2**53
+        if ours and isinstance(member, str):
             return score, member
     except (ValueError, TypeError):
         pass

@@ -8,6 +8,10 @@ from .errors import BadRequest
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
+# The instants a datetime can show in UTC: an offset can push a valid local time outside them
+# (0001-01-01T00:00+01:00 is in year 0), and such a time could be stored but never shown.
+_MIN_MS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _ONE_MS
+_MAX_MS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _ONE_MS
 
 
 def parse_instant(value: object, field: str) -> int:
@@ -29,12 +33,17 @@ def parse_instant(value: object, field: str) -> int:
             f"{field} has no UTC offset: {value!r}; add 'Z' or '+hh:mm' so the moment is unambiguous"
         )
     # Integer arithmetic on timedeltas: float timestamps lose the millisecond.
-    return (parsed - _EPOCH) // _ONE_MS
+    ms = (parsed - _EPOCH) // _ONE_MS
+    if not _MIN_MS <= ms <= _MAX_MS:
+        raise BadRequest(f"{field} is out of range: {value!r} is not between years 1 and 9999 in UTC")
+    return ms
 
 
 def format_instant(ms: int | None) -> str | None:
     """Epoch ms to ISO 8601 UTC with millisecond precision and a 'Z'."""
     if ms is None:
         return None
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    # isoformat pads the year to 4 digits (strftime's %Y does not before 1000); timedelta
+    # arithmetic is exact where a float timestamp is not.
+    moment = _EPOCH + ms * _ONE_MS
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -25,6 +25,14 @@ class QuietHandler(ChaliceRequestHandler):
     # keep-alive client's delayed ACK then holds every response back by 40 ms.
     disable_nagle_algorithm = True
 
+    def __getattr__(self, name: str) -> Any:
+        # http.server answers a method Chalice's handler has no do_<METHOD> for (TRACE, QUERY, …)
+        # with a 501 page; API Gateway answers a method a route does not serve with a 4xx, and so
+        # does Chalice's gateway (405) when it gets the request.
+        if name.startswith("do_"):
+            return self._generic_handle
+        raise AttributeError(name)
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 

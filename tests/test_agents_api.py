@@ -283,3 +283,15 @@ def test_status(harness: Harness) -> None:
 def test_admin_token_required(harness: Harness, path: str) -> None:
     status, body = harness.api("GET", path, token="wrong")
     assert status == 401 and body == {"success": False, "error": "invalid token"}
+
+
+@pytest.mark.parametrize("zone", ["America", "Etc"])
+def test_a_folder_of_the_zone_database_is_no_time_zone(harness: Harness, zone: str) -> None:
+    # ZoneInfo opens it as a file and raises IsADirectoryError: it was a 500.
+    body = {"name": "a", "endpointUrl": ENDPOINT, "timezone": zone}
+    status, answer = harness.api("POST", "/api/agents", body)
+    assert status == 400 and "not a known IANA time zone" in answer["error"], answer
+    make_agent(harness)
+    status, answer = harness.api("POST", "/api/agents/agent-123/schedule",
+                                 {"cronExpression": "* * * * *", "timezone": zone})
+    assert status == 400 and "not a known IANA time zone" in answer["error"], answer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -164,3 +165,28 @@ def test_now_is_the_fake_clock(harness: Harness) -> None:
     harness.post(message("created", LATER, URL))
     created = body_of(harness.get("/messages/created"))["createdAt"]
     assert created == "2030-01-01T00:00:00.000Z" and T0 == 1_893_456_000_000
+
+
+def test_years_before_1000_are_shown_in_iso_8601(harness: Harness) -> None:
+    # Found by schemathesis: such a time came back as "958-09-06T23:21:34.000Z", not a date-time.
+    assert harness.post(message("early", "0958-09-06T23:21:34Z", URL)).status_code == 200
+    assert body_of(harness.get("/messages/early"))["scheduleTo"] == "0958-09-06T23:21:34.000Z"
+    [job] = body_of(harness.get("/messages"))["scheduledJobs"]
+    assert job["nextRun"] == "0958-09-06T23:21:34.000Z"
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_instants_outside_years_1_to_9999_in_utc_are_refused(harness: Harness, when: str) -> None:
+    # Valid local times whose UTC instant no datetime can show: stored, every read was a 500.
+    response = harness.post(message("edge", when, URL))
+    assert response.status_code == 400
+    assert "scheduleTo is out of range" in body_of(response)["detail"]
+    assert harness.redis.dbsize() == 0
+
+
+def test_a_cursor_with_a_boolean_score_is_refused(harness: Harness) -> None:
+    # [true, "m"] decodes to an int score for Python, which redis-py then refused: a 500.
+    cursor = base64.urlsafe_b64encode(b'[true,"m"]').decode().rstrip("=")
+    response = harness.get(f"/messages?cursor={cursor}")
+    assert response.status_code == 400
+    assert "cursor is not valid" in body_of(response)["detail"]
