@@ -14,9 +14,11 @@ from .backoff import retry_delay_seconds
 from .clock import Clock
 from .config import Settings
 from .dispatch_queue import MAX_DELAY_SECONDS, DispatchQueue
+from .errors import BadRequest
 from .events import Events
 from .keys import run_ref, split_run_ref
 from .store import Claimed, new_token
+from .targets import Resolver, check_target_url, system_resolver
 from .timeutil import format_instant
 from .webhooks import DeliveryResult, HttpSender, webhook_headers
 
@@ -36,6 +38,7 @@ class AgentRunner:
         events: Events,
         clock: Clock,
         settings: Settings,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -43,6 +46,7 @@ class AgentRunner:
         self._events = events
         self._clock = clock
         self._settings = settings
+        self._resolver = resolver
 
     # -- entry points from the dispatch queue -------------------------------
 
@@ -63,6 +67,7 @@ class AgentRunner:
         if outcome == "skipped":  # the previous run still goes: recorded, not stacked
             observability.run(agent_id, run_id, "skipped", 1, now - claimed.due_ms)
         if outcome == "waiting":
+            self._events.counts_changed()  # queuedTasksCount, even if no slot is free for it
             self.start_waiting(run_inline=run_id)
 
     def start(self, claimed: Claimed) -> None:
@@ -109,19 +114,23 @@ class AgentRunner:
     def heartbeat_and_expire(self, now: int) -> int:
         """The tick's share: mark the scheduler alive, requeue lost starts, fail runs past their timeout."""
         self._store.beat(now)
-        count = 0
+        count = requeued = 0
         for run_id in self._store.expired_runs(now, EXPIRY_BATCH):
             run = self._store.get_run(run_id)
             if run is None:
                 continue
             if run.get("status") == RunStatus.STARTING:
-                count += self._store.requeue_start(run_id, now)
+                requeued += self._store.requeue_start(run_id, now)
             elif run.get("status") == RunStatus.RUNNING:
                 self._timed_out(run["agentId"], run_id, run)
                 count += 1
-        if count:
-            self.start_waiting()
-        return count
+        if requeued:
+            self._events.counts_changed()  # a lost start left running for waiting
+        # Always, not only when something expired here: a dispatcher that died
+        # between marking a run waiting and starting it leaves a ready queue that
+        # nothing else would ever drain. Cheap when nothing is ready.
+        self.start_waiting()
+        return count + requeued
 
     # -- one attempt --------------------------------------------------------------
 
@@ -139,6 +148,11 @@ class AgentRunner:
         job_id = run.get("jobId") or agent_id
         self._events.started(agent_id, job_id)
         observability.run(agent_id, run_id, "started", _attempt(run), _lateness(run))
+        refusal = self._refusal(agent)
+        if refusal is not None:
+            # A retry would be refused the same way: fail the attempt for good, as a webhook does.
+            self._fail(agent_id, run_id, token, "claim", run, refusal, retryable=False)
+            return
         result = self._call(agent, run, callback_token)
         if result.status_code == 202:
             # The agent works on and reports back. Its timeout is checked on time
@@ -150,6 +164,19 @@ class AgentRunner:
             self._complete(agent_id, run_id, token, "claim", run)
         else:
             self._fail(agent_id, run_id, token, "claim", run, result.error or "failed")
+
+    def _refusal(self, agent: Agent) -> str | None:
+        """Why the agent's endpoint may not be called now, if it may not."""
+        if self._settings.local_mode:
+            return None
+        # Checked again at call time, as webhooks are: DNS may have changed since
+        # the agent was registered (DNS rebinding into the network Punctual runs in).
+        try:
+            check_target_url(agent.fields["endpointUrl"], "endpointUrl", allow_internal=False,
+                             resolver=self._resolver)
+        except BadRequest as exc:
+            return exc.message
+        return None
 
     def _call(self, agent: Agent, run: dict[str, str], callback_token: str) -> DeliveryResult:
         body = json.dumps({
@@ -199,13 +226,13 @@ class AgentRunner:
             self.start_waiting()
 
     def _fail(self, agent_id: str, run_id: str, token: str, kind: str, run: dict[str, str], error: str,
-              raise_errors: bool = False) -> None:
+              raise_errors: bool = False, retryable: bool = True) -> None:
         settings = self._settings
         now = self._clock.now_ms()
         attempt = _attempt(run)
         retry = None
         deadline = 0
-        if attempt <= settings.agent_max_retries:
+        if retryable and attempt <= settings.agent_max_retries:
             delay = retry_delay_seconds(attempt, settings.agent_retry_base_seconds,
                                         settings.agent_retry_max_delay_seconds, None)
             retry = Claimed(run_ref(agent_id, run_id), now + int(delay * 1000), new_token())

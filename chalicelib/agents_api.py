@@ -67,6 +67,7 @@ def update_agent(svc: Services, agent_id: str, raw_body: bytes | None) -> dict[s
 
 def delete_agent(svc: Services, agent_id: str) -> dict[str, Any]:
     svc.agents.delete(agent_id)
+    svc.events.counts_changed()  # its schedule, pause or waiting run may have gone with it
     return ok(message="Agent deleted successfully")
 
 
@@ -99,8 +100,7 @@ def unschedule_agent(svc: Services, agent_id: str) -> dict[str, Any]:
 
 def pause_job(svc: Services, agent_id: str, job_id: str) -> dict[str, Any]:
     svc.agents.pause(agent_id, job_id, svc.clock.now_ms())
-    svc.events.paused(agent_id, job_id)
-    svc.events.counts_changed()
+    svc.events.paused(agent_id, job_id)  # tells scheduler subscribers too
     return ok({"agentId": agent_id, "jobId": job_id, "status": "paused"},
               f"Job {job_id} paused successfully")
 
@@ -111,8 +111,7 @@ def resume_job(svc: Services, agent_id: str, job_id: str) -> dict[str, Any]:
         raise NotFound(f"no scheduled task {job_id!r} for agent {agent_id!r}")
     next_ms = _next_slot(svc, agent, agent.fields["cron"], agent.fields.get("scheduleTimezone"))
     svc.agents.resume(agent_id, job_id, svc.clock.now_ms(), next_ms)
-    svc.events.resumed(agent_id, job_id)
-    svc.events.counts_changed()
+    svc.events.resumed(agent_id, job_id)  # tells scheduler subscribers too
     resumed = svc.agents.get(agent_id)
     return ok({"agentId": agent_id, "jobId": job_id, "status": "resumed",
                "nextRunAt": resumed.schedule_summary()["nextRunAt"]},

@@ -1,14 +1,21 @@
 """Run-state events. Every change of a run's or job's state is published here, once.
 
 The WebSocket fan-out (live.WsPublisher) is the Publisher in production.
+Publishing is best-effort: an event is a notification about a state change
+that is already recorded in Redis, so a publisher that fails (a Redis blip, a
+boto error, a gone endpoint) is logged and never undoes or blocks the change.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from .clock import Clock
 from .timeutil import format_instant
+
+log = logging.getLogger(__name__)
 
 
 class Publisher(Protocol):
@@ -16,6 +23,19 @@ class Publisher(Protocol):
 
     def status_changed(self) -> None:
         """The scheduler's counts may have changed (publishers throttle what they send)."""
+
+
+def best_effort(what: str, action: Callable[[], None]) -> None:
+    """Run a publishing step; log its failure instead of raising it.
+
+    The one place where publishing errors stop: callers are run execution,
+    agents' callbacks and the dispatcher, none of which may fail because a
+    subscriber could not be told.
+    """
+    try:
+        action()
+    except Exception:
+        log.exception("could not publish %s; the state change itself is recorded", what)
 
 
 class Events:
@@ -26,27 +46,40 @@ class Events:
         self._clock = clock
 
     def _emit(self, event: str, agent_id: str, job_id: str, **fields: Any) -> None:
-        data = {"agentId": agent_id, "jobId": job_id, **fields,
-                "timestamp": format_instant(self._clock.now_ms())}
-        self._publisher.publish(event, agent_id, data)
+        def publish() -> None:
+            data = {"agentId": agent_id, "jobId": job_id, **fields,
+                    "timestamp": format_instant(self._clock.now_ms())}
+            self._publisher.publish(event, agent_id, data)
+
+        best_effort(event, publish)
+
+    # A run starting, finishing or failing always moves runningAgentsCount (and a
+    # failure that ends in ERROR moves scheduledTasksCount), so these events tell
+    # scheduler subscribers too; the publisher throttles what it sends.
 
     def started(self, agent_id: str, job_id: str) -> None:
         self._emit("agent:started", agent_id, job_id, status="started")
+        self.counts_changed()
 
     def progress(self, agent_id: str, job_id: str, report: dict[str, Any]) -> None:
         self._emit("agent:progress", agent_id, job_id, **report)
 
     def completed(self, agent_id: str, job_id: str, duration_ms: int) -> None:
         self._emit("agent:completed", agent_id, job_id, status="completed", duration=duration_ms)
+        self.counts_changed()
 
     def failed(self, agent_id: str, job_id: str, error: str) -> None:
         self._emit("agent:failed", agent_id, job_id, status="failed", error=error)
+        self.counts_changed()
 
     def paused(self, agent_id: str, job_id: str) -> None:
         self._emit("agent:paused", agent_id, job_id, status="paused")
+        self.counts_changed()
 
     def resumed(self, agent_id: str, job_id: str) -> None:
         self._emit("agent:resumed", agent_id, job_id, status="resumed")
+        self.counts_changed()
 
     def counts_changed(self) -> None:
-        self._publisher.status_changed()
+        """Runs were queued, started or finished, or schedules changed, outside the events above."""
+        best_effort("scheduler:status", self._publisher.status_changed)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import boto3
+import boto3.session
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -17,6 +18,7 @@ from .agent_store import AgentStore
 from .clock import Clock
 from .config import Settings
 from .dispatch_queue import DispatchQueue
+from .events import best_effort
 from .live_store import SCHEDULER_TOPIC, LiveStore, agent_topic
 from .timeutil import format_instant
 
@@ -46,17 +48,25 @@ class ManagementApi:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
     def client(self, endpoint: str) -> Any:
         client = self._clients.get(endpoint)
-        if client is None:
-            client = boto3.client(
-                "apigatewaymanagementapi",
-                endpoint_url=endpoint,
-                region_name=self._settings.aws_region,
-                config=BotoConfig(max_pool_connections=32, retries={"max_attempts": 2}),
-            )
-            self._clients[endpoint] = client
+        if client is not None:
+            return client
+        # The first fan-out asks from up to 32 threads at once. boto3's default
+        # session is not thread-safe, so each client comes from a session of its
+        # own, made under the lock, and only one is made per endpoint.
+        with self._lock:
+            client = self._clients.get(endpoint)
+            if client is None:
+                client = boto3.session.Session().client(
+                    "apigatewaymanagementapi",
+                    endpoint_url=endpoint,
+                    region_name=self._settings.aws_region,
+                    config=BotoConfig(max_pool_connections=32, retries={"max_attempts": 2}),
+                )
+                self._clients[endpoint] = client
         return client
 
     def send(self, endpoint: str, connection_id: str, message: Mapping[str, Any]) -> bool:
@@ -129,8 +139,12 @@ class WsPublisher:
             self._queue.send_control("status", due_ms=self._clock.now_ms() + STATUS_WINDOW_MS)
 
     def send_trailing_status(self) -> None:
-        self._live.release_trailing_status()
-        self.send_status()
+        def send() -> None:
+            self._live.release_trailing_status()
+            self.send_status()
+
+        # Best-effort as every publish is: a failure here must not fail the dispatch batch it came in.
+        best_effort("trailing scheduler:status", send)
 
     def status_message(self) -> dict[str, Any]:
         stats = self._agents.scheduler_stats(self._settings.max_concurrent_agents, self._clock.now_ms())

@@ -88,7 +88,7 @@ class Services:
         live = LiveStore(store)
         ws = WsPublisher(live, agents, ManagementApi(settings), queue, clock, settings)
         events = Events(publisher or ws, clock)
-        runs = AgentRunner(agents, queue, sender, events, clock, settings)
+        runs = AgentRunner(agents, queue, sender, events, clock, settings, resolver)
         scheduler = Scheduler(store, queue, clock, settings, runs)
         dispatcher = Dispatcher(store, scheduler, runs, ws, sender, clock, settings)
         live_handlers = LiveHandlers(live, agents, ws, clock, settings)

@@ -5,12 +5,17 @@ only in its paid tier, so this gateway invokes the app's very own
 `ws_connect` / `ws_message` / `ws_disconnect` handlers with API Gateway's event
 shape, and answers the management API (`POST|GET|DELETE /@connections/{id}`)
 that the app's production code calls through boto3. One port serves both.
+Like API Gateway, it closes a connection (1001 "going away") after 10 minutes
+without a frame from the client or 2 hours in all (WS_IDLE_TIMEOUT_SECONDS,
+WS_MAX_CONNECTION_SECONDS), and runs $disconnect for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import secrets
 import time
 import uuid
@@ -27,6 +32,21 @@ log = logging.getLogger("punctual.ws")
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
+# API Gateway's WebSocket limits: a connection with no message from the client
+# for 10 minutes, or open for 2 hours, is closed. The app's Redis records of a
+# connection expire on the same terms (chalicelib/live_store.py), so a gateway
+# that kept sockets open longer would leave subscribers that silently get nothing.
+IDLE_TIMEOUT_SECONDS = 600.0
+MAX_CONNECTION_SECONDS = 7200.0
+GOING_AWAY = 1001
+
+
+def _limit(value: float | None, env_name: str, default: float) -> float:
+    if value is not None:
+        return value
+    raw = os.environ.get(env_name)
+    return float(raw) if raw else default
+
 
 @dataclass
 class Connection:
@@ -36,6 +56,7 @@ class Connection:
     source_ip: str
     user_agent: str
     last_active: float = field(default_factory=time.time)
+    expiring: bool = False  # the watchdog is closing it
 
 
 class WsGateway:
@@ -49,8 +70,14 @@ class WsGateway:
         api_id: str = "local",
         domain: str = "127.0.0.1",
         workers: int = 16,
+        idle_timeout_seconds: float | None = None,
+        max_connection_seconds: float | None = None,
     ) -> None:
         self._handlers = {"$connect": connect, "$default": message, "$disconnect": disconnect}
+        self._idle_timeout = _limit(idle_timeout_seconds, "WS_IDLE_TIMEOUT_SECONDS", IDLE_TIMEOUT_SECONDS)
+        self._max_duration = _limit(
+            max_connection_seconds, "WS_MAX_CONNECTION_SECONDS", MAX_CONNECTION_SECONDS
+        )
         self._stage = stage
         self._api_id = api_id
         self._domain = domain
@@ -125,20 +152,49 @@ class WsGateway:
             request.headers.get("User-Agent", ""),
         )
         self._connections[conn_id] = conn
+        watchdog = asyncio.create_task(self._watchdog(conn))
         try:
             async for frame in socket:
-                if frame.type == WSMsgType.TEXT:
+                if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    # Only the client's own frames keep it alive, as on API Gateway;
+                    # the protocol-level pings and pongs do not.
                     conn.last_active = time.time()
+                if frame.type == WSMsgType.TEXT:
                     await self._invoke(
                         "$default", self._event("$default", conn_id, connected_at, body=frame.data)
                     )
                 elif frame.type == WSMsgType.ERROR:
                     break
         finally:
-            # Reached on a close frame and on a client that vanished (reset, heartbeat timeout).
+            # Reached on a close frame, on a client that vanished (reset, heartbeat
+            # timeout) and when the watchdog closed the socket.
+            if not conn.expiring:
+                watchdog.cancel()
+            # A watchdog that is closing the socket is let finish its close handshake.
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
             self._connections.pop(conn_id, None)
             await self._invoke("$disconnect", self._event("$disconnect", conn_id, connected_at))
         return socket
+
+    async def _watchdog(self, conn: Connection) -> None:
+        """Close the socket once it has been idle or open for too long, as API Gateway does."""
+        ends_at = conn.connected_at / 1000 + self._max_duration
+        while not conn.socket.closed:
+            # last_active moves while we sleep: wake at the earlier limit and look again.
+            deadline = min(conn.last_active + self._idle_timeout, ends_at)
+            remaining = deadline - time.time()
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+                continue
+            reason = "idle timeout" if deadline < ends_at else "maximum connection duration"
+            log.info("closing %s: %s", conn.id, reason)
+            conn.expiring = True
+            try:
+                await conn.socket.close(code=GOING_AWAY, message=b"going away")
+            except Exception:  # the socket's own handler still runs $disconnect when it ends
+                log.exception("closing %s failed", conn.id)
+            return
 
     # -- the management API ------------------------------------------------------------
 
@@ -183,7 +239,7 @@ class WsGateway:
 
     async def _close_all(self, app: web.Application) -> None:
         for conn in list(self._connections.values()):
-            await conn.socket.close(code=1001, message=b"gateway shutting down")
+            await conn.socket.close(code=GOING_AWAY, message=b"gateway shutting down")
 
 
 def _iso(seconds: float) -> str:
@@ -191,7 +247,10 @@ def _iso(seconds: float) -> str:
 
 
 def serve(host: str, port: int, stage: str = "api") -> None:
-    """Run the gateway in the foreground with the app's own handlers."""
+    """Run the gateway in the foreground with the app's own handlers.
+
+    WS_IDLE_TIMEOUT_SECONDS and WS_MAX_CONNECTION_SECONDS change the connection limits.
+    """
     from app import app as chalice_app  # the very same handlers Lambda runs
 
     handlers = {name: chalice_app.handler_map[name] for name in ("ws_connect", "ws_message", "ws_disconnect")}

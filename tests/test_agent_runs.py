@@ -7,7 +7,11 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+import redis
+from botocore.exceptions import EndpointConnectionError
 
+from chalicelib import services
+from chalicelib.services import Services
 from tests.conftest import T0, Harness
 from tests.receiver import Receiver
 
@@ -404,3 +408,75 @@ def test_run_listing_and_one_run(harness: Harness, agents: list[Agent]) -> None:
     assert harness.api("GET", "/api/agents/hist/runs/run_missing")[0] == 404
     assert harness.api("GET", "/api/agents/hist/runs?limit=2")[1]["data"] == history[:2]
     assert json.dumps(history)  # plain JSON
+
+
+def test_a_run_left_waiting_by_a_dead_dispatcher_starts_on_the_next_tick(
+    harness: Harness, agents: list[Agent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = register(harness, agents, "wedged")
+    schedule(harness, "wedged")
+    harness.tick()  # claims the 00:01:00 slot
+    with monkeypatch.context() as crash:
+        # The dispatcher dies after fire.lua marked the run waiting, before it started it.
+        crash.setattr(harness.svc.runs, "start_waiting", lambda run_inline=None: None)
+        harness.drain()
+    assert agent.called_at == []
+    assert stats(harness)["queuedTasksCount"] == 1 and stats(harness)["runningAgentsCount"] == 0
+    harness.clock.set(T0 + 90_000)
+    harness.tick()  # nothing expired, yet the ready queue is drained
+    harness.drain()
+    assert agent.called_at[0] == T0 + 90_000
+    assert agent.requests()[0]["scheduledFor"] == "2030-01-01T00:01:00.000Z"
+    assert runs(harness, "wedged")[-1]["status"] == "completed"
+    assert "skipped" not in [r["status"] for r in runs(harness, "wedged")]
+
+
+def test_an_agent_endpoint_is_checked_again_at_call_time(harness: Harness, agents: list[Agent]) -> None:
+    agent = register(harness, agents, "rebound")  # accepted: local mode allows 127.0.0.1
+    # Outside local mode the same endpoint is refused when the call is due, as a
+    # registered host whose DNS now points inside the network would be.
+    harness.configure(local_mode=False)
+    assert harness.api("POST", "/api/agents/rebound/run")[0] == 202
+    harness.drain()
+    assert agent.called_at == []
+    [run] = runs(harness, "rebound")
+    assert run["status"] == "failed" and run["attempt"] == 1  # refused for good, not retried
+    assert "internal address" in run["error"]
+    assert harness.published.names("rebound") == ["agent:started", "agent:failed"]
+    assert harness.api("GET", "/api/agents/rebound")[1]["data"]["status"] == "ERROR"
+
+
+class BrokenPublisher:
+    """Every publish fails, as with Redis or the management API down."""
+
+    def publish(self, event: str, agent_id: str | None, data: dict) -> None:
+        raise redis.ConnectionError("Redis went away")
+
+    def status_changed(self) -> None:
+        raise EndpointConnectionError(endpoint_url="https://abc123.execute-api.us-east-1.amazonaws.com/api")
+
+
+def test_a_failing_publisher_never_stops_a_run(
+    harness: Harness, agents: list[Agent], caplog: pytest.LogCaptureFixture
+) -> None:
+    harness.svc = Services.build(
+        harness.svc.settings, clock=harness.clock, redis_client=harness.redis, sqs_client=harness.sqs,
+        publisher=BrokenPublisher(),
+    )
+    services.install(harness.svc)
+    sync = register(harness, agents, "sync")
+    assert harness.api("POST", "/api/agents/sync/run")[0] == 202
+    harness.drain()
+    assert sync.called_at == [T0]
+    assert runs(harness, "sync")[0]["status"] == "completed"
+
+    # On the callback path the completion is recorded and answered, not turned into a 5xx.
+    slow = register(harness, agents, "async", default=202)
+    harness.api("POST", "/api/agents/async/run")
+    harness.drain(hold_timeouts=True)
+    [request] = slow.requests()
+    answer = report(harness, "async", request["runId"], "complete", request["callbackToken"])
+    assert answer == (200, {"success": True})
+    assert runs(harness, "async")[0]["status"] == "completed"
+    failures = [r for r in caplog.records if r.name == "chalicelib.events" and r.exc_info]
+    assert {r.exc_info[0] for r in failures if r.exc_info} == {redis.ConnectionError, EndpointConnectionError}

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import boto3.session
 import pytest
 from botocore.stub import Stubber
 from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
 
 from chalicelib import services
+from chalicelib.live import ManagementApi
 from chalicelib.services import Services
 from tests.conftest import TOKEN, Harness
 from tests.receiver import Receiver
@@ -275,3 +280,52 @@ def test_disconnect_and_expiry_clean_up(ws: Ws) -> None:
 class _any:  # noqa: N801 (a matcher for Stubber)
     def __eq__(self, other: object) -> bool:
         return True
+
+
+def status_frames(connection_id: str) -> list[dict[str, Any]]:
+    return [f["data"]["stats"] for f in frames(connection_id) if f["event"] == "scheduler:status"]
+
+
+def test_scheduler_status_follows_a_runs_counts(ws: Ws) -> None:
+    agent = Receiver(responder=lambda path, n: (202, {}))
+    try:
+        h = ws.h
+        h.api("POST", "/api/agents", {"id": "counted", "name": "A", "endpointUrl": agent.url})
+        cid = ws.client()
+        ws.send(cid, {"action": "subscribe-scheduler-updates"})
+        h.api("POST", "/api/agents/counted/run")
+        h.drain(hold_timeouts=True)  # starts the run, and feeds any trailing status send
+        request = agent.wait_for(1)[0].json()
+        going = status_frames(cid)[-1]
+        assert going["runningAgentsCount"] == 1 and going["queuedTasksCount"] == 0
+        base = f"/api/agents/counted/runs/{request['runId']}"
+        assert h.api("POST", f"{base}/complete", {}, token=request["callbackToken"])[0] == 200
+        h.drain(hold_timeouts=True)
+        done = status_frames(cid)[-1]
+        assert done["runningAgentsCount"] == 0 and done["queuedTasksCount"] == 0
+        assert len(status_frames(cid)) <= 6  # throttled: not one per change of every kind
+    finally:
+        agent.stop()
+
+
+def test_management_clients_are_made_once_under_concurrent_first_use(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+    both_inside = threading.Barrier(2, timeout=0.5)
+    real_client = boto3.session.Session.client
+
+    def client(self: boto3.session.Session, *args: Any, **kwargs: Any) -> Any:
+        made.append(kwargs["endpoint_url"])
+        # Two first uses racing both get here unless creation is serialised;
+        # serialised, the barrier times out and the one creator goes on.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_inside.wait()
+        return real_client(self, *args, **kwargs)
+
+    monkeypatch.setattr(boto3.session.Session, "client", client)
+    api = ManagementApi(harness.svc.settings)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        got = list(pool.map(lambda _: api.client(ENDPOINT), range(2)))
+    assert made == [ENDPOINT]
+    assert got[0] is got[1]

@@ -107,6 +107,7 @@ DNS = resolver_of({
     "mixed.example.com": ["93.184.216.34", "127.0.0.1"],
     "v6.example.com": ["2606:2800:220:1::1"],
     "mapped.example.com": ["::ffff:127.0.0.1"],
+    "cgnat.example.com": ["100.72.1.1"],
 })
 
 
@@ -137,6 +138,12 @@ def test_public_targets_allowed(url: str) -> None:
         ("http://mixed.example.com/x", "internal address"),
         ("http://mapped.example.com/x", "internal address"),
         ("http://metadata.google.internal/x", "metadata"),
+        # Shared address space (100.64.0.0/10) is not "private" but not public either;
+        # Alibaba Cloud's metadata service answers at 100.100.100.200.
+        ("http://100.100.100.200/latest/meta-data", "internal address"),
+        ("http://100.64.0.1/x", "internal address"),
+        ("http://[::ffff:100.100.100.200]/x", "internal address"),
+        ("http://cgnat.example.com/x", "internal address"),
         ("http://example.com:99999/x", "not a valid URL"),
         ("http://nowhere.invalid/x", "does not resolve"),
     ],

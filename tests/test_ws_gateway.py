@@ -4,6 +4,7 @@ the management API answered over HTTP through boto3, real Redis, a real agent en
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -26,10 +27,12 @@ from tests.redis_server import free_port
 class Gateway:
     """The gateway on a free port, in a thread with its own event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, **limits: float) -> None:
         self.port = free_port()
         handlers = app_module.app.handler_map
-        self.gateway = WsGateway(handlers["ws_connect"], handlers["ws_message"], handlers["ws_disconnect"])
+        self.gateway = WsGateway(
+            handlers["ws_connect"], handlers["ws_message"], handlers["ws_disconnect"], **limits
+        )
         self.loop = asyncio.new_event_loop()
         self.runner = web.AppRunner(self.gateway.app())
         ready = threading.Event()
@@ -55,14 +58,27 @@ class Gateway:
         self.thread.join(10)
 
 
-@pytest.fixture
-def gateway(harness: Harness) -> Iterator[Gateway]:
-    gw = Gateway()
+def _start(harness: Harness, **limits: float) -> Gateway:
+    gw = Gateway(**limits)
     settings = replace(harness.svc.settings, ws_management_endpoint=gw.url + "/api")
     harness.svc = Services.build(
         settings, clock=harness.clock, redis_client=harness.redis, sqs_client=harness.sqs
     )
     services.install(harness.svc)
+    return gw
+
+
+@pytest.fixture
+def gateway(harness: Harness) -> Iterator[Gateway]:
+    gw = _start(harness)
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def short_lived_gateway(harness: Harness) -> Iterator[Gateway]:
+    """API Gateway's limits (10 min idle, 2 h in all), shrunk so a test can watch them act."""
+    gw = _start(harness, idle_timeout_seconds=0.6, max_connection_seconds=1.5)
     yield gw
     gw.stop()
 
@@ -156,3 +172,49 @@ def test_a_vanished_client_is_cleaned_up(gateway: Gateway, harness: Harness) -> 
             break
         done.wait(0.05)
     assert cleaned()
+
+
+def test_connections_are_closed_when_idle_or_too_old(short_lived_gateway: Gateway, harness: Harness) -> None:
+    gateway = short_lived_gateway  # idle limit 0.6 s, maximum 1.5 s
+    keys = harness.svc.store.keys
+
+    async def until_closed(ws: aiohttp.ClientWebSocketResponse) -> list[Any]:
+        """Read until the gateway closes the socket: the close frame, and how long the socket lived."""
+        opened = asyncio.get_running_loop().time()
+        while True:
+            frame = await asyncio.wait_for(ws.receive(), 5)
+            if frame.type != aiohttp.WSMsgType.TEXT:
+                return [frame.type, frame.data, frame.extra, asyncio.get_running_loop().time() - opened]
+
+    async def keep_pinging(ws: aiohttp.ClientWebSocketResponse) -> None:
+        while not ws.closed:
+            # The close may come just as this client sends.
+            with contextlib.suppress(ConnectionResetError):
+                await ws.send_json({"action": "ping"})
+            await asyncio.sleep(0.15)
+
+    async def scenario() -> list[list[Any]]:
+        async with aiohttp.ClientSession() as session:
+            async with (
+                session.ws_connect(f"{gateway.url}/?token={TOKEN}") as quiet,
+                session.ws_connect(f"{gateway.url}/?token={TOKEN}") as chatty,
+            ):
+                pinging = asyncio.create_task(keep_pinging(chatty))
+                closes = await asyncio.gather(until_closed(quiet), until_closed(chatty))
+                pinging.cancel()
+                return closes
+
+    quiet, chatty = asyncio.run(scenario())
+    # The quiet client sent nothing: closed after the idle limit, as API Gateway does.
+    assert quiet[:3] == [aiohttp.WSMsgType.CLOSE, 1001, "going away"]
+    assert 0.5 <= quiet[3] < 1.2
+    # The chatty one outlived the idle limit by sending, but not the maximum duration.
+    assert chatty[:3] == [aiohttp.WSMsgType.CLOSE, 1001, "going away"]
+    assert 1.2 <= chatty[3] < 4
+    # $disconnect ran for both: their Redis records are gone.
+    waited = threading.Event()
+    for _ in range(100):
+        if not harness.redis.keys(keys.ws_connection("*")):
+            break
+        waited.wait(0.05)
+    assert harness.redis.keys(keys.ws_connection("*")) == []
