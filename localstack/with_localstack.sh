@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# `make test-localstack`: the end-to-end tests against a real LocalStack (SQS, EventBridge) started
-# on this host without Docker, from its own virtualenv (.venv-localstack; it downloads a lot).
+# Run a command with a real LocalStack (SQS, EventBridge) as the AWS endpoint: LocalStack is
+# started on this host without Docker, from its own virtualenv (.venv-localstack, `make` installs
+# it), on a free port, and stopped when the command ends. The command sees AWS_ENDPOINT_URL.
+# Used by `make test-localstack` and `make bench`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 LS_VENV="$ROOT/.venv-localstack"
@@ -24,6 +26,6 @@ done
 AWS_ENDPOINT_URL="$("$ROOT/.venv/bin/python" -c \
   'from localstack_client.config import get_service_endpoint; print(get_service_endpoint("sqs"))')"
 export AWS_ENDPOINT_URL
-echo "LocalStack at $AWS_ENDPOINT_URL"
+echo "LocalStack at $AWS_ENDPOINT_URL" >&2
 cd "$ROOT"
-.venv/bin/python -m pytest tests/e2e "$@"
+"$@"
