@@ -61,11 +61,17 @@ class AgentRunner:
             # From now, not from the slot: after downtime, missed slots collapse into this one.
             tz = cron.zone(agent.timezone)
             next_slot = cron.next_after(agent.fields["cron"], tz, max(now, claimed.due_ms))
+        start_token = new_token()
         outcome = self._store.fire(agent_id, run_id, claimed.token, now, next_slot,
-                                   self._settings.retention_seconds)
+                                   self._settings.retention_seconds, self._settings.max_concurrent_agents,
+                                   now + START_LEASE_MS, start_token)
         log.info("run %s of %s fired: %s", run_id, agent_id, outcome)
         if outcome == "skipped":  # the previous run still goes: recorded, not stacked
             observability.run(agent_id, run_id, "skipped", 1, now - claimed.due_ms)
+        if outcome == "starting":
+            # A slot was free: called here, on its second, not after a trip through SQS
+            # behind every other slot of the same minute.
+            self.execute(agent_id, run_id, start_token)
         if outcome == "waiting":
             self._events.counts_changed()  # queuedTasksCount, even if no slot is free for it
             self.start_waiting(run_inline=run_id)

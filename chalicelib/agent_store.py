@@ -186,16 +186,19 @@ class AgentStore:
         return run_id
 
     def fire(
-        self, agent_id: str, run_id: str, token: str, now: int, next_slot_ms: int | None, retention: int
+        self, agent_id: str, run_id: str, token: str, now: int, next_slot_ms: int | None, retention: int,
+        max_running: int, start_lease_ms: int, start_token: str,
     ) -> str:
+        """A run's message came due; 'starting' means it holds a slot now, under `start_token`."""
         k = self.keys
         next_id = new_run_id()
         return str(self._script(
             "fire",
             [k.run(run_id), k.agent(agent_id), k.due, k.inflight, k.ready, k.runs_of(agent_id),
-             k.run(next_id)],
+             k.run(next_id), k.running],
             [run_id, token, now, run_ref(agent_id, run_id),
-             "" if next_slot_ms is None else next_slot_ms, next_id, run_ref(agent_id, next_id), retention],
+             "" if next_slot_ms is None else next_slot_ms, next_id, run_ref(agent_id, next_id), retention,
+             max_running, start_lease_ms, start_token],
         ))
 
     def start_ready(self, max_running: int, lease_deadline_ms: int) -> list[tuple[str, str]]:

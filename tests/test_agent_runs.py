@@ -417,7 +417,10 @@ def test_a_run_left_waiting_by_a_dead_dispatcher_starts_on_the_next_tick(
     schedule(harness, "wedged")
     harness.tick()  # claims the 00:01:00 slot
     with monkeypatch.context() as crash:
-        # The dispatcher dies after fire.lua marked the run waiting, before it started it.
+        # Every slot is busy when the run fires, so it waits in the ready queue; then the
+        # dispatcher dies before it starts anything.
+        fire = harness.svc.agents.fire
+        crash.setattr(harness.svc.agents, "fire", lambda *a: fire(*a[:6], 0, *a[7:]))
         crash.setattr(harness.svc.runs, "start_waiting", lambda run_inline=None: None)
         harness.drain()
     assert agent.called_at == []
@@ -480,3 +483,24 @@ def test_a_failing_publisher_never_stops_a_run(
     assert runs(harness, "async")[0]["status"] == "completed"
     failures = [r for r in caplog.records if r.name == "chalicelib.events" and r.exc_info]
     assert {r.exc_info[0] for r in failures if r.exc_info} == {redis.ConnectionError, EndpointConnectionError}
+
+
+def test_cron_slots_start_in_their_own_dispatcher_while_slots_are_free(
+    harness: Harness, agents: list[Agent]
+) -> None:
+    # A minute's slots must not queue behind each other in SQS as start messages: a slot
+    # that fires while a concurrency slot is free calls its agent right there, on its second.
+    harness.configure(max_concurrent_agents=2)
+    endpoints = [register(harness, agents, f"c{i}", default=202) for i in range(3)]
+    for i in range(3):
+        schedule(harness, f"c{i}")
+    harness.tick()
+    fires = harness.receive()
+    assert len(fires) == 3
+    for message in fires:
+        harness.dispatch([message["Body"]])
+    called = [e for e in endpoints if e.called_at]
+    assert len(called) == 2 and all(e.called_at == [T0 + 60_000] for e in called)
+    # The third waits for a slot in the ready queue; no start went through SQS.
+    assert stats(harness)["runningAgentsCount"] == 2 and stats(harness)["queuedTasksCount"] == 1
+    assert [json.loads(m["Body"]).get("kind") for m in harness.receive()] == ["timeout", "timeout"]

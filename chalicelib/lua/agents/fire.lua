@@ -7,7 +7,10 @@
 -- ARGV[1] run id   ARGV[2] claim token   ARGV[3] now ms   ARGV[4] this run's ref
 -- ARGV[5] next slot ms ('' when the agent has no schedule)   ARGV[6] next slot run id
 -- ARGV[7] next slot ref   ARGV[8] retention seconds for finished runs
--- Returns 'waiting', 'skipped', 'stale' or 'none' (nothing to claim).
+-- KEYS[8] running zset   ARGV[9] max concurrent runs   ARGV[10] start lease deadline ms
+-- ARGV[11] claim token for starting this run
+-- Returns 'starting' (a slot was free and no better run waits: this dispatcher calls the
+-- agent now, on its second), 'waiting', 'skipped', 'stale' or 'none' (nothing to claim).
 local status, token, trigger, attempt, agent_id, prio, due = unpack(redis.call('HMGET', KEYS[1],
   'status', 'token', 'trigger', 'attempt', 'agentId', 'priority', 'scheduledFor'))
 if status ~= 'queued' or token ~= ARGV[2] then return 'none' end
@@ -36,6 +39,15 @@ elseif current ~= ARGV[1] then
   redis.call('DEL', KEYS[1])
   return 'stale'
 end
+local score = ready_score(prio, due)
+local best = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+if redis.call('ZCARD', KEYS[8]) < tonumber(ARGV[9])
+    and (#best == 0 or tonumber(best[2]) >= tonumber(score)) then
+  -- As start_ready.lua would, without a trip through the ready queue and SQS.
+  redis.call('ZADD', KEYS[8], ARGV[10], ARGV[1])
+  redis.call('HSET', KEYS[1], 'status', 'starting', 'token', ARGV[11])
+  return 'starting'
+end
 redis.call('HSET', KEYS[1], 'status', 'waiting')
-redis.call('ZADD', KEYS[5], ready_score(prio, due), ARGV[1])
+redis.call('ZADD', KEYS[5], score, ARGV[1])
 return 'waiting'
