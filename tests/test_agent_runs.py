@@ -218,6 +218,12 @@ def test_failing_three_times_goes_to_error_and_leaves_the_schedule(
     for _ in range(3):
         fire_next_slot(harness)
     assert len(agent.called_at) == 4
+    # Pausing and resuming does not hide the error, nor bring the agent back.
+    assert harness.api("PATCH", "/api/agents/broken/schedule/broken/pause")[0] == 200
+    assert info(harness, "broken")["status"] == "ERROR"
+    assert harness.api("PATCH", "/api/agents/broken/schedule/broken/resume")[0] == 200
+    data = info(harness, "broken")
+    assert data["status"] == "ERROR" and data["scheduleEnabled"] is False and data["nextRunAt"] is None
 
 
 def test_retry_state_shows_then_a_success_resets_it(harness: Harness, agents: list[Agent]) -> None:

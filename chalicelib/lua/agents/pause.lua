@@ -11,6 +11,10 @@ if not cron or (job or ARGV[1]) ~= ARGV[2] then return -1 end
 if paused then return -2 end
 if current then return -3 end
 cancel_slot(KEYS[1], KEYS[3], KEYS[4], ARGV[4], ARGV[5])
-redis.call('HSET', KEYS[1], 'paused', 1, 'status', 'PAUSED', 'updatedAt', ARGV[3])
+redis.call('HSET', KEYS[1], 'paused', 1, 'updatedAt', ARGV[3])
+-- An agent in ERROR stays in ERROR: that is what its user needs to see.
+if redis.call('HGET', KEYS[1], 'status') ~= 'ERROR' then
+  redis.call('HSET', KEYS[1], 'status', 'PAUSED')
+end
 redis.call('SADD', KEYS[2], ARGV[1])
 return 1

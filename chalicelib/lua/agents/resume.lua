@@ -9,7 +9,10 @@ local cron, job, paused, enabled = unpack(redis.call('HMGET', KEYS[1], 'cron', '
 if not cron or (job or ARGV[1]) ~= ARGV[2] then return -1 end
 if not paused then return -2 end
 redis.call('HDEL', KEYS[1], 'paused')
-redis.call('HSET', KEYS[1], 'status', 'IDLE', 'updatedAt', ARGV[3])
+redis.call('HSET', KEYS[1], 'updatedAt', ARGV[3])
+if redis.call('HGET', KEYS[1], 'status') == 'PAUSED' then  -- an agent in ERROR stays in ERROR
+  redis.call('HSET', KEYS[1], 'status', 'IDLE')
+end
 redis.call('SREM', KEYS[2], ARGV[1])
 if enabled == '1' then
   create_slot(KEYS[4], KEYS[3], KEYS[1], ARGV[1], ARGV[5], ARGV[6], ARGV[4], ARGV[3])
