@@ -14,11 +14,9 @@ from .backoff import retry_delay_seconds
 from .clock import Clock
 from .config import Settings
 from .dispatch_queue import MAX_DELAY_SECONDS, DispatchQueue
-from .errors import BadRequest
 from .events import Events
 from .keys import run_ref, split_run_ref
 from .store import Claimed, new_token
-from .targets import Resolver, check_target_url, system_resolver
 from .timeutil import format_instant
 from .webhooks import DeliveryResult, HttpSender, webhook_headers
 
@@ -38,7 +36,6 @@ class AgentRunner:
         events: Events,
         clock: Clock,
         settings: Settings,
-        resolver: Resolver = system_resolver,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -46,7 +43,6 @@ class AgentRunner:
         self._events = events
         self._clock = clock
         self._settings = settings
-        self._resolver = resolver
 
     # -- entry points from the dispatch queue -------------------------------
 
@@ -154,11 +150,6 @@ class AgentRunner:
         job_id = run.get("jobId") or agent_id
         self._events.started(agent_id, job_id)
         observability.run(agent_id, run_id, "started", _attempt(run), _lateness(run))
-        refusal = self._refusal(agent)
-        if refusal is not None:
-            # A retry would be refused the same way: fail the attempt for good, as a webhook does.
-            self._fail(agent_id, run_id, token, "claim", run, refusal, retryable=False)
-            return
         result = self._call(agent, run, callback_token)
         if result.status_code == 202:
             # The agent works on and reports back. Its timeout is checked on time
@@ -169,20 +160,10 @@ class AgentRunner:
         if result.ok:
             self._complete(agent_id, run_id, token, "claim", run)
         else:
-            self._fail(agent_id, run_id, token, "claim", run, result.error or "failed")
-
-    def _refusal(self, agent: Agent) -> str | None:
-        """Why the agent's endpoint may not be called now, if it may not."""
-        if self._settings.local_mode:
-            return None
-        # Checked again at call time, as webhooks are: DNS may have changed since
-        # the agent was registered (DNS rebinding into the network Punctual runs in).
-        try:
-            check_target_url(agent.fields["endpointUrl"], "endpointUrl", allow_internal=False,
-                             resolver=self._resolver)
-        except BadRequest as exc:
-            return exc.message
-        return None
+            # Every failed answer is retried (4xx too); a refused endpoint would be refused
+            # the same way again, so that attempt fails for good, as a webhook does.
+            self._fail(agent_id, run_id, token, "claim", run, result.error or "failed",
+                       retryable=not result.refused)
 
     def _call(self, agent: Agent, run: dict[str, str], callback_token: str) -> DeliveryResult:
         body = json.dumps({
@@ -197,7 +178,7 @@ class AgentRunner:
         headers = webhook_headers(run["runId"], self._clock.now_ms() // 1000, body,
                                   self._settings.webhook_secret)
         timeout = min(agent.timeout_seconds, self._settings.agent_call_timeout_seconds)
-        return self._sender.post(agent.fields["endpointUrl"], body, headers, timeout=timeout)
+        return self._sender.post(agent.fields["endpointUrl"], body, headers, "endpointUrl", timeout=timeout)
 
     # -- outcomes (from the call, the agent's reports, or a timeout) -----------------
 

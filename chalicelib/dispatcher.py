@@ -13,12 +13,11 @@ from .agent_runner import AgentRunner
 from .backoff import parse_retry_after, retry_delay_seconds
 from .clock import Clock
 from .config import Settings
-from .errors import BadRequest, PunctualError
+from .errors import PunctualError
 from .keys import MESSAGE_REF, RUN_REF, split_run_ref
 from .messages import Message
 from .scheduler import Scheduler
 from .store import Claimed, Store, new_token
-from .targets import check_target_url
 from .webhooks import DeliveryResult, HttpSender, webhook_headers
 
 log = logging.getLogger(__name__)
@@ -132,16 +131,10 @@ class Dispatcher:
             observability.delivery(message.id, "retry", message.attempts, lateness, result.error)
 
     def _post(self, message: Message) -> DeliveryResult:
-        if not self._settings.local_mode:
-            # Checked again at delivery: DNS may have changed since the message was accepted.
-            try:
-                check_target_url(message.webhook_url, "webhookUrl", allow_internal=False)
-            except BadRequest as exc:
-                return DeliveryResult(ok=False, retryable=False, error=exc.message)
         body = message.payload_json.encode()
         timestamp = self._clock.now_ms() // 1000
         headers = webhook_headers(message.id, timestamp, body, self._settings.webhook_secret)
-        return self._sender.post(message.webhook_url, body, headers)
+        return self._sender.post(message.webhook_url, body, headers, "webhookUrl")
 
     def _finish(self, message: Message, token: str, outcome: str, error: str | None) -> None:
         try:

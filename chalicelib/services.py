@@ -83,12 +83,13 @@ class Services:
             sqs_client, settings.dispatch_queue_name, settings.dispatch_queue_url, clock,
             settings.lead_seconds,
         )
-        sender = HttpSender(settings.webhook_timeout_seconds)
+        sender = HttpSender(settings.webhook_timeout_seconds, allow_internal=settings.local_mode,
+                            resolver=resolver)
         agents = AgentStore(store)
         live = LiveStore(store)
         ws = WsPublisher(live, agents, ManagementApi(settings), queue, clock, settings)
         events = Events(publisher or ws, clock)
-        runs = AgentRunner(agents, queue, sender, events, clock, settings, resolver)
+        runs = AgentRunner(agents, queue, sender, events, clock, settings)
         scheduler = Scheduler(store, queue, clock, settings, runs)
         dispatcher = Dispatcher(store, scheduler, runs, ws, sender, clock, settings)
         live_handlers = LiveHandlers(live, agents, ws, clock, settings)

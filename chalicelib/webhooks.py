@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 import urllib3
 
+from .errors import BadRequest
+from .targets import Resolver, check_target_url, system_resolver
+
 RETRYABLE_STATUS = {408, 429}
 _USER_AGENT = "Punctual-Webhooks/1.0"
 
@@ -20,6 +23,8 @@ class DeliveryResult:
     error: str | None = None
     status_code: int | None = None
     retry_after: str | None = None
+    # The target may not be called (it resolves inside the network): trying again cannot help.
+    refused: bool = False
 
 
 def _secret_bytes(secret: str) -> bytes:
@@ -66,13 +71,30 @@ class HttpSender:
     no cookies, no redirects followed, no proxies picked up from the environment.
     """
 
-    def __init__(self, timeout_seconds: float, max_per_host: int = 64) -> None:
+    def __init__(
+        self,
+        timeout_seconds: float,
+        *,
+        allow_internal: bool,
+        resolver: Resolver = system_resolver,
+        max_per_host: int = 64,
+    ) -> None:
         self._timeout = timeout_seconds
+        self._allow_internal = allow_internal
+        self._resolver = resolver
         self._pool = urllib3.PoolManager(num_pools=256, maxsize=max_per_host, retries=False)
 
     def post(
-        self, url: str, body: bytes, headers: dict[str, str], timeout: float | None = None
+        self, url: str, body: bytes, headers: dict[str, str], field: str, timeout: float | None = None
     ) -> DeliveryResult:
+        """POST to `url` (named `field` in a refusal), unless it now resolves inside the network."""
+        if not self._allow_internal:
+            # Checked again at every call, not only when the URL was accepted: DNS may
+            # have changed since (DNS rebinding into the network Punctual runs in).
+            try:
+                check_target_url(url, field, allow_internal=False, resolver=self._resolver)
+            except BadRequest as exc:
+                return DeliveryResult(ok=False, retryable=False, error=exc.message, refused=True)
         timeout = timeout or self._timeout
         try:
             response = self._pool.request(

@@ -138,6 +138,18 @@ def test_connection_refused_is_retried(harness: Harness) -> None:
     assert "connection failed" in shown["lastError"]
 
 
+def test_a_target_is_checked_again_at_delivery(harness: Harness, receiver: Receiver) -> None:
+    harness.post(message("rebound", SOON, receiver.url))  # accepted: local mode allows 127.0.0.1
+    # Outside local mode the same target is refused when it is due, as a public host whose
+    # DNS now points inside the network would be: failed for good, never called.
+    harness.configure(local_mode=False)
+    harness.drain()
+    assert receiver.received == []
+    shown = status_of(harness, "rebound")
+    assert shown["status"] == "failed" and shown["attempts"] == 1
+    assert "webhookUrl resolves to an internal address" in shown["lastError"]
+
+
 def test_deleted_before_due_is_never_delivered(harness: Harness, receiver: Receiver) -> None:
     harness.post(message("cancel", SOON, receiver.url))
     assert harness.delete("/messages/cancel").status_code == 200
