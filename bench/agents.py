@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
-from support import AsyncReceiver, start_stack, summary
+from support import AsyncReceiver, running, summary
 
 from tests.e2e.stack import TOKEN, Stack
 from tests.redis_server import free_port
@@ -61,12 +61,10 @@ def services_of(stack: Stack, moto_port: int) -> Any:
 
 async def run(count: int, limit: int) -> None:
     moto_port = free_port()
-    stack = start_stack(MAX_CONCURRENT_AGENTS=str(limit), TICK_INTERVAL_SECONDS="3600",
-                        MOTO_PORT=str(moto_port), AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
-                        AWS_REGION="us-east-1")
     rcv = AsyncReceiver()
-    await rcv.start()
-    try:
+    async with running(rcv, MAX_CONCURRENT_AGENTS=str(limit), TICK_INTERVAL_SECONDS="3600",
+                       MOTO_PORT=str(moto_port), AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+                       AWS_REGION="us-east-1") as stack:
         # Register just after a minute starts, so every first slot is the next minute.
         await asyncio.sleep(61 - time.time() % 60)
         seconds = await register(stack, count, rcv.url + "/agent")
@@ -88,9 +86,6 @@ async def run(count: int, limit: int) -> None:
         print(f"start lateness, all: {summary(lateness)}")
         if arrivals:
             print(f"all {len(arrivals)} started within {arrivals[-1].at - boundary:.1f} s of the slot")
-    finally:
-        await rcv.stop()
-        stack.stop()
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from datetime import datetime
 
 import aiohttp
 import requests
-from support import AsyncReceiver, start_stack, summary
+from support import AsyncReceiver, running, summary
 
 from tests.e2e.stack import TOKEN, Stack
 
@@ -81,17 +81,12 @@ async def measure(stack: Stack, rcv: AsyncReceiver, subscribers: int, rounds: in
 
 
 async def run(subscribers: int, rounds: int) -> None:
-    stack = start_stack()
     rcv = AsyncReceiver(answer=lambda path, body: 202)
-    await rcv.start()
-    try:
+    async with running(rcv) as stack:
         agent = {"id": AGENT, "name": AGENT, "endpointUrl": rcv.url + "/agent"}
         response = stack.call("POST", "/api/agents", agent)
         assert response.status_code == 201, response.text
         await measure(stack, rcv, subscribers, rounds)
-    finally:
-        await rcv.stop()
-        stack.stop()
 
 
 def main() -> None:

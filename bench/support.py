@@ -8,7 +8,8 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,15 +35,24 @@ def summary(values_ms: list[float]) -> str:
             f"max {max(values_ms):.1f} ms")
 
 
-def start_stack(**settings: str) -> Stack:
-    """A fresh local stack (`make run`'s entry point) on free ports, with its own Redis.
+@asynccontextmanager
+async def running(rcv: AsyncReceiver, **settings: str) -> AsyncIterator[Stack]:
+    """A fresh local stack (`make run`'s entry point) on free ports with its own Redis, and the
+    receiver started; both are stopped however the benchmark ends.
 
     With AWS_ENDPOINT_URL set (a LocalStack), SQS is LocalStack's, on a queue of this run's own
     (tests/e2e/stack.py).
     """
     base = {"LOG_LEVEL": "WARNING", "API_PROCESSES": "2"}
-    stack = Stack(Path(tempfile.mkdtemp(prefix="punctual-bench-")), **{**base, **settings})
-    return stack.start()
+    await rcv.start()
+    try:
+        stack = Stack(Path(tempfile.mkdtemp(prefix="punctual-bench-")), **{**base, **settings}).start()
+        try:
+            yield stack
+        finally:
+            stack.stop()
+    finally:
+        await rcv.stop()
 
 
 @dataclass

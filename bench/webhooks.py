@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 import aiohttp
-from support import AsyncReceiver, iso, start_stack, summary
+from support import AsyncReceiver, iso, running, summary
 
 from tests.e2e.stack import TOKEN
 
@@ -156,15 +156,10 @@ def tick_with_pending(total: int = 1_000_000) -> None:
 
 
 async def against_stack(sections: list[str]) -> None:
-    stack = start_stack()
     rcv = AsyncReceiver()
-    await rcv.start()
-    try:
+    async with running(rcv) as stack:
         for name in sections:
             await {"precision": precision, "burst": burst, "post-rate": post_rate}[name](stack.url, rcv)
-    finally:
-        await rcv.stop()
-        stack.stop()
 
 
 def main() -> None:
