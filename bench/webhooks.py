@@ -133,8 +133,10 @@ def tick_with_pending(total: int = 1_000_000) -> None:
                 for i in range(base, min(total, base + 20_000)):
                     due = now + 86_400_000 + i  # a day on: nothing due
                     store.scripts.create_message(
-                        keys=[keys.message(f"t-{i}"), keys.pending_messages, keys.due, keys.inflight],
-                        args=[f"t-{i}", "http://127.0.0.1:9/", "{}", due, now, message_ref(f"t-{i}"), "", 0],
+                        keys=[keys.message(f"t-{i}"), keys.pending_messages, keys.due, keys.inflight,
+                              keys.sweep(due)],
+                        args=[f"t-{i}", "http://127.0.0.1:9/", "{}", due, now, message_ref(f"t-{i}"), "tick",
+                              "", 0, 0],
                         client=pipe,
                     )
                 pipe.execute()

@@ -8,7 +8,7 @@ import secrets
 from typing import Any
 
 from . import cron, observability
-from .agent_store import AgentStore, report_error
+from .agent_store import AgentStore, SlotFire, report_error
 from .agents import Agent, RunStatus
 from .backoff import retry_delay_seconds
 from .clock import Clock
@@ -47,30 +47,54 @@ class AgentRunner:
     # -- entry points from the dispatch queue -------------------------------
 
     def fire(self, claimed: Claimed) -> None:
-        """A run's message is due: a cron slot fires, or a retry's backoff ended."""
-        self._clock.sleep_until(claimed.due_ms)
-        agent_id, run_id = split_run_ref(claimed.ref)
+        """A run's message is due on its own: a cron slot fires, or a retry's backoff ended."""
+        for start in self.fire_group([claimed], self.prepare_fires([claimed])):
+            self.start(start)
+
+    def prepare_fires(self, items: list[Claimed]) -> dict[str, tuple[Agent | None, int | None]]:
+        """Per run ref, its agent and the slot after it: worked out before the runs fall due, so
+        the due instant itself costs one round trip to Redis."""
+        agents = self._store.find_many(split_run_ref(item.ref)[0] for item in items)
+        prepared: dict[str, tuple[Agent | None, int | None]] = {}
+        for item in items:
+            agent = agents.get(split_run_ref(item.ref)[0])
+            prepared[item.ref] = (agent, _next_slot(agent, item.due_ms))
+        return prepared
+
+    def fire_group(
+        self, items: list[Claimed], prepared: dict[str, tuple[Agent | None, int | None]]
+    ) -> list[Claimed]:
+        """Fire runs due now together; returns the start claims the caller is to call at once:
+        those that took a free concurrency slot, and waiting ones the ready queue let through."""
+        self._clock.sleep_until(max(item.due_ms for item in items))
         now = self._clock.now_ms()
-        agent = self._store.find(agent_id)
-        next_slot = None
-        if agent is not None and agent.has_schedule:
-            # From now, not from the slot: after downtime, missed slots collapse into this one.
-            tz = cron.zone(agent.timezone)
-            next_slot = cron.next_after(agent.fields["cron"], tz, max(now, claimed.due_ms))
-        start_token = new_token()
-        outcome = self._store.fire(agent_id, run_id, claimed.token, now, next_slot,
-                                   self._settings.retention_seconds, self._settings.max_concurrent_agents,
-                                   now + START_LEASE_MS, start_token)
-        log.info("run %s of %s fired: %s", run_id, agent_id, outcome)
-        if outcome == "skipped":  # the previous run still goes: recorded, not stacked
-            observability.run(agent_id, run_id, "skipped", 1, now - claimed.due_ms)
-        if outcome == "starting":
-            # A slot was free: called here, on its second, not after a trip through SQS
-            # behind every other slot of the same minute.
-            self.execute(agent_id, run_id, start_token)
-        if outcome == "waiting":
-            self._events.counts_changed()  # queuedTasksCount, even if no slot is free for it
-            self.start_waiting(run_inline=run_id)
+        fires = []
+        for item in items:
+            agent_id, run_id = split_run_ref(item.ref)
+            agent, next_slot = prepared[item.ref]
+            if next_slot is not None and next_slot <= now:
+                # Woken late: from now, so missed slots collapse into this one.
+                next_slot = _next_slot(agent, now)
+            fires.append(SlotFire(agent_id, run_id, item.token, next_slot))
+        settings = self._settings
+        outcomes = self._store.fire(fires, now, settings.retention_seconds, settings.max_concurrent_agents,
+                                    now + START_LEASE_MS)
+        starts: list[Claimed] = []
+        waiting: set[str] = set()
+        for item, fire, (outcome, start_token) in zip(items, fires, outcomes, strict=True):
+            log.info("run %s of %s fired: %s", fire.run_id, fire.agent_id, outcome)
+            if outcome == "skipped":  # the previous run still goes: recorded, not stacked
+                observability.run(fire.agent_id, fire.run_id, "skipped", 1, now - item.due_ms)
+            if outcome == "starting":
+                # A slot was free: called by this dispatcher, on its second, not after a trip
+                # through SQS behind every other slot of the same minute.
+                starts.append(Claimed(item.ref, now, start_token, kind="start"))
+            if outcome == "waiting":
+                waiting.add(fire.run_id)
+        if waiting:
+            self._events.counts_changed()  # queuedTasksCount, even if no slot is free for them
+            starts += self.start_waiting(inline=waiting)
+        return starts
 
     def start(self, claimed: Claimed) -> None:
         """A start message: this dispatcher calls the agent."""
@@ -87,31 +111,27 @@ class AgentRunner:
 
     # -- the ready queue -------------------------------------------------------
 
-    def start_waiting(self, run_inline: str | None = None) -> None:
+    def start_waiting(self, inline: set[str] | None = None) -> list[Claimed]:
         """Start waiting runs while concurrency allows.
 
-        The run this dispatcher was already handling is called right here, so a
-        slot starts on its second; others are handed to SQS for other dispatchers.
+        Runs this dispatcher is already handling (`inline`) come back for it to call right
+        away, so a slot starts on its second; others are handed to SQS for other dispatchers.
         """
         lease = self._clock.now_ms() + START_LEASE_MS
         started = self._store.start_ready(self._settings.max_concurrent_agents, lease)
-        inline = None
+        mine: list[Claimed] = []
         others = []
         for run_id, token in started:
             run = self._store.get_run(run_id)
             if run is None:
                 continue
             claimed = Claimed(run_ref(run["agentId"], run_id), self._clock.now_ms(), token, kind="start")
-            if run_id == run_inline:
-                inline = claimed
-            else:
-                others.append(claimed)
+            (mine if inline and run_id in inline else others).append(claimed)
         if others:
             failed = self._queue.send(others)
             if failed:
                 log.warning("%d start message(s) not sent; their lease will requeue them", len(failed))
-        if inline is not None:
-            self.start(inline)
+        return mine
 
     def heartbeat_and_expire(self, now: int) -> int:
         """The tick's share: mark the scheduler alive, requeue lost starts, fail runs past their timeout."""
@@ -242,6 +262,12 @@ class AgentRunner:
             raise report_error(code, run_id)
         log.info("outcome for run %s not recorded (code %d): already settled", run_id, code)
         return False
+
+
+def _next_slot(agent: Agent | None, after_ms: int) -> int | None:
+    if agent is None or not agent.has_schedule:
+        return None
+    return cron.next_after(agent.fields["cron"], cron.zone(agent.timezone), after_ms)
 
 
 def _attempt(run: dict[str, str]) -> int:

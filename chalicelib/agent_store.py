@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,16 @@ class Stats:
     queued: int
     paused: int
     last_tick_ms: int | None
+
+
+@dataclass(frozen=True)
+class SlotFire:
+    """A run whose message came due, and the slot that follows it (None: no schedule)."""
+
+    agent_id: str
+    run_id: str
+    token: str
+    next_slot_ms: int | None
 
 
 def _flat(fields: dict[str, str]) -> list[str]:
@@ -186,20 +197,47 @@ class AgentStore:
         return run_id
 
     def fire(
-        self, agent_id: str, run_id: str, token: str, now: int, next_slot_ms: int | None, retention: int,
-        max_running: int, start_lease_ms: int, start_token: str,
-    ) -> str:
-        """A run's message came due; 'starting' means it holds a slot now, under `start_token`."""
+        self, fires: Sequence[SlotFire], now: int, retention: int, max_running: int, start_lease_ms: int,
+    ) -> list[tuple[str, str]]:
+        """Runs' messages came due: fire each (one script each, in one round trip).
+
+        Returns (outcome, start token) per fire; 'starting' means the run holds a concurrency
+        slot now, under that token.
+        """
         k = self.keys
-        next_id = new_run_id()
-        return str(self._script(
-            "fire",
-            [k.run(run_id), k.agent(agent_id), k.due, k.inflight, k.ready, k.runs_of(agent_id),
-             k.run(next_id), k.running],
-            [run_id, token, now, run_ref(agent_id, run_id),
-             "" if next_slot_ms is None else next_slot_ms, next_id, run_ref(agent_id, next_id), retention,
-             max_running, start_lease_ms, start_token],
-        ))
+        script = self._scripts.get("agents/fire")
+        tokens = [new_token() for _ in fires]
+
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for fire, start_token in zip(fires, tokens, strict=True):
+                next_id = new_run_id()
+                script(
+                    keys=[k.run(fire.run_id), k.agent(fire.agent_id), k.due, k.inflight, k.ready,
+                          k.runs_of(fire.agent_id), k.run(next_id), k.running],
+                    args=[fire.run_id, fire.token, now, run_ref(fire.agent_id, fire.run_id),
+                          "" if fire.next_slot_ms is None else fire.next_slot_ms, next_id,
+                          run_ref(fire.agent_id, next_id), retention, max_running, start_lease_ms,
+                          start_token],
+                    client=pipe,
+                )
+            return pipe.execute()
+
+        outcomes = self.call(run) if fires else []
+        return [(str(outcome), token) for outcome, token in zip(outcomes, tokens, strict=True)]
+
+    def find_many(self, agent_ids: Iterable[str]) -> dict[str, Agent]:
+        """The agents that exist among `agent_ids`, read in one round trip."""
+        ids = list(dict.fromkeys(agent_ids))
+
+        def read() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for agent_id in ids:
+                pipe.hgetall(self.keys.agent(agent_id))
+            return pipe.execute()
+
+        rows = self.call(read) if ids else []
+        return {agent_id: Agent(fields) for agent_id, fields in zip(ids, rows, strict=True) if fields}
 
     def start_ready(self, max_running: int, lease_deadline_ms: int) -> list[tuple[str, str]]:
         """Give waiting runs free concurrency slots; (run id, claim token) of each started."""

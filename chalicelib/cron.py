@@ -9,6 +9,7 @@ repeated autumn hour runs on its first occurrence only.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, CroniterError, croniter
@@ -52,6 +53,9 @@ def _wall_to_utc_ms(wall: datetime, tz: ZoneInfo) -> int:
     return int(aware.astimezone(UTC).timestamp() * 1000)
 
 
+# Pure, and costly next to everything else a slot's firing does (croniter parses the expression
+# each time): the agents of one schedule and minute share one answer.
+@lru_cache(maxsize=4096)
 def next_after(expression: str, tz: ZoneInfo, after_ms: int) -> int:
     """The first slot strictly after `after_ms` (epoch ms), as epoch ms."""
     after_wall = datetime.fromtimestamp(after_ms / 1000, tz).replace(tzinfo=None)

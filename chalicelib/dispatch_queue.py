@@ -18,6 +18,11 @@ log = logging.getLogger(__name__)
 
 MAX_DELAY_SECONDS = 900  # SQS's own limit
 _BATCH = 10  # SQS's own limit for SendMessageBatch
+# Items due in the same second travel in one SQS message, up to this many: a burst of thousands
+# then costs SQS and the dispatchers a few hundred calls instead of several per item. Small enough
+# that one dispatcher delivers a group in one round (see dispatcher.DELIVERY_THREADS), and far
+# under SQS's 256 KB body limit (an item is at most ~330 bytes).
+GROUP_SIZE = 50
 
 
 def delay_seconds(due_ms: int, now_ms: int, lead_seconds: int) -> int:
@@ -54,12 +59,13 @@ class DispatchQueue:
             return False
 
     def send(self, items: Iterable[Claimed]) -> list[Claimed]:
-        """Send items; return those SQS did not take (the tick's reclaim recovers them)."""
-        batches: list[list[Claimed]] = []
-        for item in items:
+        """Send items, those due in the same second grouped into one SQS message; return
+        those SQS did not take (the tick's reclaim recovers them)."""
+        batches: list[list[list[Claimed]]] = []
+        for group in groups(items):
             if not batches or len(batches[-1]) == _BATCH:
                 batches.append([])
-            batches[-1].append(item)
+            batches[-1].append(group)
         if len(batches) <= 1:
             return [x for batch in batches for x in self._send_batch(batch)]
         with ThreadPoolExecutor(max_workers=min(8, len(batches))) as pool:
@@ -76,15 +82,15 @@ class DispatchQueue:
             log.warning("sending %s to the dispatch queue failed: %s", kind, exc)
             return False
 
-    def _send_batch(self, batch: list[Claimed]) -> list[Claimed]:
+    def _send_batch(self, batch: list[list[Claimed]]) -> list[Claimed]:
         now = self._clock.now_ms()
         entries = [
             {
                 "Id": str(i),
-                "MessageBody": item.to_body(),
-                "DelaySeconds": delay_seconds(item.due_ms, now, self._lead),
+                "MessageBody": group_body(group),
+                "DelaySeconds": delay_seconds(group[0].due_ms, now, self._lead),
             }
-            for i, item in enumerate(batch)
+            for i, group in enumerate(batch)
         ]
         try:
             if len(entries) == 1:
@@ -96,6 +102,25 @@ class DispatchQueue:
                 return []
             response = self._sqs.send_message_batch(QueueUrl=self.url, Entries=entries)
         except (BotoCoreError, ClientError, Unavailable) as exc:
-            log.warning("sending %d item(s) to SQS failed: %s", len(batch), exc)
-            return list(batch)
-        return [batch[int(entry["Id"])] for entry in response.get("Failed", [])]
+            log.warning("sending %d message(s) to SQS failed: %s", len(batch), exc)
+            return [item for group in batch for item in group]
+        return [item for entry in response.get("Failed", []) for item in batch[int(entry["Id"])]]
+
+
+def groups(items: Iterable[Claimed]) -> list[list[Claimed]]:
+    """Items in due order, cut wherever the due second changes or a group is full."""
+    out: list[list[Claimed]] = []
+    for item in sorted(items, key=lambda x: x.due_ms):
+        last = out[-1] if out else None
+        if last and len(last) < GROUP_SIZE and last[0].due_ms // 1000 == item.due_ms // 1000:
+            last.append(item)
+        else:
+            out.append([item])
+    return out
+
+
+def group_body(group: list[Claimed]) -> str:
+    """One item travels as itself; several as a group the dispatcher splits again."""
+    if len(group) == 1:
+        return group[0].to_body()
+    return json.dumps({"kind": "group", "items": [item.to_row() for item in group]})

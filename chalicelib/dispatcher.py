@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -29,6 +30,14 @@ class StatusSender(Protocol):
 # How long past the delivery timeout a claimed delivery is held before the
 # tick presumes its dispatcher dead and delivers again.
 LEASE_MARGIN_MS = 30_000
+# Deliveries and agent calls at once in one Lambda container. An SQS batch holds up to 10
+# messages of up to dispatch_queue.GROUP_SIZE items; what cannot start in time is handed on.
+DELIVERY_THREADS = 64
+_POOL = ThreadPoolExecutor(max_workers=DELIVERY_THREADS, thread_name_prefix="deliver")
+
+
+def _is_fire(item: Claimed) -> bool:
+    return item.ref.startswith(RUN_REF) and not item.kind
 
 
 class Dispatcher:
@@ -51,43 +60,106 @@ class Dispatcher:
         self._settings = settings
 
     def handle_bodies(self, bodies: Iterable[str], deadline_ms: Callable[[], int]) -> None:
-        """Handle one SQS batch; each record waits for its own due instant in parallel."""
-        items = list(bodies)
-        if len(items) == 1:
-            self.handle_body(items[0], deadline_ms)
+        """Handle one SQS batch: its items (single or grouped) are started as each falls due, on
+        the container's delivery pool; the scheduler's own work runs beside them."""
+        items: list[Claimed] = []
+        controls: list[Callable[[], None]] = []
+        for body in bodies:
+            try:
+                parsed = self._parse(json.loads(body), deadline_ms)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                # Not ours to retry: a malformed body would fail the same way forever.
+                log.error("dropping malformed dispatch message %r", body[:200])
+                continue
+            if callable(parsed):
+                controls.append(parsed)
+            else:
+                items += parsed
+        if not controls:
+            self._run_items(items, deadline_ms)
             return
-        with ThreadPoolExecutor(max_workers=len(items)) as pool:
-            list(pool.map(lambda body: self.handle_body(body, deadline_ms), items))
+        with ThreadPoolExecutor(max_workers=len(controls)) as side:
+            done = [side.submit(control) for control in controls]
+            self._run_items(items, deadline_ms)
+            for future in done:
+                future.result()  # a failure fails the batch, which SQS then hands out again
 
-    def handle_body(self, body: str, deadline_ms: Callable[[], int]) -> None:
-        try:
-            job = self._job_for(json.loads(body), deadline_ms)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            # Not ours to retry: a malformed body would fail the same way forever.
-            log.error("dropping malformed dispatch message %r", body[:200])
-            return
-        job()
-
-    def _job_for(self, data: dict[str, object], deadline_ms: Callable[[], int]) -> Callable[[], None]:
+    def _parse(
+        self, data: dict[str, object], deadline_ms: Callable[[], int]
+    ) -> list[Claimed] | Callable[[], None]:
         kind = str(data.get("kind", ""))
-        if "ref" not in data:
-            # The scheduler's own work: the rest of a tick, or a trailing scheduler:status.
-            due = int(str(data.get("due") or 0))
-            controls: dict[str, Callable[[], object]] = {
-                "tick": lambda: self._scheduler.tick(deadline_ms()),
-                "status": self._events.send_trailing_status,
-            }
-            action = controls[kind]
+        if kind == "group":
+            rows = data["items"]
+            if not isinstance(rows, list):
+                raise TypeError("a group's items must be a list")
+            items = [Claimed.from_row(row) for row in rows]
+        elif "ref" in data:
+            items = [Claimed(ref=str(data["ref"]), due_ms=int(str(data["due"])), token=str(data["token"]),
+                             kind=kind)]
+        else:
+            return self._control(kind, int(str(data.get("due") or 0)), deadline_ms)
+        for item in items:
+            self._handler_for(item)  # refuse an unknown item before any of the batch runs
+        return items
 
-            def control() -> None:
-                self._clock.sleep_until(due)
-                action()
+    def _control(self, kind: str, due: int, deadline_ms: Callable[[], int]) -> Callable[[], None]:
+        """The scheduler's own work: the rest of a tick, a trailing scheduler:status, or the
+        sweep of one second's messages (claimed as soon as it arrives, so they can be handed
+        out as groups before they fall due)."""
+        if kind == "sweep":
+            return lambda: self._scheduler.sweep(due)
+        controls: dict[str, Callable[[], object]] = {
+            "tick": lambda: self._scheduler.tick(deadline_ms()),
+            "status": self._events.send_trailing_status,
+        }
+        action = controls[kind]
 
-            return control
-        claimed = Claimed(ref=str(data["ref"]), due_ms=int(str(data["due"])), token=str(data["token"]),
-                          kind=kind)
-        handler = self._handler_for(claimed)
-        return lambda: handler(claimed)
+        def control() -> None:
+            self._clock.sleep_until(due)
+            action()
+
+        return control
+
+    def _run_items(self, items: list[Claimed], deadline_ms: Callable[[], int]) -> None:
+        """Start items in due order, each when it falls due, and wait for all of them.
+
+        Pool threads never sleep on a future item: this thread waits out each due instant, so a
+        thread freed by one delivery is at once free for whatever is due next. Runs falling due
+        together fire together, in one round trip; those that get a concurrency slot are called
+        on the pool.
+        """
+        pending = sorted(items, key=lambda item: item.due_ms)
+        fires = [item for item in pending if _is_fire(item)]
+        prepared = self._runs.prepare_fires(fires) if fires else {}
+        started = []
+        for due, wave in itertools.groupby(pending, key=lambda item: item.due_ms):
+            self._clock.sleep_until(due)
+            now_due = list(wave)
+            fired = [item for item in now_due if _is_fire(item)]
+            if fired:
+                now_due = [item for item in now_due if not _is_fire(item)]
+                now_due += self._runs.fire_group(fired, prepared)
+            started += [_POOL.submit(self._run_item, item, deadline_ms) for item in now_due]
+        errors = [error for error in (future.exception() for future in started) if error]
+        if errors:
+            raise errors[0]  # the batch fails and SQS hands it out again; claims stop repeats
+
+    def _run_item(self, item: Claimed, deadline_ms: Callable[[], int]) -> None:
+        if deadline_ms() - self._clock.now_ms() < self._time_needed_ms(item):
+            # This invocation would time out mid-call: another one takes it, with the same
+            # claim token, so it is still this item's only claim.
+            log.warning("handing %s on: too little time left in this invocation", item.ref)
+            self._scheduler.hand_to_queue([item])
+            return
+        self._handler_for(item)(item)
+
+    def _time_needed_ms(self, item: Claimed) -> int:
+        settings = self._settings
+        if item.ref.startswith(MESSAGE_REF):
+            return settings.webhook_timeout_seconds * 1000
+        if item.kind in ("", "start"):
+            return settings.agent_call_timeout_seconds * 1000
+        return 0
 
     def _handler_for(self, claimed: Claimed) -> Callable[[Claimed], None]:
         if claimed.ref.startswith(MESSAGE_REF) and not claimed.kind:

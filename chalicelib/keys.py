@@ -17,6 +17,8 @@
 |                            |      | rank * 1e13 + due ms, so higher priority, then earlier due |
 | {p}:running                | zset | run ids holding a concurrency slot; score = lease deadline |
 | {p}:tick:last              | str  | ms of the last tick (the scheduler's heartbeat)            |
+| {p}:sweep:{second}         | str  | `pending` while the sweep of one due second (epoch s) is   |
+|                            |      | on its way through SQS, then `swept`; expires after it     |
 | {p}:ws:conn:{connId}       | hash | a WebSocket connection (connectedAt); expires when idle    |
 | {p}:ws:subs:{connId}       | set  | what a connection subscribes to: `agent:{id}`, `scheduler` |
 | {p}:ws:agent:{agentId}     | set  | connection ids subscribed to one agent's events            |
@@ -84,6 +86,10 @@ class Keys:
     @property
     def running(self) -> str:
         return f"{self.prefix}:running"
+
+    def sweep(self, due_ms: int) -> str:
+        """The sweep marker of the second `due_ms` falls in."""
+        return f"{self.prefix}:sweep:{due_ms // 1000}"
 
     @property
     def tick_heartbeat(self) -> str:

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import BadRequest, PunctualError
-from .keys import message_ref
+from .errors import BadRequest
 from .messages import parse_new_message
 from .services import Services
-from .store import Claimed, new_token
 from .timeutil import format_instant
-
-log = logging.getLogger(__name__)
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -22,23 +17,8 @@ MAX_PAGE = 1000
 
 
 def create_message(svc: Services, raw_body: bytes | None) -> dict[str, Any]:
-    settings = svc.settings
-    new = parse_new_message(raw_body, allow_internal=settings.local_mode, resolver=svc.resolver)
-    now = svc.clock.now_ms()
-    # Due inside the window the current tick already covered: hand it to SQS
-    # now rather than wait for a tick that may come after its due time.
-    claim = None
-    if new.due_ms <= now + svc.scheduler.window_ms:
-        claim = Claimed(ref=message_ref(new.id), due_ms=new.due_ms, token=new_token())
-    deadline = max(new.due_ms, now) + svc.scheduler.grace_ms
-    svc.store.create_message(new, now, claim.token if claim else None, deadline)
-    if claim is not None:
-        try:
-            svc.scheduler.hand_to_queue([claim])
-        except PunctualError as exc:
-            # Stored and indexed as in flight: the tick reclaims it, so the
-            # message is accepted all the same.
-            log.warning("could not hand %s to SQS now: %s", new.id, exc)
+    new = parse_new_message(raw_body, allow_internal=svc.settings.local_mode, resolver=svc.resolver)
+    svc.scheduler.admit(new)
     return {"status": "scheduled", "messageId": new.id}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -10,9 +11,16 @@ from .agent_runner import AgentRunner
 from .clock import Clock
 from .config import Settings
 from .dispatch_queue import DispatchQueue
-from .store import Claimed, Store
+from .errors import PunctualError
+from .keys import message_ref
+from .messages import NewMessage
+from .store import Claimed, Store, new_token
+
+log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 500
+# A second's sweep marker outlives the second by this much, in case the sweep comes late.
+SWEEP_MARKER_MARGIN_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,57 @@ class Scheduler:
     @property
     def grace_ms(self) -> int:
         return self._settings.queue_grace_seconds * 1000
+
+    def admit(self, new: NewMessage) -> None:
+        """Store a new message and set it on its way to SQS; never waits for the webhook.
+
+        Beyond the window, the tick claims it. Inside the window (which the last tick already
+        covered) the messages of one second wait in the due index for one sweep of that second,
+        asked for by the first of them: a burst costs one SQS message, not one each. A message
+        due too soon for a sweep to arrive first is claimed and sent on its own.
+        """
+        now = self._clock.now_ms()
+        until_due = new.due_ms - now
+        lead_ms = self._settings.lead_seconds * 1000
+        if until_due > self.window_ms:
+            mode = "tick"
+        elif lead_ms and until_due > lead_ms + 1000:
+            mode = "sweep"
+        else:
+            mode = "claim"
+        claim = Claimed(ref=message_ref(new.id), due_ms=new.due_ms, token=new_token())
+        outcome = self._store.create_message(
+            new, now, mode, claim.token, max(new.due_ms, now) + self.grace_ms,
+            until_due + SWEEP_MARKER_MARGIN_MS,
+        )
+        try:
+            if outcome == "claimed":
+                self.hand_to_queue([claim])
+            elif outcome == "sweep":
+                second = new.due_ms // 1000 * 1000
+                if not self._queue.send_control("sweep", second):
+                    self._store.sweep_marker_lost(second)  # the tick claims the second's messages
+        except PunctualError as exc:
+            # Stored and indexed (due or in flight): the tick claims or reclaims it, so the
+            # message is accepted all the same.
+            log.warning("could not hand %s to SQS now: %s", new.id, exc)
+
+    def sweep(self, second_ms: int) -> int:
+        """Claim the messages of one due second that wait for their sweep; hand them out in groups.
+
+        Marked swept first: a message of this second created from now on is claimed by its own
+        POST, and one created before is in the due index when it is read below.
+        """
+        now = self._clock.now_ms()
+        self._store.mark_swept(second_ms, second_ms + 1000 - now + SWEEP_MARKER_MARGIN_MS)
+        claimed = 0
+        while True:
+            batch = self._store.claim_due(second_ms + 999, self.grace_ms, self._batch, since_ms=second_ms)
+            if batch:
+                self.hand_to_queue(batch)
+            claimed += len(batch)
+            if len(batch) < self._batch:
+                return claimed
 
     def hand_to_queue(self, items: list[Claimed]) -> int:
         """Send claimed items to SQS; a failed send is left for the next tick to reclaim."""

@@ -43,6 +43,15 @@ class Claimed:
             body["kind"] = self.kind
         return json.dumps(body)
 
+    def to_row(self) -> list[object]:
+        """The compact form an item takes inside a group's body."""
+        return [self.ref, self.token, self.due_ms, self.kind]
+
+    @classmethod
+    def from_row(cls, row: list[object]) -> Claimed:
+        ref, token, due, kind = row
+        return cls(ref=str(ref), due_ms=int(str(due)), token=str(token), kind=str(kind))
+
 
 @dataclass(frozen=True)
 class Page:
@@ -110,12 +119,18 @@ class Store:
     # -- messages -------------------------------------------------------
 
     def create_message(
-        self, new: NewMessage, now_ms: int, claim_token: str | None, inflight_deadline_ms: int
-    ) -> None:
+        self, new: NewMessage, now_ms: int, mode: str, claim_token: str, inflight_deadline_ms: int,
+        marker_ttl_ms: int = 0,
+    ) -> str:
+        """Store a message; `mode` is how it reaches SQS (see create_message.lua).
+
+        Returns "indexed" (it waits in the due index), "claimed" (the caller sends it) or
+        "sweep" (the first of its second: the caller sends the sweep of that second).
+        """
         k = self.keys
         created = self.call(
             lambda: self.scripts.create_message(
-                keys=[k.message(new.id), k.pending_messages, k.due, k.inflight],
+                keys=[k.message(new.id), k.pending_messages, k.due, k.inflight, k.sweep(new.due_ms)],
                 args=[
                     new.id,
                     new.webhook_url,
@@ -123,13 +138,24 @@ class Store:
                     new.due_ms,
                     now_ms,
                     message_ref(new.id),
-                    claim_token or "",
+                    mode,
+                    claim_token,
                     inflight_deadline_ms,
+                    marker_ttl_ms,
                 ],
             )
         )
         if not created:
             raise Conflict(f"message {new.id!r} already exists")
+        return {1: "indexed", 2: "claimed", 3: "sweep"}[int(created)]
+
+    def sweep_marker_lost(self, second_ms: int) -> None:
+        """The sweep of a second could not be sent: the next message of that second asks again."""
+        self.call(lambda: self.client.delete(self.keys.sweep(second_ms)))
+
+    def mark_swept(self, second_ms: int, ttl_ms: int) -> None:
+        """From now on, messages of this second are claimed as they are created."""
+        self.call(lambda: self.client.set(self.keys.sweep(second_ms), "swept", px=max(1, ttl_ms)))
 
     def get_message(self, message_id: str) -> Message:
         fields = self.call(lambda: self.client.hgetall(self.keys.message(message_id)))
@@ -205,11 +231,14 @@ class Store:
 
     # -- the due and inflight indexes ------------------------------------
 
-    def claim_due(self, until_ms: int, grace_ms: int, batch: int) -> list[Claimed]:
-        """Claim up to `batch` items due at or before `until_ms`."""
+    def claim_due(
+        self, until_ms: int, grace_ms: int, batch: int, since_ms: int | None = None
+    ) -> list[Claimed]:
+        """Claim up to `batch` items due at or before `until_ms` (and not before `since_ms`)."""
         k = self.keys
+        since = "-inf" if since_ms is None else since_ms
         refs = self.call(
-            lambda: self.client.zrangebyscore(k.due, "-inf", until_ms, start=0, num=batch)
+            lambda: self.client.zrangebyscore(k.due, since, until_ms, start=0, num=batch)
         )
         if not refs:
             return []

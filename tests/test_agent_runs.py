@@ -426,8 +426,9 @@ def test_a_run_left_waiting_by_a_dead_dispatcher_starts_on_the_next_tick(
         # Every slot is busy when the run fires, so it waits in the ready queue; then the
         # dispatcher dies before it starts anything.
         fire = harness.svc.agents.fire
-        crash.setattr(harness.svc.agents, "fire", lambda *a: fire(*a[:6], 0, *a[7:]))
-        crash.setattr(harness.svc.runs, "start_waiting", lambda run_inline=None: None)
+        crash.setattr(harness.svc.agents, "fire",
+                      lambda fires, now, retention, max_running, lease: fire(fires, now, retention, 0, lease))
+        crash.setattr(harness.svc.runs, "start_waiting", lambda inline=None: [])
         harness.drain()
     assert agent.called_at == []
     assert stats(harness)["queuedTasksCount"] == 1 and stats(harness)["runningAgentsCount"] == 0
@@ -501,10 +502,10 @@ def test_cron_slots_start_in_their_own_dispatcher_while_slots_are_free(
     for i in range(3):
         schedule(harness, f"c{i}")
     harness.tick()
-    fires = harness.receive()
-    assert len(fires) == 3
-    for message in fires:
-        harness.dispatch([message["Body"]])
+    # The minute's three slots travel as one SQS message, and one dispatcher fires them.
+    [fires] = harness.receive()
+    assert [row[0].split("/")[0] for row in json.loads(fires["Body"])["items"]] == ["r:c0", "r:c1", "r:c2"]
+    harness.dispatch([fires["Body"]])
     called = [e for e in endpoints if e.called_at]
     assert len(called) == 2 and all(e.called_at == [T0 + 60_000] for e in called)
     # The third waits for a slot in the ready queue; no start went through SQS.

@@ -13,6 +13,15 @@ from tests.receiver import Receiver
 
 SOON = "2030-01-01T00:00:30Z"  # inside the API's direct-send window
 LATER = "2030-01-01T01:00:00Z"  # left for the tick
+URL_UNUSED = "http://127.0.0.1:9/never-called"
+
+
+def refs_in(bodies: list[str]) -> list[str]:
+    """The items SQS messages carry, one or a group each (the scheduler's own work carries none)."""
+    refs = []
+    for body in map(json.loads, bodies):
+        refs += [row[0] for row in body["items"]] if body.get("kind") == "group" else [body.get("ref")]
+    return [ref for ref in refs if ref]
 
 
 def status_of(harness: Harness, message_id: str) -> dict:
@@ -183,10 +192,10 @@ def test_concurrent_ticks_claim_each_message_once(harness: Harness, receiver: Re
         t.join()
     assert sum(r["claimed"] for r in reports) == 100
     bodies = [m["Body"] for m in harness.receive()]
-    assert len(bodies) == 100
-    harness.dispatch(bodies[:10] + bodies[:10])
-    for i in range(10, 100, 10):
-        harness.dispatch(bodies[i:i + 10])
+    assert sorted(refs_in(bodies)) == sorted(message_ref(f"c{i}") for i in range(100))
+    # Every SQS message twice, the second time in another batch: each webhook still goes once.
+    harness.dispatch(bodies + bodies[:1])
+    harness.dispatch(bodies)
     ids = sorted(r.json()["hello"] for r in receiver.wait_for(100))
     assert ids == sorted(f"c{i}" for i in range(100))
 
@@ -260,12 +269,93 @@ def test_tick_hands_on_what_it_cannot_finish(harness: Harness, receiver: Receive
     svc.scheduler.__dict__["_clock"] = harness.clock
     harness.dispatch([b for b in bodies if json.loads(b).get("kind") == "tick"])
     rest = [m["Body"] for m in harness.receive()]
-    assert len(bodies) - 1 + len(rest) == 120
-    assert {json.loads(b)["ref"] for b in bodies if "ref" in b} | {json.loads(b)["ref"] for b in rest} == {
-        message_ref(f"h{i:04d}") for i in range(120)
-    }
+    assert sorted(refs_in(bodies + rest)) == sorted(message_ref(f"h{i:04d}") for i in range(120))
 
 
 def test_malformed_sqs_bodies_are_dropped(harness: Harness) -> None:
     harness.dispatch(["not json", "{}", '{"ref": "x:1", "token": "t", "due": 1}', "[]"])
     assert harness.receive() == []
+
+
+def delayed_in_queue(harness: Harness) -> int:
+    attributes = harness.sqs.get_queue_attributes(
+        QueueUrl=harness.queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessagesDelayed"])
+
+
+def at(offset_ms: int) -> str:
+    """T0 + offset as the API shows instants."""
+    moment = datetime.fromtimestamp((T0 + offset_ms) / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_messages_of_one_second_share_one_sweep(harness: Harness, receiver: Receiver) -> None:
+    # With the deployed lead (2 s), messages inside the window wait for one sweep per due second.
+    harness.configure(lead_seconds=2)
+    for name, offset in [("a", 30_200), ("b", 30_500), ("c", 30_900), ("d", 31_100)]:
+        assert harness.post(message(name, at(offset), receiver.url)).status_code == 200
+    # Two sweeps (seconds 30 and 31) wait in SQS, held back until 2 s before their second.
+    assert delayed_in_queue(harness) == 2 and harness.receive() == []
+    assert {status_of(harness, m)["status"] for m in "abcd"} == {"scheduled"}
+    # The sweep of second 30 arrives 2 s early: it claims a, b, c and sends them as one group.
+    harness.clock.set(T0 + 28_500)
+    harness.dispatch([json.dumps({"kind": "sweep", "due": T0 + 30_000})])
+    assert [status_of(harness, m)["status"] for m in "abcd"] == ["queued", "queued", "queued", "scheduled"]
+    [group] = harness.receive()
+    assert refs_in([group["Body"]]) == [message_ref(m) for m in "abc"]
+    harness.dispatch([group["Body"]])
+    got = receiver.wait_for(3)
+    assert sorted(r.json()["hello"] for r in got) == ["a", "b", "c"]
+    # Each went out at its own instant, not at the group's first (the fake clock moves as the
+    # dispatcher waits, so a delivery is recorded at or after its instant).
+    assert harness.clock.now_ms() == T0 + 30_900
+    for m, offset in [("a", 30_200), ("b", 30_500), ("c", 30_900)]:
+        assert status_of(harness, m)["deliveredAt"] >= at(offset)
+    # A second sweep of the same second finds nothing left to claim.
+    harness.dispatch([json.dumps({"kind": "sweep", "due": T0 + 30_000})])
+    assert harness.receive() == []
+
+
+def test_a_message_created_after_its_second_was_swept_is_claimed_at_once(harness: Harness) -> None:
+    harness.configure(lead_seconds=2)
+    harness.post(message("first", at(40_100), URL_UNUSED))
+    harness.dispatch([json.dumps({"kind": "sweep", "due": T0 + 40_000})])
+    assert status_of(harness, "first")["status"] == "queued"
+    # Same second, after its sweep: no sweep would come for it, so its own POST claims and sends it.
+    before = delayed_in_queue(harness)
+    harness.post(message("late", at(40_800), URL_UNUSED))
+    assert status_of(harness, "late")["status"] == "queued"
+    assert delayed_in_queue(harness) == before + 1
+
+
+def test_a_lost_sweep_is_asked_for_again_and_the_tick_is_the_backstop(
+    harness: Harness, receiver: Receiver
+) -> None:
+    harness.configure(lead_seconds=2)
+    good_url = harness.svc.queue.url
+    harness.svc.queue.__dict__["_queue_url"] = good_url + "-missing"
+    assert harness.post(message("x1", at(50_100), receiver.url)).status_code == 200
+    harness.svc.queue.__dict__["_queue_url"] = good_url
+    # The sweep was not sent: the next message of that second asks for it again.
+    harness.post(message("x2", at(50_200), receiver.url))
+    assert delayed_in_queue(harness) == 1
+    # Had that failed too, the tick claims both: they wait in the due index, not lost.
+    harness.clock.set(T0 + 49_000)
+    assert harness.tick()["claimed"] == 2
+    harness.drain()
+    assert sorted(r.json()["hello"] for r in receiver.wait_for(2)) == ["x1", "x2"]
+
+
+def test_an_item_is_handed_on_when_the_invocation_lacks_time_to_deliver_it(
+    harness: Harness, receiver: Receiver
+) -> None:
+    harness.post(message("handed", SOON, receiver.url))
+    [sqs_message] = harness.receive()
+    # An invocation that must stop in 5 s: too little for a webhook with a 10 s timeout.
+    harness.svc.dispatcher.handle_bodies([sqs_message["Body"]], lambda: harness.clock.now_ms() + 5_000)
+    assert receiver.received == [] and status_of(harness, "handed")["status"] == "queued"
+    [again] = harness.receive()
+    assert again["Body"] == sqs_message["Body"]  # the same claim: still its only one
+    harness.dispatch([again["Body"]])
+    assert len(receiver.wait_for(1)) == 1 and status_of(harness, "handed")["attempts"] == 1
