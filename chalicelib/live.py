@@ -10,7 +10,9 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import boto3
 import boto3.session
+import botocore
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -26,7 +28,14 @@ log = logging.getLogger(__name__)
 
 # scheduler:status goes out at most once per window, plus one trailing send.
 STATUS_WINDOW_MS = 250
-_FANOUT = ThreadPoolExecutor(max_workers=32, thread_name_prefix="ws-fanout")
+FANOUT_THREADS = 32
+_FANOUT = ThreadPoolExecutor(max_workers=FANOUT_THREADS, thread_name_prefix="ws-fanout")
+# A fan-out is one post_to_connection per subscriber, so botocore's per-call CPU is what a
+# large one costs (about 1 ms a call on a 2-core machine). Two settings cut it by a fifth
+# without changing the request: a fixed User-Agent (else botocore rebuilds its default one
+# from some twenty components on every call) and no client-side parameter validation (the
+# parameters are always a connection id from our own records and bytes we just encoded).
+_USER_AGENT = f"punctual Boto3/{boto3.__version__} Botocore/{botocore.__version__}"
 
 
 def management_endpoint(
@@ -64,7 +73,13 @@ class ManagementApi:
                     "apigatewaymanagementapi",
                     endpoint_url=endpoint,
                     region_name=self._settings.aws_region,
-                    config=BotoConfig(max_pool_connections=32, retries={"max_attempts": 2}),
+                    config=BotoConfig(
+                        # One kept-alive connection per fan-out thread: none waits for another's.
+                        max_pool_connections=FANOUT_THREADS,
+                        retries={"max_attempts": 2},
+                        user_agent=_USER_AGENT,
+                        parameter_validation=False,
+                    ),
                 )
                 self._clients[endpoint] = client
         return client

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import os
 import signal
@@ -74,17 +75,27 @@ class Supervisor:
         return next((c for c in self._children if c.process.poll() is not None), None)
 
     def stop_all(self, grace_seconds: float = 15.0) -> None:
-        for child in reversed(self._children):
-            _stop(child, grace_seconds)
+        """Stop the children in reverse order of start; processes of one kind stop together.
+
+        Several worker processes told one at a time would leave the others delivering while the
+        first drains, and Redis must outlive them all.
+        """
+        for _, group in itertools.groupby(reversed(self._children), key=lambda child: child.name):
+            _stop(list(group), grace_seconds)
         self._children.clear()
 
 
-def _stop(child: Child, grace_seconds: float) -> None:
-    process = child.process
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
+def _stop(children: list[Child], grace_seconds: float) -> None:
+    running = [child for child in children if child.process.poll() is None]
+    for child in running:
+        child.process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace_seconds
+    for child in running:
+        _wait_or_kill(child, deadline, grace_seconds)
+
+
+def _wait_or_kill(child: Child, deadline: float, grace_seconds: float) -> None:
+    process = child.process
     while process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     if process.poll() is None:

@@ -78,7 +78,9 @@ def start(env: dict[str, str], supervisor: Supervisor) -> dict[str, str]:
     for _ in range(int(env.get("API_PROCESSES", "2"))):
         supervisor.spawn("api", [py, "-m", "localstack.api_server"], env)
     supervisor.spawn("ws-gateway", [py, "-m", "localstack.ws_gateway"], env)
-    for i in range(int(env.get("WORKER_PROCESSES", "1"))):
+    # One worker process per core: each is a container's worth of dispatch "Lambdas", and the
+    # threads of one Python process share one interpreter lock.
+    for i in range(int(env.get("WORKER_PROCESSES") or os.cpu_count() or 1)):
         argv = [py, "-m", "localstack.workers"] + (["--ticker"] if i == 0 else [])
         supervisor.spawn("workers", argv, env)
 

@@ -46,6 +46,7 @@ class Invoker:
 
     @property
     def busy(self) -> bool:
+        """A handler is running (a poller merely waiting on a long poll is not)."""
         with self._lock:
             return self._running > 0
 
@@ -53,17 +54,18 @@ class Invoker:
         """Wait for a free slot (a poller receives only what can run at once)."""
         while not stopping.is_set():
             if self._slots.acquire(timeout=0.5):
-                with self._lock:
-                    self._running += 1
                 return True
         return False
 
     def release(self) -> None:
-        with self._lock:
-            self._running -= 1
+        """Give back a reserved slot that no invocation used."""
         self._slots.release()
 
     def submit(self, event: dict[str, Any], done: Callable[[bool], None]) -> None:
+        """Run the handler on a reserved slot; the slot is freed when it returns."""
+        with self._lock:
+            self._running += 1
+
         def run() -> None:
             ok = False
             try:
@@ -74,7 +76,9 @@ class Invoker:
                 log.exception("the dispatch handler failed; the batch will be received again")
             finally:
                 done(ok)
-                self.release()
+                with self._lock:
+                    self._running -= 1
+                self._slots.release()
 
         self._pool.submit(run)
 
