@@ -46,11 +46,6 @@ class AgentRunner:
 
     # -- entry points from the dispatch queue -------------------------------
 
-    def fire(self, claimed: Claimed) -> None:
-        """A run's message is due on its own: a cron slot fires, or a retry's backoff ended."""
-        for start in self.fire_group([claimed], self.prepare_fires([claimed])):
-            self.start(start)
-
     def prepare_fires(self, items: list[Claimed]) -> dict[str, tuple[Agent | None, int | None]]:
         """Per run ref, its agent and the slot after it: worked out before the runs fall due, so
         the due instant itself costs one round trip to Redis."""

@@ -98,8 +98,11 @@ class Dispatcher:
                              kind=kind)]
         else:
             return self._control(kind, int(str(data.get("due") or 0)), deadline_ms)
-        for item in items:
-            self._handler_for(item)  # refuse an unknown item before any of the batch runs
+        for item in items:  # refuse an unknown item before any of the batch runs
+            if _is_fire(item):
+                split_run_ref(item.ref)
+            else:
+                self._handler_for(item)
         return items
 
     def _control(self, kind: str, due: int, deadline_ms: Callable[[], int]) -> Callable[[], None]:
@@ -162,13 +165,12 @@ class Dispatcher:
         return 0
 
     def _handler_for(self, claimed: Claimed) -> Callable[[Claimed], None]:
+        """What runs an item on the pool (runs that fall due are fired in waves instead)."""
         if claimed.ref.startswith(MESSAGE_REF) and not claimed.kind:
             return self.deliver_message
-        if claimed.ref.startswith(RUN_REF):
+        if claimed.ref.startswith(RUN_REF) and claimed.kind in ("start", "timeout"):
             split_run_ref(claimed.ref)
-            runs = self._runs
-            handlers = {"": runs.fire, "start": runs.start, "timeout": runs.check_timeout}
-            return handlers[claimed.kind]
+            return self._runs.start if claimed.kind == "start" else self._runs.check_timeout
         raise ValueError(f"unknown item {claimed.ref!r} of kind {claimed.kind!r}")
 
     def deliver_message(self, claimed: Claimed) -> None:
