@@ -137,10 +137,11 @@ class Dispatcher:
         started = []
         for due, wave in itertools.groupby(pending, key=lambda item: item.due_ms):
             self._clock.sleep_until(due)
-            now_due = list(wave)
-            fired = [item for item in now_due if _is_fire(item)]
+            now_due: list[Claimed] = []
+            fired: list[Claimed] = []
+            for item in wave:
+                (fired if _is_fire(item) else now_due).append(item)
             if fired:
-                now_due = [item for item in now_due if not _is_fire(item)]
                 now_due += self._runs.fire_group(fired, prepared)
             started += [_POOL.submit(self._run_item, item, deadline_ms) for item in now_due]
         errors = [error for error in (future.exception() for future in started) if error]

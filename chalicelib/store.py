@@ -120,7 +120,7 @@ class Store:
 
     def create_message(
         self, new: NewMessage, now_ms: int, mode: str, claim_token: str, inflight_deadline_ms: int,
-        marker_ttl_ms: int = 0,
+        marker_ttl_ms: int,
     ) -> str:
         """Store a message; `mode` is how it reaches SQS (see create_message.lua).
 
