@@ -205,25 +205,18 @@ class AgentStore:
         slot now, under that token.
         """
         k = self.keys
-        script = self._scripts.get("agents/fire")
         tokens = [new_token() for _ in fires]
-
-        def run() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            for fire, start_token in zip(fires, tokens, strict=True):
-                next_id = new_run_id()
-                script(
-                    keys=[k.run(fire.run_id), k.agent(fire.agent_id), k.due, k.inflight, k.ready,
-                          k.runs_of(fire.agent_id), k.run(next_id), k.running],
-                    args=[fire.run_id, fire.token, now, run_ref(fire.agent_id, fire.run_id),
-                          "" if fire.next_slot_ms is None else fire.next_slot_ms, next_id,
-                          run_ref(fire.agent_id, next_id), retention, max_running, start_lease_ms,
-                          start_token],
-                    client=pipe,
-                )
-            return pipe.execute()
-
-        outcomes = self.call(run) if fires else []
+        calls = []
+        for fire, start_token in zip(fires, tokens, strict=True):
+            next_id = new_run_id()
+            calls.append((
+                [k.run(fire.run_id), k.agent(fire.agent_id), k.due, k.inflight, k.ready,
+                 k.runs_of(fire.agent_id), k.run(next_id), k.running],
+                [fire.run_id, fire.token, now, run_ref(fire.agent_id, fire.run_id),
+                 "" if fire.next_slot_ms is None else fire.next_slot_ms, next_id,
+                 run_ref(fire.agent_id, next_id), retention, max_running, start_lease_ms, start_token],
+            ))
+        outcomes = self.call(lambda: self._scripts.run_many("agents/fire", calls)) if fires else []
         return [(str(outcome), token) for outcome, token in zip(outcomes, tokens, strict=True)]
 
     def find_many(self, agent_ids: Iterable[str]) -> dict[str, Agent]:

@@ -141,9 +141,10 @@ class Dispatcher:
             fired: list[Claimed] = []
             for item in wave:
                 (fired if _is_fire(item) else now_due).append(item)
-            if fired:
-                now_due += self._runs.fire_group(fired, prepared)
             started += [_POOL.submit(self._run_item, item, deadline_ms) for item in now_due]
+            if fired:
+                for starts in self._runs.fire_group(fired, prepared):
+                    started += [_POOL.submit(self._run_item, item, deadline_ms) for item in starts]
         errors = [error for error in (future.exception() for future in started) if error]
         if errors:
             raise errors[0]  # the batch fails and SQS hands it out again; claims stop repeats

@@ -11,6 +11,7 @@ import redis
 from botocore.exceptions import EndpointConnectionError
 
 from chalicelib import services
+from chalicelib.agent_runner import FIRE_CHUNK
 from chalicelib.services import Services
 from tests.conftest import T0, Harness
 from tests.receiver import Receiver
@@ -289,6 +290,38 @@ def test_concurrent_starters_never_exceed_the_limit(harness: Harness, agents: li
     assert stats(harness)["runningAgentsCount"] == 3 and stats(harness)["queuedTasksCount"] == 17
     harness.drain(hold_timeouts=True)
     assert sum(1 for a in agents if a.requests()) == 3
+
+
+def test_many_slots_due_together_fill_exactly_the_free_slots_on_their_second(
+    harness: Harness, agents: list[Agent]
+) -> None:
+    """More slots than one Redis round trip fires (FIRE_CHUNK): the first chunk takes the
+    free slots, the rest wait, and every agent's next slot is scheduled."""
+    harness.configure(max_concurrent_agents=3)
+    endpoint = register(harness, agents, "a0", default=202)
+    count = 2 * FIRE_CHUNK + 5
+    for i in range(1, count):
+        agent = {"id": f"a{i}", "name": f"a{i}", "endpointUrl": endpoint.url}
+        assert harness.api("POST", "/api/agents", agent)[0] == 201
+    for i in range(count):
+        schedule(harness, f"a{i}")
+    fire_next_slot(harness)
+    assert endpoint.called_at == [T0 + 60_000] * 3
+    assert stats(harness)["runningAgentsCount"] == 3 and stats(harness)["queuedTasksCount"] == count - 3
+    assert {info(harness, f"a{i}")["nextRunAt"] for i in range(count)} == {"2030-01-01T00:02:00.000Z"}
+
+
+def test_slots_fire_once_each_after_redis_forgot_its_scripts(harness: Harness, agents: list[Agent]) -> None:
+    """A Redis restart empties its script cache: the firing round trip is answered NOSCRIPT,
+    and each slot still fires exactly once."""
+    endpoints = [register(harness, agents, name) for name in ("x", "y")]
+    for name in ("x", "y"):
+        schedule(harness, name)
+    fire_next_slot(harness)  # the firing script is loaded now
+    harness.redis.script_flush()
+    fire_next_slot(harness)
+    assert [e.called_at for e in endpoints] == [[T0 + 60_000, T0 + 120_000]] * 2
+    assert [len(runs(harness, name)) for name in ("x", "y")] == [2, 2]
 
 
 def test_a_slot_that_comes_while_the_previous_run_goes_on_is_skipped(
