@@ -82,6 +82,21 @@ class DispatchQueue:
             log.warning("sending %s to the dispatch queue failed: %s", kind, exc)
             return False
 
+    def send_now(self, bodies: list[str]) -> list[int]:
+        """Send control bodies to be taken at once; the indexes of those SQS did not take."""
+        failed: list[int] = []
+        for first in range(0, len(bodies), _BATCH):
+            entries = [{"Id": str(first + i), "MessageBody": body}
+                       for i, body in enumerate(bodies[first:first + _BATCH])]
+            try:
+                response = self._sqs.send_message_batch(QueueUrl=self.url, Entries=entries)
+            except (BotoCoreError, ClientError, Unavailable) as exc:
+                log.warning("sending %d message(s) to SQS failed: %s", len(entries), exc)
+                failed += [int(entry["Id"]) for entry in entries]
+                continue
+            failed += [int(entry["Id"]) for entry in response.get("Failed", [])]
+        return failed
+
     def _send_batch(self, batch: list[list[Claimed]]) -> list[Claimed]:
         now = self._clock.now_ms()
         entries = [

@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import observability
 from .agent_runner import AgentRunner
@@ -24,8 +24,10 @@ from .webhooks import DeliveryResult, HttpSender, webhook_headers
 log = logging.getLogger(__name__)
 
 
-class StatusSender(Protocol):
+class LiveSender(Protocol):
     def send_trailing_status(self) -> None: ...
+
+    def send_shared(self, body: Mapping[str, Any]) -> None: ...
 
 # How long past the delivery timeout a claimed delivery is held before the
 # tick presumes its dispatcher dead and delivers again.
@@ -46,7 +48,7 @@ class Dispatcher:
         store: Store,
         scheduler: Scheduler,
         runs: AgentRunner,
-        events: StatusSender,
+        events: LiveSender,
         sender: HttpSender,
         clock: Clock,
         settings: Settings,
@@ -96,6 +98,12 @@ class Dispatcher:
         elif "ref" in data:
             items = [Claimed(ref=str(data["ref"]), due_ms=int(str(data["due"])), token=str(data["token"]),
                              kind=kind)]
+        elif kind == "fanout":
+            if not isinstance(data["connections"], list) or not isinstance(data["message"], dict):
+                raise TypeError("a fan-out chunk needs a list of connections and a message")
+            if not data["id"] or not data["endpoint"]:
+                raise ValueError("a fan-out chunk needs its fan-out's id and endpoint")
+            return lambda: self._events.send_shared(data)
         else:
             return self._control(kind, int(str(data.get("due") or 0)), deadline_ms)
         for item in items:  # refuse an unknown item before any of the batch runs

@@ -25,6 +25,7 @@
 | {p}:ws:scheduler           | set  | connection ids subscribed to scheduler:status              |
 | {p}:ws:status:lock         | str  | set while a scheduler:status send is throttled (PX)        |
 | {p}:ws:status:pending      | str  | set while a trailing scheduler:status send is queued (PX)  |
+| {p}:ws:fanout:{id}         | list | one entry per shared-out chunk of a fan-out that was sent  |
 
 A *ref* names an item in the due and inflight indexes: `m:{id}` for a webhook
 message, `r:{agentId}/{runId}` for an agent run. The hash behind a ref is found
@@ -112,6 +113,9 @@ class Keys:
     @property
     def ws_status_pending(self) -> str:
         return f"{self.prefix}:ws:status:pending"
+
+    def ws_fanout(self, fanout_id: str) -> str:
+        return f"{self.prefix}:ws:fanout:{fanout_id}"
 
     def item(self, ref: str) -> str:
         """The hash that holds the item a due-index ref names."""

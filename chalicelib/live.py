@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,16 @@ log = logging.getLogger(__name__)
 STATUS_WINDOW_MS = 250
 FANOUT_THREADS = 32
 _FANOUT = ThreadPoolExecutor(max_workers=FANOUT_THREADS, thread_name_prefix="ws-fanout")
+# A fan-out to more connections than this is shared out: the publisher sends the first chunk and
+# hands the others through the dispatch queue to other invocations (other Lambda containers),
+# then waits for them, so a run's events still reach each subscriber in order. One invocation's
+# sends are bound by its one interpreter (~1 ms of CPU per post_to_connection).
+FANOUT_CHUNK = 100
+# How long a publisher waits for its shared-out chunks before it goes on regardless (events are
+# best-effort; a chunk that no dispatcher took in time is still sent when one does).
+FANOUT_WAIT_SECONDS = 5.0
+# A shared-out chunk's SQS body stays well under SQS's 256 KB; a larger event is sent here.
+MAX_SHARED_BODY = 200_000
 # A fan-out is one post_to_connection per subscriber, so botocore's per-call CPU is what a
 # large one costs (about 1 ms a call on a 2-core machine). Two settings cut it by a fifth
 # without changing the request: a fixed User-Agent (else botocore rebuilds its default one
@@ -128,6 +139,43 @@ class WsPublisher:
         endpoint = endpoint or management_endpoint(self._settings)
         if endpoint is None or not connection_ids:
             return
+        here, fanout_id, shared = self._share_out(connection_ids, message, endpoint)
+        self._send_here(endpoint, here, message)
+        if shared:
+            sent = self._live.wait_fanout(fanout_id, shared, FANOUT_WAIT_SECONDS)
+            if sent < shared:
+                log.warning("fan-out %s: %d of %d shared-out chunks not sent within %.0f s",
+                            fanout_id, shared - sent, shared, FANOUT_WAIT_SECONDS)
+
+    def send_shared(self, body: Mapping[str, Any]) -> None:
+        """A chunk another invocation shared out: send it, and tell that publisher."""
+        try:
+            self._send_here(str(body["endpoint"]), [str(c) for c in body["connections"]], body["message"])
+        finally:
+            self._live.fanout_sent(str(body["id"]))
+
+    def _share_out(
+        self, connection_ids: list[str], message: Mapping[str, Any], endpoint: str
+    ) -> tuple[list[str], str, int]:
+        """Hand all chunks but the first to the dispatch queue; returns the connections left to
+        send here (the first chunk, and any SQS did not take), the fan-out's id and how many
+        chunks went out."""
+        chunks = [connection_ids[i:i + FANOUT_CHUNK] for i in range(0, len(connection_ids), FANOUT_CHUNK)]
+        if len(chunks) == 1:
+            return connection_ids, "", 0
+        fanout_id = secrets.token_hex(8)
+        bodies = [
+            json.dumps({"kind": "fanout", "id": fanout_id, "endpoint": endpoint, "connections": chunk,
+                        "message": message})
+            for chunk in chunks[1:]
+        ]
+        if max(len(body) for body in bodies) > MAX_SHARED_BODY:
+            return connection_ids, "", 0
+        failed = set(self._queue.send_now(bodies))
+        here = chunks[0] + [c for i, chunk in enumerate(chunks[1:]) if i in failed for c in chunk]
+        return here, fanout_id, len(bodies) - len(failed)
+
+    def _send_here(self, endpoint: str, connection_ids: list[str], message: Mapping[str, Any]) -> None:
         gone = [
             cid
             for cid, ok in zip(

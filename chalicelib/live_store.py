@@ -7,11 +7,15 @@ that vanished clean themselves up.
 
 from __future__ import annotations
 
+import time
+
 from .store import Store
 
 IDLE_SECONDS = 600
 MAX_CONNECTION_SECONDS = 7200
 SCHEDULER_TOPIC = "scheduler"
+# How long a fan-out's record of sent chunks outlives a publisher that stopped waiting for it.
+FANOUT_RECORD_SECONDS = 60
 
 
 def agent_topic(agent_id: str) -> str:
@@ -109,3 +113,32 @@ class LiveStore:
 
     def release_trailing_status(self) -> None:
         self.call(lambda: self.client.delete(self.keys.ws_status_pending))
+
+    def fanout_sent(self, fanout_id: str) -> None:
+        """One shared-out chunk of a fan-out was sent (see WsPublisher.send_to)."""
+        key = self.keys.ws_fanout(fanout_id)
+
+        def record() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.rpush(key, 1)
+            pipe.expire(key, FANOUT_RECORD_SECONDS)
+            pipe.execute()
+
+        self.call(record)
+
+    def wait_fanout(self, fanout_id: str, chunks: int, timeout_seconds: float) -> int:
+        """Wait until `chunks` shared-out chunks are sent, at most `timeout_seconds` (real time:
+        this waits for other invocations' work, not for an instant); how many were."""
+        key = self.keys.ws_fanout(fanout_id)
+        deadline = time.monotonic() + timeout_seconds
+        sent = 0
+        while sent < chunks:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            # Short blocking reads: the Redis client gives up on a socket silent for 5 s.
+            wait = min(1.0, left)
+            if self.call(lambda wait=wait: self.client.blpop([key], timeout=wait)):
+                sent += 1
+        self.call(lambda: self.client.delete(key))
+        return sent

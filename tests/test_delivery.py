@@ -273,7 +273,8 @@ def test_tick_hands_on_what_it_cannot_finish(harness: Harness, receiver: Receive
 
 
 def test_malformed_sqs_bodies_are_dropped(harness: Harness) -> None:
-    harness.dispatch(["not json", "{}", '{"ref": "x:1", "token": "t", "due": 1}', "[]"])
+    harness.dispatch(["not json", "{}", '{"ref": "x:1", "token": "t", "due": 1}', "[]", '{"kind": "fanout"}',
+                      '{"kind": "fanout", "id": "f", "endpoint": "e", "connections": "c1", "message": {}}'])
     assert harness.receive() == []
 
 

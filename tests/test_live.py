@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ import pytest
 from botocore.stub import Stubber
 from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
 
-from chalicelib import services
+from chalicelib import live, services
 from chalicelib.live import ManagementApi
 from chalicelib.services import Services
 from tests.conftest import TOKEN, Harness
@@ -254,6 +255,59 @@ def test_a_gone_connection_is_removed_on_the_first_failed_send(ws: Ws) -> None:
     topic = h.svc.store.keys.ws_topic("agent:g")
     assert h.redis.smembers(topic) == {alive}
     assert not h.redis.exists(h.svc.store.keys.ws_connection(gone))
+
+
+def started_frames(cids: list[str]) -> list[int]:
+    return [sum(1 for f in frames(cid) if f["event"] == "agent:started") for cid in cids]
+
+
+def test_a_large_fan_out_is_shared_out_through_the_queue_and_waited_for(
+    ws: Ws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = ws.h
+    monkeypatch.setattr(live, "FANOUT_CHUNK", 2)
+    h.api("POST", "/api/agents", {"id": "f", "name": "A", "endpointUrl": "http://127.0.0.1:9/"})
+    cids = [ws.client() for _ in range(5)]
+    for cid in cids:
+        ws.send(cid, {"action": "subscribe-agent-updates", "agentId": "f"})
+    publisher = h.svc.events._publisher  # type: ignore[attr-defined]
+    publisher_done = threading.Event()
+
+    def publish() -> None:
+        publisher.publish("agent:started", "f", {"agentId": "f"})
+        publisher_done.set()
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    shared: list[str] = []
+    for _ in range(1000):  # until the publisher has handed out its two other chunks
+        shared += [m["Body"] for m in h.receive() if json.loads(m["Body"])["kind"] == "fanout"]
+        if len(shared) == 2:
+            break
+        time.sleep(0.01)
+    assert len(shared) == 2
+    assert not publisher_done.is_set()  # it waits until other invocations sent them
+    h.dispatch(shared)
+    thread.join(10)
+    assert publisher_done.is_set()
+    assert started_frames(cids) == [1] * 5
+    assert h.redis.keys(h.svc.store.keys.ws_fanout("*")) == []
+
+
+def test_a_fan_out_the_queue_does_not_take_is_sent_by_the_publisher(
+    ws: Ws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = ws.h
+    monkeypatch.setattr(live, "FANOUT_CHUNK", 2)
+    h.api("POST", "/api/agents", {"id": "f", "name": "A", "endpointUrl": "http://127.0.0.1:9/"})
+    cids = [ws.client() for _ in range(5)]
+    for cid in cids:
+        ws.send(cid, {"action": "subscribe-agent-updates", "agentId": "f"})
+    publisher = h.svc.events._publisher  # type: ignore[attr-defined]
+    monkeypatch.setattr(publisher._queue, "send_now", lambda bodies: list(range(len(bodies))))
+    publisher.publish("agent:started", "f", {"agentId": "f"})
+    assert started_frames(cids) == [1] * 5
+    assert h.receive() == []
 
 
 def test_disconnect_and_expiry_clean_up(ws: Ws) -> None:
