@@ -261,16 +261,21 @@ def started_frames(cids: list[str]) -> list[int]:
     return [sum(1 for f in frames(cid) if f["event"] == "agent:started") for cid in cids]
 
 
+def five_subscribers_in_chunks_of_two(ws: Ws, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], Any]:
+    """Five subscribers to agent `f`, and the publisher, with fan-outs shared out two at a time."""
+    monkeypatch.setattr(live, "FANOUT_CHUNK", 2)
+    ws.h.api("POST", "/api/agents", {"id": "f", "name": "A", "endpointUrl": "http://127.0.0.1:9/"})
+    cids = [ws.client() for _ in range(5)]
+    for cid in cids:
+        ws.send(cid, {"action": "subscribe-agent-updates", "agentId": "f"})
+    return cids, ws.h.svc.events._publisher  # type: ignore[attr-defined]
+
+
 def test_a_large_fan_out_is_shared_out_through_the_queue_and_waited_for(
     ws: Ws, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = ws.h
-    monkeypatch.setattr(live, "FANOUT_CHUNK", 2)
-    h.api("POST", "/api/agents", {"id": "f", "name": "A", "endpointUrl": "http://127.0.0.1:9/"})
-    cids = [ws.client() for _ in range(5)]
-    for cid in cids:
-        ws.send(cid, {"action": "subscribe-agent-updates", "agentId": "f"})
-    publisher = h.svc.events._publisher  # type: ignore[attr-defined]
+    cids, publisher = five_subscribers_in_chunks_of_two(ws, monkeypatch)
     publisher_done = threading.Event()
 
     def publish() -> None:
@@ -298,12 +303,7 @@ def test_a_fan_out_the_queue_does_not_take_is_sent_by_the_publisher(
     ws: Ws, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = ws.h
-    monkeypatch.setattr(live, "FANOUT_CHUNK", 2)
-    h.api("POST", "/api/agents", {"id": "f", "name": "A", "endpointUrl": "http://127.0.0.1:9/"})
-    cids = [ws.client() for _ in range(5)]
-    for cid in cids:
-        ws.send(cid, {"action": "subscribe-agent-updates", "agentId": "f"})
-    publisher = h.svc.events._publisher  # type: ignore[attr-defined]
+    cids, publisher = five_subscribers_in_chunks_of_two(ws, monkeypatch)
     monkeypatch.setattr(publisher._queue, "send_now", lambda bodies: list(range(len(bodies))))
     publisher.publish("agent:started", "f", {"agentId": "f"})
     assert started_frames(cids) == [1] * 5
