@@ -70,9 +70,9 @@ class AgentRunner:
         claims the caller is to call at once: those that took a free concurrency slot, and last
         the waiting ones the ready queue let through.
 
-        Chunks, not one round trip for the whole group: the runs that win a slot are called
-        (a few more round trips each) while the rest of the minute's slots still fire, and
-        Redis serves those calls between chunks instead of after every slot of the minute.
+        Chunks, not one round trip for the whole group: the runs that win a slot are handed out
+        as soon as their chunk has fired, not after every slot of the group; and once the slots
+        are all taken, the rest fire a moment later, after the winners' calls.
         """
         self._clock.sleep_until(max(item.due_ms for item in items))
         waiting: set[str] = set()
