@@ -95,9 +95,8 @@ class ManagementApi:
                 self._clients[endpoint] = client
         return client
 
-    def send(self, endpoint: str, connection_id: str, message: Mapping[str, Any]) -> bool:
-        """Send one frame; False when the connection is gone."""
-        data = json.dumps(message).encode()
+    def send(self, endpoint: str, connection_id: str, data: bytes) -> bool:
+        """Send one encoded frame; False when the connection is gone."""
         try:
             self.client(endpoint).post_to_connection(ConnectionId=connection_id, Data=data)
             return True
@@ -176,11 +175,12 @@ class WsPublisher:
         return here, fanout_id, len(bodies) - len(failed)
 
     def _send_here(self, endpoint: str, connection_ids: list[str], message: Mapping[str, Any]) -> None:
+        data = json.dumps(message).encode()  # once, not once per connection
         gone = [
             cid
             for cid, ok in zip(
                 connection_ids,
-                _FANOUT.map(lambda c: self._api.send(endpoint, c, message), connection_ids),
+                _FANOUT.map(lambda c: self._api.send(endpoint, c, data), connection_ids),
                 strict=True,
             )
             if not ok
