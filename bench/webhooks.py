@@ -92,6 +92,10 @@ async def burst(stack_url: str, rcv: AsyncReceiver, count: int = 5000) -> None:
     lateness = report("burst", rcv, "b-", dues)
     if lateness:
         print(f"  drained in {max(lateness) / 1000:.2f} s after the due instant")
+        # Where the time went: a slow start (queue, connections) or a steady rate (CPU).
+        per_half = collections.Counter(int(x // 500) for x in lateness)
+        print("  delivered per 0.5 s after due: "
+              + " ".join(str(per_half[i]) for i in range(max(per_half) + 1)))
 
 
 async def post_rate(stack_url: str, rcv: AsyncReceiver, count: int = 10_000) -> None:

@@ -7,7 +7,8 @@ several scripts are written once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,15 @@ from redis.exceptions import NoScriptError
 _LUA_DIR = Path(__file__).parent / "lua"
 
 
+Call = tuple[Sequence[Any], Sequence[Any]]  # a script's keys and args
+
+
 class Scripts:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._cache: dict[str, Script] = {}
+        self._groups: dict[str, _GroupCommit] = {}
+        self._groups_lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Script:
         return self.get(name)
@@ -33,8 +39,30 @@ class Scripts:
             self._cache[name] = script
         return script
 
-    def run_many(self, name: str, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
-        """Run one script once per (keys, args), all in one round trip.
+    def run_many(self, name: str, calls: Sequence[Call]) -> list[Any]:
+        """Run one script once per (keys, args), all in one round trip; the first error raises."""
+        answers = self._answers(name, calls)
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return answers
+
+    def run_grouped(self, name: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run one script once, in one round trip with whatever other threads run of it now.
+
+        A burst runs the same script from dozens of delivery threads at once. Sent one by one,
+        each call costs ~100 µs of CPU in redis-py (pool checkout, a poll, a send and a receive),
+        twice that when the threads contend for the GIL; in a pipeline ~10 µs. A call that finds
+        no other in flight is sent at once, so a lone call waits for nothing.
+        """
+        group = self._groups.get(name)
+        if group is None:
+            with self._groups_lock:
+                group = self._groups.setdefault(name, _GroupCommit(lambda calls: self._answers(name, calls)))
+        return group.call((keys, args))
+
+    def _answers(self, name: str, calls: Sequence[Call]) -> list[Any]:
+        """Each call's answer, or the error Redis gave that call.
 
         redis-py's pipeline asks SCRIPT EXISTS before every pipeline that runs a script: a
         second round trip, which counts when a minute's thousands of slots fire. This sends
@@ -54,8 +82,6 @@ class Scripts:
             for i, answer in zip(todo, answers, strict=True):
                 if isinstance(answer, NoScriptError):
                     missing.append(i)
-                elif isinstance(answer, Exception):
-                    raise answer
                 else:
                     results[i] = answer
             if not missing:
@@ -63,6 +89,67 @@ class Scripts:
             script.sha = self._client.script_load(script.script)
             todo = missing
         raise NoScriptError(f"script {name} could not be loaded")
+
+
+class _Pending:
+    __slots__ = ("answer", "call", "leads", "ready")
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.answer: Any = None
+        # Released once, when the call is answered or its caller is to send the next group.
+        # A bare lock, not an Event: an Event is a Python-level Condition, and in a burst the
+        # hand-over costs more than the round trip it saves.
+        self.ready = threading.Lock()
+        self.ready.acquire()
+        self.leads = False
+
+
+class _GroupCommit:
+    """Group commit: the calls that arrive while a group is in flight go together in the next.
+
+    One caller at a time sends; it hands the lead to the longest-waiting caller when its group
+    is answered, so no caller sends groups on behalf of others after its own is answered.
+    """
+
+    def __init__(self, send: Callable[[list[Call]], list[Any]]) -> None:
+        self._send = send
+        self._lock = threading.Lock()
+        self._waiting: list[_Pending] = []
+        self._in_flight = False
+
+    def call(self, call: Call) -> Any:
+        me = _Pending(call)
+        with self._lock:
+            self._waiting.append(me)
+            me.leads = not self._in_flight
+            self._in_flight = True
+        if not me.leads:
+            me.ready.acquire()
+        if me.leads:
+            self._send_group(me)
+        if isinstance(me.answer, Exception):
+            raise me.answer
+        return me.answer
+
+    def _send_group(self, me: _Pending) -> None:
+        with self._lock:
+            group, self._waiting = self._waiting, []
+        try:
+            answers = self._send([pending.call for pending in group])
+        except Exception as exc:  # the connection failed: every call of the group failed
+            answers = [exc] * len(group)
+        with self._lock:
+            if self._waiting:
+                self._waiting[0].leads = True
+                self._waiting[0].ready.release()
+            else:
+                self._in_flight = False
+        for pending, answer in zip(group, answers, strict=True):
+            pending.answer = answer
+            if pending is not me:
+                pending.leads = False
+                pending.ready.release()
 
 
 def _source(path: Path) -> str:

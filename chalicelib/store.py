@@ -198,7 +198,8 @@ class Store:
 
     def begin_delivery(self, claimed: Claimed, lease_deadline_ms: int) -> Message | None:
         flat = self.call(
-            lambda: self.scripts.begin_delivery(
+            lambda: self.scripts.run_grouped(
+                "begin_delivery",
                 keys=[self.keys.item(claimed.ref), self.keys.inflight],
                 args=[claimed.ref, claimed.token, lease_deadline_ms],
             )
@@ -223,8 +224,8 @@ class Store:
             args += [retry.token, retry.due_ms, inflight_deadline_ms]
         return bool(
             self.call(
-                lambda: self.scripts.finish_delivery(
-                    keys=[k.message(message.id), k.inflight, k.pending_messages], args=args
+                lambda: self.scripts.run_grouped(
+                    "finish_delivery", keys=[k.message(message.id), k.inflight, k.pending_messages], args=args
                 )
             )
         )
