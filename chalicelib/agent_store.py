@@ -66,8 +66,7 @@ class AgentStore:
         self.call = store.call
 
     def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        script = self._scripts.get(f"agents/{name}")
-        return self.call(lambda: script(keys=keys, args=args))
+        return self.call(lambda: self._scripts.run(f"agents/{name}", keys, args))
 
     def _pending_slot(self, agent_id: str) -> tuple[list[str], list[str]]:
         """The agent's pending cron slot as the extra (KEYS, ARGV) of a script that cancels it.

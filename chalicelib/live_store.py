@@ -34,9 +34,8 @@ class LiveStore:
         return max(1, min(IDLE_SECONDS, left))
 
     def connect(self, connection_id: str, now: int) -> None:
-        script = self._scripts.get("ws/connect")
         key = self.keys.ws_connection(connection_id)
-        self.call(lambda: script(keys=[key], args=[connection_id, now, IDLE_SECONDS]))
+        self.call(lambda: self._scripts.run("ws/connect", [key], [connection_id, now, IDLE_SECONDS]))
 
     def connected_at(self, connection_id: str) -> int | None:
         value = self.call(lambda: self.client.hget(self.keys.ws_connection(connection_id), "connectedAt"))
@@ -47,10 +46,9 @@ class LiveStore:
         if connected is None:
             return False
         k = self.keys
-        script = self._scripts.get("ws/subscribe")
         keys = [k.ws_connection(connection_id), k.ws_subscriptions(connection_id), k.ws_topic(topic)]
         args = [connection_id, topic, self._expiry(connected, now), MAX_CONNECTION_SECONDS]
-        return bool(self.call(lambda: script(keys=keys, args=args)))
+        return bool(self.call(lambda: self._scripts.run("ws/subscribe", keys, args)))
 
     def touch(self, connection_id: str, now: int) -> bool:
         """A message arrived: the connection is not idle."""
@@ -71,17 +69,15 @@ class LiveStore:
 
     def unsubscribe(self, connection_id: str, topic: str) -> None:
         k = self.keys
-        script = self._scripts.get("ws/unsubscribe")
         keys = [k.ws_subscriptions(connection_id), k.ws_topic(topic)]
-        self.call(lambda: script(keys=keys, args=[connection_id, topic]))
+        self.call(lambda: self._scripts.run("ws/unsubscribe", keys, [connection_id, topic]))
 
     def disconnect(self, connection_id: str) -> None:
         k = self.keys
         topics = self.call(lambda: self.client.smembers(k.ws_subscriptions(connection_id)))
-        script = self._scripts.get("ws/disconnect")
         keys = [k.ws_connection(connection_id), k.ws_subscriptions(connection_id),
                 *(k.ws_topic(t) for t in sorted(topics))]
-        self.call(lambda: script(keys=keys, args=[connection_id]))
+        self.call(lambda: self._scripts.run("ws/disconnect", keys, [connection_id]))
 
     def subscribers(self, topic: str) -> list[str]:
         """Live subscribers of a topic; ones whose records expired are dropped on the way."""

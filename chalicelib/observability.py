@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,19 +32,24 @@ logging.getLogger("chalicelib")
 copy_config_to_registered_loggers(source_logger=logger, include={"chalicelib"})
 
 _metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
-# One dispatch invocation delivers its batch on several threads, and the local stack runs
-# many invocations in one process: Powertools' metric set is a plain dict.
-_metrics_lock = threading.Lock()
+# One dispatch invocation delivers its batch on dozens of threads, and the local stack runs
+# many invocations in one process, but Powertools' metric set is a plain dict. Values wait in a
+# deque (its append is atomic) and go into the set when the invocation flushes: a lock taken
+# for every value made the threads of a burst queue behind each other for the interpreter lock.
+_values: deque[tuple[str, float, str]] = deque()
+_flush_lock = threading.Lock()
 
 
 def _count(name: str, value: float = 1, unit: str = MetricUnit.Count) -> None:
-    with _metrics_lock:
-        _metrics.add_metric(name=name, unit=unit, value=value)
+    _values.append((name, value, unit))
 
 
 def flush_metrics() -> None:
     """Write what this invocation counted (called when every handler returns)."""
-    with _metrics_lock:
+    with _flush_lock:
+        while _values:
+            name, value, unit = _values.popleft()
+            _metrics.add_metric(name=name, unit=unit, value=value)
         if _metrics.metric_set:
             _metrics.flush_metrics()
 

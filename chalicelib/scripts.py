@@ -29,8 +29,9 @@ class Scripts:
         self._groups: dict[str, _GroupCommit] = {}
         self._groups_lock = threading.Lock()
 
-    def __getattr__(self, name: str) -> Script:
-        return self.get(name)
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        """`scripts.begin_delivery(keys=..., args=...)`: runs that script, grouped (see `run`)."""
+        return lambda keys, args: self.run(name, keys, args)
 
     def get(self, name: str) -> Script:
         script = self._cache.get(name)
@@ -47,10 +48,11 @@ class Scripts:
                 raise answer
         return answers
 
-    def run_grouped(self, name: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    def run(self, name: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run one script once, in one round trip with whatever other threads run of it now.
 
-        A burst runs the same script from dozens of delivery threads at once. Sent one by one,
+        Every script call goes this way. A burst runs the same script from dozens of threads at
+        once. Sent one by one,
         each call costs ~100 µs of CPU in redis-py (pool checkout, a poll, a send and a receive),
         twice that when the threads contend for the GIL; in a pipeline ~10 µs. A call that finds
         no other in flight is sent at once, so a lone call waits for nothing.

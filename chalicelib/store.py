@@ -198,7 +198,7 @@ class Store:
 
     def begin_delivery(self, claimed: Claimed, lease_deadline_ms: int) -> Message | None:
         flat = self.call(
-            lambda: self.scripts.run_grouped(
+            lambda: self.scripts.run(
                 "begin_delivery",
                 keys=[self.keys.item(claimed.ref), self.keys.inflight],
                 args=[claimed.ref, claimed.token, lease_deadline_ms],
@@ -224,7 +224,7 @@ class Store:
             args += [retry.token, retry.due_ms, inflight_deadline_ms]
         return bool(
             self.call(
-                lambda: self.scripts.run_grouped(
+                lambda: self.scripts.run(
                     "finish_delivery", keys=[k.message(message.id), k.inflight, k.pending_messages], args=args
                 )
             )

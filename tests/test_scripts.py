@@ -20,7 +20,7 @@ def _queued(client: redis.Redis, ref: str, token: str) -> None:
 
 
 def _begin(scripts: Scripts, ref: str, token: str) -> Any:
-    return scripts.run_grouped("begin_delivery", keys=[f"item:{ref}", "inflight"], args=[ref, token, 5])
+    return scripts.run("begin_delivery", keys=[f"item:{ref}", "inflight"], args=[ref, token, 5])
 
 
 def test_grouped_calls_from_many_threads_each_get_their_own_answer(redis_client: redis.Redis) -> None:
