@@ -90,6 +90,16 @@ class AgentStore:
             raise NotFound(f"agent {agent_id!r} not found")
         return self.get(agent_id)
 
+    def move_slot(self, agent: Agent, next_ms: int, now: int) -> None:
+        """Move the agent's pending cron slot to `next_ms` (its time zone changed)."""
+        k = self.keys
+        slot_keys, slot_args = self._pending_slot(agent.id)
+        run_id = new_run_id()
+        self._script(
+            "move_slot", [k.agent(agent.id), k.due, k.run(run_id), slot_keys[0]],
+            [agent.id, now, *slot_args, next_ms, run_id, run_ref(agent.id, run_id)],
+        )
+
     def find(self, agent_id: str) -> Agent | None:
         fields = self.call(lambda: self.client.hgetall(self.keys.agent(agent_id)))
         return Agent(fields) if fields else None

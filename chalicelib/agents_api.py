@@ -62,7 +62,14 @@ def update_agent(svc: Services, agent_id: str, raw_body: bytes | None) -> dict[s
     )
     if not fields:
         raise BadRequest("nothing to change: send name, endpointUrl, description, timezone or timeoutSeconds")
-    return ok(svc.agents.update(agent_id, fields, svc.clock.now_ms()).to_dict())
+    now = svc.clock.now_ms()
+    agent = svc.agents.update(agent_id, fields, now)
+    if "timezone" in fields and agent.fields.get("slotRun") and not agent.fields.get("scheduleTimezone"):
+        # The schedule follows the agent's zone, so its next slot is a different instant now.
+        next_ms = cron.next_after(agent.fields["cron"], cron.zone(agent.timezone), now)
+        svc.agents.move_slot(agent, next_ms, now)
+        agent = svc.agents.get(agent_id)
+    return ok(agent.to_dict())
 
 
 def delete_agent(svc: Services, agent_id: str) -> dict[str, Any]:

@@ -153,6 +153,21 @@ def test_schedule_in_a_time_zone_and_replace(harness: Harness) -> None:
     assert harness.tick()["claimed"] == 0
 
 
+def test_a_new_agent_time_zone_moves_the_pending_slot(harness: Harness) -> None:
+    make_agent(harness)  # UTC
+    body = harness.api("POST", "/api/agents/agent-123/schedule", {"cronExpression": "0 9 * * *"})[1]
+    assert body["data"]["nextRunAt"] == "2030-01-01T09:00:00.000Z"
+    status, body = harness.api("PATCH", "/api/agents/agent-123", {"timezone": "America/New_York"})
+    assert status == 200 and body["data"]["nextRunAt"] == "2030-01-01T14:00:00.000Z"  # 09:00 at -05:00
+    due = harness.redis.zrange(harness.svc.store.keys.due, 0, -1, withscores=True)
+    assert [score for _, score in due] == [1_893_506_400_000]  # the old slot is gone, not doubled
+    assert len(harness.redis.keys(harness.svc.store.keys.run("*"))) == 1
+    # A schedule with its own zone keeps its slot.
+    harness.api("POST", "/api/agents/agent-123/schedule", {"cronExpression": "0 9 * * *", "timezone": "UTC"})
+    body = harness.api("PATCH", "/api/agents/agent-123", {"timezone": "Asia/Tokyo"})[1]
+    assert body["data"]["nextRunAt"] == "2030-01-01T09:00:00.000Z"
+
+
 @pytest.mark.parametrize(
     "body, fragment",
     [
