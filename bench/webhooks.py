@@ -132,17 +132,14 @@ def tick_with_pending(total: int = 1_000_000) -> None:
             now = SystemClock().now_ms()
             started = time.perf_counter()
             for base in range(0, total, 20_000):
-                pipe = store.client.pipeline(transaction=False)
+                calls = []
                 for i in range(base, min(total, base + 20_000)):
-                    due = now + 86_400_000 + i  # a day on: nothing due
-                    store.scripts.create_message(
-                        keys=[keys.message(f"t-{i}"), keys.pending_messages, keys.due, keys.inflight,
-                              keys.sweep(due)],
-                        args=[f"t-{i}", "http://127.0.0.1:9/", "{}", due, now, message_ref(f"t-{i}"), "tick",
-                              "", 0, 0],
-                        client=pipe,
-                    )
-                pipe.execute()
+                    due, mid = now + 86_400_000 + i, f"t-{i}"  # a day on: nothing due
+                    calls.append((
+                        [keys.message(mid), keys.pending_messages, keys.due, keys.inflight, keys.sweep(due)],
+                        [mid, "http://127.0.0.1:9/", "{}", due, now, message_ref(mid), "tick", "", 0, 0],
+                    ))
+                store.scripts.run_many("create_message", calls)
             print(f"  loaded in {time.perf_counter() - started:.0f} s")
             times = []
             for _ in range(50):
