@@ -52,10 +52,10 @@ class Scripts:
         """Run one script once, in one round trip with whatever other threads run of it now.
 
         Every script call goes this way. A burst runs the same script from dozens of threads at
-        once. Sent one by one,
-        each call costs ~100 µs of CPU in redis-py (pool checkout, a poll, a send and a receive),
-        twice that when the threads contend for the GIL; in a pipeline ~10 µs. A call that finds
-        no other in flight is sent at once, so a lone call waits for nothing.
+        once. Sent one by one, each call costs ~100 µs of CPU in redis-py (pool checkout, a poll,
+        a send and a receive), twice that when the threads contend for the GIL; in a pipeline
+        ~10 µs. A call that finds no other in flight is sent at once, so a lone call waits for
+        nothing.
         """
         group = self._groups.get(name)
         if group is None:
@@ -100,8 +100,8 @@ class _Pending:
         self.call = call
         self.answer: Any = None
         # Released once, when the call is answered or its caller is to send the next group.
-        # A bare lock, not an Event: an Event is a Python-level Condition, and in a burst the
-        # hand-over costs more than the round trip it saves.
+        # A bare lock, not an Event: an Event is a Condition written in Python, several times
+        # the work per hand-over, and a burst hands over thousands of times a second.
         self.ready = threading.Lock()
         self.ready.acquire()
         self.leads = False
@@ -130,7 +130,7 @@ class _GroupCommit:
             me.ready.acquire()
         if me.leads:
             self._send_group(me)
-        if isinstance(me.answer, Exception):
+        if isinstance(me.answer, BaseException):
             raise me.answer
         return me.answer
 
@@ -139,7 +139,9 @@ class _GroupCommit:
             group, self._waiting = self._waiting, []
         try:
             answers = self._send([pending.call for pending in group])
-        except Exception as exc:  # the connection failed: every call of the group failed
+        except BaseException as exc:
+            # The connection failed, or this thread is being stopped: every call of the group
+            # fails with it, and the lead still passes on, so no caller waits forever.
             answers = [exc] * len(group)
         with self._lock:
             if self._waiting:

@@ -60,7 +60,7 @@ def test_grouped_calls_survive_a_script_flush(redis_client: redis.Redis) -> None
 class _HeldSend:
     """A send that holds its first group until the test lets it go, recording every group."""
 
-    def __init__(self, fail_first: bool = False) -> None:
+    def __init__(self, fail_first: BaseException | None = None) -> None:
         self.groups: list[list[Call]] = []
         self.release = threading.Event()
         self._fail_first = fail_first
@@ -70,7 +70,7 @@ class _HeldSend:
         if len(self.groups) == 1:
             self.release.wait(timeout=10)
             if self._fail_first:
-                raise redis.ConnectionError("connection lost")
+                raise self._fail_first
         return [f"answer {args[0]}" for _, args in calls]
 
 
@@ -97,10 +97,12 @@ def test_calls_arriving_while_a_group_is_in_flight_go_together_in_the_next() -> 
     assert len(send.groups) == 3
 
 
-def test_a_failed_send_fails_its_own_group_only() -> None:
-    send = _HeldSend(fail_first=True)
+@pytest.mark.parametrize("failure", [redis.ConnectionError("connection lost"), SystemExit(1)])
+def test_a_failed_send_fails_its_own_group_only(failure: BaseException) -> None:
+    send = _HeldSend(fail_first=failure)
     group = _GroupCommit(send)
     futures = _call_while_first_is_held(group, send)
-    with pytest.raises(redis.ConnectionError):
+    with pytest.raises(type(failure)):
         futures[0]()
     assert [result() for result in futures[1:]] == [f"answer {i}" for i in range(1, CALLERS)]
+    assert group.call(([], ["after"])) == "answer after"
