@@ -70,7 +70,8 @@ async def precision(stack_url: str, rcv: AsyncReceiver, count: int = 2000, sprea
     print(f"precision: {count} messages due evenly over {spread:.0f} s")
     # Far enough ahead that every message is scheduled before the first falls due.
     start = time.time() + 45
-    dues = {f"p-{i}": start + i * spread / count for i in range(count)}
+    # Whole milliseconds, as scheduleTo carries them: lateness is measured from the instant asked for.
+    dues = {f"p-{i}": int((start + i * spread / count) * 1000) / 1000 for i in range(count)}
     bodies = [message("p", i, due, rcv.url + "/precision") for i, due in enumerate(dues.values())]
     seconds, statuses = await post_all(stack_url, bodies)
     print(f"  scheduled in {seconds:.2f} s {dict(statuses)}; first due {start - time.time():.1f} s later")
@@ -81,7 +82,7 @@ async def precision(stack_url: str, rcv: AsyncReceiver, count: int = 2000, sprea
 
 async def burst(stack_url: str, rcv: AsyncReceiver, count: int = 5000) -> None:
     print(f"burst: {count} messages due at the same instant")
-    due = time.time() + 100
+    due = int((time.time() + 100) * 1000) / 1000  # whole milliseconds, as scheduleTo carries them
     dues = {f"b-{i}": due for i in range(count)}
     bodies = [message("b", i, due, rcv.url + "/burst") for i in range(count)]
     seconds, statuses = await post_all(stack_url, bodies)

