@@ -29,10 +29,6 @@ class Scripts:
         self._groups: dict[str, _GroupCommit] = {}
         self._groups_lock = threading.Lock()
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        """`scripts.begin_delivery(keys=..., args=...)`: runs that script, grouped (see `run`)."""
-        return lambda keys, args: self.run(name, keys, args)
-
     def get(self, name: str) -> Script:
         script = self._cache.get(name)
         if script is None:
@@ -152,7 +148,6 @@ class _GroupCommit:
         for pending, answer in zip(group, answers, strict=True):
             pending.answer = answer
             if pending is not me:
-                pending.leads = False
                 pending.ready.release()
 
 

@@ -129,7 +129,8 @@ class Store:
         """
         k = self.keys
         created = self.call(
-            lambda: self.scripts.create_message(
+            lambda: self.scripts.run(
+                "create_message",
                 keys=[k.message(new.id), k.pending_messages, k.due, k.inflight, k.sweep(new.due_ms)],
                 args=[
                     new.id,
@@ -166,7 +167,8 @@ class Store:
     def delete_message(self, message_id: str) -> None:
         k = self.keys
         result = self.call(
-            lambda: self.scripts.delete_message(
+            lambda: self.scripts.run(
+                "delete_message",
                 keys=[k.message(message_id), k.pending_messages, k.due, k.inflight],
                 args=[message_id, message_ref(message_id)],
             )
@@ -188,7 +190,7 @@ class Store:
                 flat = [x for row in rows for x in row]
             else:
                 score, member = decode_cursor(cursor)
-                flat = self.scripts.page_after(keys=[key], args=[score, member, limit])
+                flat = self.scripts.run("page_after", keys=[key], args=[score, member, limit])
             return flat, int(self.client.zcard(key))
 
         flat, total = self.call(read)
@@ -247,7 +249,8 @@ class Store:
         for ref in refs:
             args += [ref, new_token()]
         flat = self.call(
-            lambda: self.scripts.claim_due(
+            lambda: self.scripts.run(
+                "claim_due",
                 keys=[k.due, k.inflight, *(k.item(ref) for ref in refs)], args=args
             )
         )
@@ -272,7 +275,8 @@ class Store:
             return 0
         return int(
             self.call(
-                lambda: self.scripts.reclaim(
+                lambda: self.scripts.run(
+                    "reclaim",
                     keys=[k.inflight, k.due, *(k.item(ref) for ref in refs)], args=[now_ms, *refs]
                 )
             )
