@@ -80,8 +80,8 @@ def start(env: dict[str, str], supervisor: Supervisor) -> dict[str, str]:
     supervisor.spawn("ws-gateway", [py, "-m", "localstack.ws_gateway"], env)
     # Two worker processes per core: each is a container's worth of dispatch "Lambdas", and the
     # threads of one process share one interpreter lock, so one process per core left the cores
-    # idle while its threads waited for the lock (burst of 5,000: 4.1 s with 2 processes on
-    # 2 cores, 3.2 s with 3, 2.5 s with 4).
+    # idle while its threads waited for the lock (burst of 5,000 on 2 cores, one run each: 4.1 s
+    # with 2 processes, 3.2 s with 3, 2.5 s with 4).
     for i in range(int(env.get("WORKER_PROCESSES") or 2 * (os.cpu_count() or 1))):
         argv = [py, "-m", "localstack.workers"] + (["--ticker"] if i == 0 else [])
         supervisor.spawn("workers", argv, env)
