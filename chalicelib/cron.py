@@ -48,10 +48,10 @@ def zone(name: object, field: str = "timezone") -> ZoneInfo:
         raise BadRequest(f"{field} {name!r} is not a known IANA time zone") from None
 
 
-def _wall_to_utc_ms(wall: datetime, tz: ZoneInfo, fold: int = 0) -> int:
+def _wall_to_utc_ms(wall: datetime, tz: ZoneInfo) -> int:
     # fold=0 takes the first occurrence of a repeated time; for a time in the
     # gap it applies the offset from before the change, which lands just after it.
-    aware = wall.replace(tzinfo=tz, fold=fold)
+    aware = wall.replace(tzinfo=tz, fold=0)
     return int(aware.astimezone(UTC).timestamp() * 1000)
 
 
@@ -81,8 +81,9 @@ def next_after(expression: str, tz: ZoneInfo, after_ms: int) -> int:
             first = _wall_to_utc_ms(wall, tz)
             if first > after_ms:
                 return first if best is None else min(best, first)
-            if every_hour and _repeat_ms(wall, tz):
-                second = first + _repeat_ms(wall, tz)
+            repeat = _repeat_ms(wall, tz) if every_hour else 0
+            if repeat:
+                second = first + repeat
                 if second > after_ms:
                     best = second if best is None else min(best, second)
     except CroniterBadDateError:

@@ -74,15 +74,22 @@ class _HeldSend:
         return [f"answer {args[0]}" for _, args in calls]
 
 
+def _wait_for_threads(condition: Callable[[], bool]) -> None:
+    """Wait for other threads to get somewhere (not for the clock); fail rather than hang."""
+    for _ in range(10_000):
+        if condition():
+            return
+        threading.Event().wait(0.001)
+    raise AssertionError("the callers never got there")
+
+
 def _call_while_first_is_held(group: _GroupCommit, send: _HeldSend) -> list[Callable[[], Any]]:
     """Call 0 is in flight; calls 1..CALLERS-1 arrive meanwhile; then call 0 is answered."""
     with ThreadPoolExecutor(max_workers=CALLERS) as pool:
         first = pool.submit(group.call, ([], [0]))
-        while not send.groups:
-            threading.Event().wait(0.001)
+        _wait_for_threads(lambda: bool(send.groups))
         rest = [pool.submit(group.call, ([], [i])) for i in range(1, CALLERS)]
-        while len(group._waiting) < CALLERS - 1:  # the later callers are queued behind call 0
-            threading.Event().wait(0.001)
+        _wait_for_threads(lambda: len(group._waiting) == CALLERS - 1)  # queued behind call 0
         send.release.set()
         return [future.result for future in [first, *rest]]
 
