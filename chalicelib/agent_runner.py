@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from . import cron, observability
-from .agent_store import AgentStore, SlotFire, report_error
+from .agent_store import AgentStore, Begun, SlotFire, new_callback_token, report_error
 from .agents import Agent, RunStatus
 from .backoff import retry_delay_seconds
 from .clock import Clock
@@ -27,7 +26,10 @@ log = logging.getLogger(__name__)
 # A start message that no dispatcher took within this long gives its slot back.
 START_LEASE_MS = 60_000
 EXPIRY_BATCH = 200
-# Slots fired per round trip to Redis when many fall due at once (see fire_group).
+# Slots fired per round trip to Redis when many fall due at once (see fire_group). The first
+# chunk is small: every invocation holding slots of the same second sends its first chunk at
+# that instant, and Redis works through all of them before the last winner hears it won.
+FIRST_FIRE_CHUNK = 5
 FIRE_CHUNK = 20
 # Once every concurrency slot is taken, the slots left to fire in a due second are fired this
 # much later (see fire_group).
@@ -64,11 +66,11 @@ class AgentRunner:
         return prepared
 
     def fire_group(
-        self, items: list[Claimed], prepared: dict[str, tuple[Agent | None, int | None]]
-    ) -> Iterator[list[Claimed]]:
-        """Fire runs due now together, a chunk per round trip; yields, chunk by chunk, the start
-        claims the caller is to call at once: those that took a free concurrency slot, and last
-        the waiting ones the ready queue let through.
+        self, items: list[Claimed], prepared: dict[str, tuple[Agent | None, int | None]], begin: bool
+    ) -> Iterator[list[Begun | Claimed]]:
+        """Fire runs due now together, a chunk per round trip; yields, chunk by chunk, what the
+        caller is to call at once: the runs that took a free concurrency slot (begun already
+        when `begin`, else start claims), and last the waiting ones the ready queue let through.
 
         Chunks, not one round trip for the whole group: the runs that win a slot are handed out
         as soon as their chunk has fired, not after every slot of the group; and once the slots
@@ -77,7 +79,7 @@ class AgentRunner:
         self._clock.sleep_until(max(item.due_ms for item in items))
         waiting: set[str] = set()
         paused = False
-        for first in range(0, len(items), FIRE_CHUNK):
+        for chunk in _chunks(items):
             if waiting and not paused:
                 paused = True
                 # Every slot is taken, so the rest of these runs will only wait. Firing them is
@@ -86,20 +88,19 @@ class AgentRunner:
                 # containers) would make their calls late. They call first. Real time, not the
                 # clock's: this orders work, it does not wait for an instant.
                 time.sleep(CALLS_FIRST_SECONDS)
-            chunk = items[first:first + FIRE_CHUNK]
-            starts, chunk_waiting = self._fire_chunk(chunk, prepared)
+            starts, chunk_waiting = self._fire_chunk(chunk, prepared, begin)
             waiting |= chunk_waiting
             if starts:
                 yield starts
         if waiting:
             self._events.counts_changed()  # queuedTasksCount, even if no slot is free for them
-            starts = self.start_waiting(inline=waiting)
-            if starts:
-                yield starts
+            claims = self.start_waiting(inline=waiting)
+            if claims:
+                yield list(claims)
 
     def _fire_chunk(
-        self, items: list[Claimed], prepared: dict[str, tuple[Agent | None, int | None]]
-    ) -> tuple[list[Claimed], set[str]]:
+        self, items: list[Claimed], prepared: dict[str, tuple[Agent | None, int | None]], begin: bool
+    ) -> tuple[list[Begun | Claimed], set[str]]:
         now = self._clock.now_ms()
         fires = []
         for item in items:
@@ -110,20 +111,27 @@ class AgentRunner:
                 next_slot = _next_slot(agent, now)
             fires.append(SlotFire(agent_id, run_id, item.token, next_slot))
         settings = self._settings
+        # A run that gets a slot is begun in the same script, so its call goes out without
+        # another round trip: on a busy second, each trip costs the winners tens of ms.
         outcomes = self._store.fire(fires, now, settings.retention_seconds, settings.max_concurrent_agents,
-                                    now + START_LEASE_MS)
-        starts: list[Claimed] = []
+                                    now + START_LEASE_MS, begin)
+        starts: list[Begun | Claimed] = []
         waiting: set[str] = set()
-        for item, fire, (outcome, start_token) in zip(items, fires, outcomes, strict=True):
-            log.info("run %s of %s fired: %s", fire.run_id, fire.agent_id, outcome)
-            if outcome == "skipped":  # the previous run still goes: recorded, not stacked
+        for item, fire, fired in zip(items, fires, outcomes, strict=True):
+            if fired.outcome == "skipped":  # the previous run still goes: recorded, not stacked
                 observability.run(fire.agent_id, fire.run_id, "skipped", 1, now - item.due_ms)
-            if outcome == "starting":
-                # A slot was free: called by this dispatcher, on its second, not after a trip
-                # through SQS behind every other slot of the same minute.
-                starts.append(Claimed(item.ref, now, start_token, kind="start"))
-            if outcome == "waiting":
+            elif fired.begun is not None:
+                starts.append(fired.begun)
+            elif fired.outcome == "starting":
+                starts.append(Claimed(item.ref, now, fired.token, kind="start"))
+            elif fired.outcome == "waiting":
                 waiting.add(fire.run_id)
+            else:
+                log.info("run %s of %s not fired: %s", fire.run_id, fire.agent_id, fired.outcome)
+        # One line per chunk, not per run: a busy second fires thousands, and each run that
+        # starts is logged when it does.
+        log.info("fired %d run(s): %d to start now, %d waiting for a slot", len(items), len(starts),
+                 len(waiting))
         return starts, waiting
 
     def start(self, claimed: Claimed) -> None:
@@ -191,21 +199,27 @@ class AgentRunner:
         if agent is None:
             return
         now = self._clock.now_ms()
-        callback_token = secrets.token_urlsafe(24)
+        callback_token = new_callback_token()
         lease = now + agent.timeout_seconds * 1000
         run = self._store.begin_run(run_id, agent_id, token, now, lease, callback_token)
         if run is None:
             log.info("nothing to start for run %s (duplicate or superseded)", run_id)
             return
+        self.call(Begun(agent, run, token, callback_token))
+
+    def call(self, begun: Begun) -> None:
+        """Call the agent of a begun run, and record what its answer means."""
+        agent, run, token = begun.agent, begun.run, begun.token
+        agent_id, run_id = agent.id, run["runId"]
         job_id = run.get("jobId") or agent_id
-        self._events.started(agent_id, job_id)
+        self._events.started(agent_id, job_id, begun.audience)
         observability.run(agent_id, run_id, "started", _attempt(run), _lateness(run))
-        result = self._call(agent, run, callback_token)
+        result = self._call(agent, run, begun.callback_token)
         if result.status_code == 202:
             # The agent works on and reports back. Its timeout is checked on time
             # through SQS when SQS can hold the check that long; else by the tick.
             if agent.timeout_seconds <= MAX_DELAY_SECONDS:
-                self._queue.send([Claimed(run_ref(agent_id, run_id), lease, token, kind="timeout")])
+                self._queue.send([Claimed(run_ref(agent_id, run_id), begun.lease_ms, token, kind="timeout")])
             return
         if result.ok:
             self._complete(agent_id, run_id, token, "claim", run)
@@ -292,6 +306,12 @@ class AgentRunner:
             raise report_error(code, run_id)
         log.info("outcome for run %s not recorded (code %d): already settled", run_id, code)
         return False
+
+
+def _chunks(items: list[Claimed]) -> Iterator[list[Claimed]]:
+    yield items[:FIRST_FIRE_CHUNK]
+    for first in range(FIRST_FIRE_CHUNK, len(items), FIRE_CHUNK):
+        yield items[first:first + FIRE_CHUNK]
 
 
 def _next_slot(agent: Agent | None, after_ms: int) -> int | None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hmac
 import json
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .agents import FINISHED_RUNS, Agent, ScheduleRequest, new_run_id
+from .agents import DEFAULT_TIMEOUT_SECONDS, FINISHED_RUNS, Agent, ScheduleRequest, new_run_id
 from .errors import BadRequest, Conflict, NotFound, Unauthorized
+from .events import Audience
 from .keys import run_ref
+from .live_store import SCHEDULER_TOPIC, agent_topic
 from .store import Claimed, Page, Store, new_token
 
 # isRunning is true while the per-minute tick has been seen this recently.
@@ -36,12 +39,52 @@ class SlotFire:
     next_slot_ms: int | None
 
 
+@dataclass(frozen=True)
+class Begun:
+    """A run that is running under this dispatcher: what calling its agent needs."""
+
+    agent: Agent
+    run: dict[str, str]
+    token: str
+    callback_token: str
+    audience: Audience | None = None  # who listens for its events, read as it began
+
+    @property
+    def lease_ms(self) -> int:
+        """Until when it holds its concurrency slot: its start plus the agent's timeout."""
+        return int(self.run["startedAt"]) + self.agent.timeout_seconds * 1000
+
+
+@dataclass(frozen=True)
+class Fired:
+    """What firing one run did: 'running' (begun: `begun` says what to call), 'starting'
+    (holds a slot under `token`, to be begun), 'waiting', 'skipped', 'stale' or 'none'."""
+
+    outcome: str
+    token: str
+    begun: Begun | None = None
+
+
+def new_callback_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
 def _flat(fields: dict[str, str]) -> list[str]:
     return [x for pair in fields.items() for x in pair]
 
 
 def _hash_of(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _fired(answer: Any, args: list[Any]) -> Fired:
+    token, callback_token = str(args[10]), str(args[11])
+    if isinstance(answer, list):  # ['running', run hash, agent hash, agent's subscribers, scheduler's]
+        _, run, agent, subscribers, scheduler = answer
+        audience = Audience(tuple(subscribers), bool(scheduler))
+        begun = Begun(Agent(_hash_of(agent)), _hash_of(run), token, callback_token, audience)
+        return Fired("running", token, begun)
+    return Fired(str(answer), token)
 
 
 _REPORT_ERRORS = {
@@ -207,26 +250,28 @@ class AgentStore:
 
     def fire(
         self, fires: Sequence[SlotFire], now: int, retention: int, max_running: int, start_lease_ms: int,
-    ) -> list[tuple[str, str]]:
+        begin: bool,
+    ) -> list[Fired]:
         """Runs' messages came due: fire each (one script each, in one round trip).
 
-        Returns (outcome, start token) per fire; 'starting' means the run holds a concurrency
-        slot now, under that token.
+        A run that gets a concurrency slot is begun at once when `begin` (the caller calls its
+        agent now), else left 'starting' for whoever calls it.
         """
         k = self.keys
-        tokens = [new_token() for _ in fires]
         calls = []
-        for fire, start_token in zip(fires, tokens, strict=True):
+        for fire in fires:
             next_id = new_run_id()
             calls.append((
                 [k.run(fire.run_id), k.agent(fire.agent_id), k.due, k.inflight, k.ready,
-                 k.runs_of(fire.agent_id), k.run(next_id), k.running],
+                 k.runs_of(fire.agent_id), k.run(next_id), k.running,
+                 k.ws_topic(agent_topic(fire.agent_id)), k.ws_topic(SCHEDULER_TOPIC)],
                 [fire.run_id, fire.token, now, run_ref(fire.agent_id, fire.run_id),
                  "" if fire.next_slot_ms is None else fire.next_slot_ms, next_id,
-                 run_ref(fire.agent_id, next_id), retention, max_running, start_lease_ms, start_token],
+                 run_ref(fire.agent_id, next_id), retention, max_running, start_lease_ms, new_token(),
+                 new_callback_token() if begin else "", DEFAULT_TIMEOUT_SECONDS],
             ))
-        outcomes = self.call(lambda: self._scripts.run_many("agents/fire", calls)) if fires else []
-        return [(str(outcome), token) for outcome, token in zip(outcomes, tokens, strict=True)]
+        answers = self.call(lambda: self._scripts.run_many("agents/fire", calls)) if fires else []
+        return [_fired(answer, args) for answer, (_, args) in zip(answers, calls, strict=True)]
 
     def find_many(self, agent_ids: Iterable[str]) -> dict[str, Agent]:
         """The agents that exist among `agent_ids`, read in one round trip."""

@@ -17,6 +17,7 @@ from .timeutil import format_instant
 
 RESERVED_IDS = {"schedule"}  # /api/agents/schedule/... is the scheduler's own path
 MAX_TIMEOUT_SECONDS = 86_400
+DEFAULT_TIMEOUT_SECONDS = 300
 
 
 class Priority(IntEnum):
@@ -173,7 +174,7 @@ class Agent:
 
     @property
     def timeout_seconds(self) -> int:
-        return int(self.fields.get("timeoutSeconds") or 300)
+        return int(self.fields.get("timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS)
 
     @property
     def status(self) -> AgentStatus:

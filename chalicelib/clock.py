@@ -18,17 +18,14 @@ class SystemClock:
         return time.time_ns() // 1_000_000
 
     def sleep_until(self, when_ms: int) -> None:
-        # Sleep coarsely, then spin the last couple of milliseconds: time.sleep
-        # overshoots by up to a scheduler quantum, and deliveries are promised
-        # to the millisecond.
+        # time.sleep is clock_nanosleep on Linux: it wakes within tens of microseconds when a
+        # core is free. Spinning out the last milliseconds instead held the cores when many
+        # invocations wait for the same instant (a minute's cron slots), so the ones due woke late.
         while True:
             remaining = when_ms / 1000 - time.time()
             if remaining <= 0:
                 return
-            if remaining > 0.003:
-                time.sleep(remaining - 0.002)
-            else:
-                time.sleep(0)
+            time.sleep(remaining)
 
 
 class FakeClock:

@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from . import observability
+from . import observability, threads
 from .agent_runner import AgentRunner
+from .agent_store import Begun
 from .backoff import parse_retry_after, retry_delay_seconds
 from .clock import Clock
 from .config import Settings
@@ -64,6 +65,7 @@ class Dispatcher:
     def handle_bodies(self, bodies: Iterable[str], deadline_ms: Callable[[], int]) -> None:
         """Handle one SQS batch: its items (single or grouped) are started as each falls due, on
         the container's delivery pool; the scheduler's own work runs beside them."""
+        threads.prestart(_POOL, DELIVERY_THREADS)
         items: list[Claimed] = []
         controls: list[Callable[[], None]] = []
         for body in bodies:
@@ -151,8 +153,15 @@ class Dispatcher:
                 (fired if _is_fire(item) else now_due).append(item)
             started += [_POOL.submit(self._run_item, item, deadline_ms) for item in now_due]
             if fired:
-                for starts in self._runs.fire_group(fired, prepared):
-                    started += [_POOL.submit(self._run_item, item, deadline_ms) for item in starts]
+                # Runs that get a slot are begun as they fire only when this invocation has the
+                # time to call them; else they are handed on as start claims.
+                begin = deadline_ms() - self._clock.now_ms() >= self._time_needed_ms(fired[0])
+                for starts in self._runs.fire_group(fired, prepared, begin):
+                    started += [
+                        _POOL.submit(self._runs.call, item) if isinstance(item, Begun)
+                        else _POOL.submit(self._run_item, item, deadline_ms)
+                        for item in starts
+                    ]
         errors = [error for error in (future.exception() for future in started) if error]
         if errors:
             raise errors[0]  # the batch fails and SQS hands it out again; claims stop repeats

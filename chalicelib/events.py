@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .clock import Clock
@@ -18,10 +19,21 @@ from .timeutil import format_instant
 log = logging.getLogger(__name__)
 
 
-class Publisher(Protocol):
-    def publish(self, event: str, agent_id: str | None, data: dict[str, Any]) -> None: ...
+@dataclass(frozen=True)
+class Audience:
+    """Who was subscribed when a state change was recorded, read by the script that recorded
+    it: an event for no one then costs no round trip to Redis on the way to the agent's call."""
 
-    def status_changed(self) -> None:
+    agent: tuple[str, ...]  # connections subscribed to the agent (their records not yet checked)
+    scheduler: bool  # anyone subscribed to scheduler updates
+
+
+class Publisher(Protocol):
+    def publish(
+        self, event: str, agent_id: str | None, data: dict[str, Any], audience: Audience | None = None
+    ) -> None: ...
+
+    def status_changed(self, audience: Audience | None = None) -> None:
         """The scheduler's counts may have changed (publishers throttle what they send)."""
 
 
@@ -45,11 +57,12 @@ class Events:
         self._publisher = publisher
         self._clock = clock
 
-    def _emit(self, event: str, agent_id: str, job_id: str, **fields: Any) -> None:
+    def _emit(self, event: str, agent_id: str, job_id: str, audience: Audience | None = None,
+              **fields: Any) -> None:
         def publish() -> None:
             data = {"agentId": agent_id, "jobId": job_id, **fields,
                     "timestamp": format_instant(self._clock.now_ms())}
-            self._publisher.publish(event, agent_id, data)
+            self._publisher.publish(event, agent_id, data, audience)
 
         best_effort(event, publish)
 
@@ -57,9 +70,9 @@ class Events:
     # failure that ends in ERROR moves scheduledTasksCount), so these events tell
     # scheduler subscribers too; the publisher throttles what it sends.
 
-    def started(self, agent_id: str, job_id: str) -> None:
-        self._emit("agent:started", agent_id, job_id, status="started")
-        self.counts_changed()
+    def started(self, agent_id: str, job_id: str, audience: Audience | None = None) -> None:
+        self._emit("agent:started", agent_id, job_id, audience, status="started")
+        self.counts_changed(audience)
 
     def progress(self, agent_id: str, job_id: str, report: dict[str, Any]) -> None:
         self._emit("agent:progress", agent_id, job_id, **report)
@@ -80,6 +93,6 @@ class Events:
         self._emit("agent:resumed", agent_id, job_id, status="resumed")
         self.counts_changed()
 
-    def counts_changed(self) -> None:
+    def counts_changed(self, audience: Audience | None = None) -> None:
         """Runs were queued, started or finished, or schedules changed, outside the events above."""
-        best_effort("scheduler:status", self._publisher.status_changed)
+        best_effort("scheduler:status", lambda: self._publisher.status_changed(audience))

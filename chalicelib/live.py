@@ -21,7 +21,7 @@ from .agent_store import AgentStore
 from .clock import Clock
 from .config import Settings
 from .dispatch_queue import DispatchQueue
-from .events import best_effort
+from .events import Audience, best_effort
 from .live_store import SCHEDULER_TOPIC, LiveStore, agent_topic
 from .timeutil import format_instant
 
@@ -188,12 +188,22 @@ class WsPublisher:
         for cid in gone:
             self._live.disconnect(cid)
 
-    def publish(self, event: str, agent_id: str | None, data: dict[str, Any]) -> None:
+    def publish(
+        self, event: str, agent_id: str | None, data: dict[str, Any], audience: Audience | None = None
+    ) -> None:
         topic = agent_topic(agent_id) if agent_id else SCHEDULER_TOPIC
-        self.send_to(self._live.subscribers(topic), {"event": event, "data": data})
+        if audience is not None and agent_id:
+            connection_ids = self._live.alive(topic, audience.agent)
+        else:
+            connection_ids = self._live.subscribers(topic)
+        self.send_to(connection_ids, {"event": event, "data": data})
 
-    def status_changed(self) -> None:
-        if not self._live.has_subscribers(SCHEDULER_TOPIC):
+    def status_changed(self, audience: Audience | None = None) -> None:
+        if audience is not None:
+            listening = audience.scheduler
+        else:
+            listening = self._live.has_subscribers(SCHEDULER_TOPIC)
+        if not listening:
             return
         if self._live.throttle_status(STATUS_WINDOW_MS):
             self.send_status()

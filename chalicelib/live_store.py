@@ -8,6 +8,7 @@ that vanished clean themselves up.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from .store import Store
 
@@ -81,16 +82,24 @@ class LiveStore:
 
     def subscribers(self, topic: str) -> list[str]:
         """Live subscribers of a topic; ones whose records expired are dropped on the way."""
-        k = self.keys
+        members = self.call(lambda: self.client.smembers(self.keys.ws_topic(topic)))
+        return self.alive(topic, members)
 
-        def read() -> tuple[list[str], list[int]]:
-            members = sorted(self.client.smembers(k.ws_topic(topic)))
+    def alive(self, topic: str, members: Iterable[str]) -> list[str]:
+        """Those of a topic's `members` whose connection records still exist; the others leave
+        the topic. No round trip for no members."""
+        k = self.keys
+        members = sorted(members)
+        if not members:
+            return []
+
+        def read() -> list[int]:
             pipe = self.client.pipeline(transaction=False)
             for member in members:
                 pipe.exists(k.ws_connection(member))
-            return members, pipe.execute()
+            return pipe.execute()
 
-        members, alive = self.call(read)
+        alive = self.call(read)
         dead = [m for m, ok in zip(members, alive, strict=True) if not ok]
         if dead:
             self.call(lambda: self.client.srem(k.ws_topic(topic), *dead))

@@ -91,7 +91,7 @@ class RecordingPublisher:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
 
-    def publish(self, event: str, agent_id: str | None, data: dict[str, Any]) -> None:
+    def publish(self, event: str, agent_id: str | None, data: dict[str, Any], audience: Any = None) -> None:
         with self._lock:
             self.events.append((event, data))
 
@@ -99,7 +99,7 @@ class RecordingPublisher:
         with self._lock:
             return [(e, d) for e, d in self.events if e != "scheduler:status"]
 
-    def status_changed(self) -> None:
+    def status_changed(self, audience: Any = None) -> None:
         with self._lock:
             self.events.append(("scheduler:status", {}))
 

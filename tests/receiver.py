@@ -10,6 +10,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _Server(ThreadingHTTPServer):
+    # A dispatcher opens up to 64 connections at once (its delivery pool); the default
+    # listen backlog of 5 would reset some of them, which no real receiver would.
+    request_queue_size = 128
+
+
 @dataclass(frozen=True)
 class Received:
     path: str
@@ -57,7 +63,7 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()

@@ -460,7 +460,8 @@ def test_a_run_left_waiting_by_a_dead_dispatcher_starts_on_the_next_tick(
         # dispatcher dies before it starts anything.
         fire = harness.svc.agents.fire
         crash.setattr(harness.svc.agents, "fire",
-                      lambda fires, now, retention, max_running, lease: fire(fires, now, retention, 0, lease))
+                      lambda fires, now, retention, max_running, lease, begin:
+                      fire(fires, now, retention, 0, lease, begin))
         crash.setattr(harness.svc.runs, "start_waiting", lambda inline=None: [])
         harness.drain()
     assert agent.called_at == []
@@ -492,10 +493,10 @@ def test_an_agent_endpoint_is_checked_again_at_call_time(harness: Harness, agent
 class BrokenPublisher:
     """Every publish fails, as with Redis or the management API down."""
 
-    def publish(self, event: str, agent_id: str | None, data: dict) -> None:
+    def publish(self, event: str, agent_id: str | None, data: dict, audience: object = None) -> None:
         raise redis.ConnectionError("Redis went away")
 
-    def status_changed(self) -> None:
+    def status_changed(self, audience: object = None) -> None:
         raise EndpointConnectionError(endpoint_url="https://abc123.execute-api.us-east-1.amazonaws.com/api")
 
 
@@ -544,3 +545,24 @@ def test_cron_slots_start_in_their_own_dispatcher_while_slots_are_free(
     # The third waits for a slot in the ready queue; no start went through SQS.
     assert stats(harness)["runningAgentsCount"] == 2 and stats(harness)["queuedTasksCount"] == 1
     assert [json.loads(m["Body"]).get("kind") for m in harness.receive()] == ["timeout", "timeout"]
+
+
+def test_a_slot_fired_without_time_to_call_is_handed_on_and_called_once(
+    harness: Harness, agents: list[Agent]
+) -> None:
+    # An invocation that must stop in 5 s cannot wait out a 30 s agent call: the slot takes its
+    # concurrency slot and its start goes through SQS to another invocation, once.
+    agent = register(harness, agents, "late")
+    schedule(harness, "late")
+    harness.tick()
+    [fire] = harness.receive()
+    harness.clock.set(T0 + 60_000)
+    harness.svc.dispatcher.handle_bodies([fire["Body"]], lambda: harness.clock.now_ms() + 5_000)
+    assert agent.called_at == []
+    assert stats(harness)["runningAgentsCount"] == 1
+    [start] = harness.receive()
+    assert json.loads(start["Body"])["kind"] == "start"
+    harness.dispatch([start["Body"]] * 2)
+    assert agent.called_at == [T0 + 60_000]
+    assert [r["status"] for r in runs(harness, "late")] == ["completed"]
+    assert harness.published.names("late") == ["agent:started", "agent:completed"]

@@ -200,6 +200,33 @@ def test_agent_subscriber_gets_a_runs_events_in_order(ws: Ws) -> None:
         agent.stop()
 
 
+def test_a_cron_slot_tells_those_subscribed_when_it_fired(ws: Ws) -> None:
+    # A slot that takes a free concurrency slot is begun by the script that fires it, which also
+    # reads who listens; the start event goes to them, and a subscriber whose records expired
+    # is dropped as on every other send.
+    agent = Receiver(responder=lambda path, n: (200, {}))
+    try:
+        h = ws.h
+        h.api("POST", "/api/agents", {"id": "cron", "name": "A", "endpointUrl": agent.url})
+        h.api("POST", "/api/agents/cron/schedule", {"cronExpression": "* * * * *"})
+        watcher, ghost, counts = ws.client(), ws.client(), ws.client()
+        for cid in (watcher, ghost):
+            ws.send(cid, {"action": "subscribe-agent-updates", "agentId": "cron"})
+        ws.send(counts, {"action": "subscribe-scheduler-updates"})
+        keys = h.svc.store.keys
+        h.redis.delete(keys.ws_connection(ghost))
+        h.redis.delete(keys.ws_status_lock)
+        h.tick()
+        h.drain()
+        assert agent.wait_for(1)[0].json()["scheduledFor"] == "2030-01-01T00:01:00.000Z"
+        assert [f["event"] for f in frames(watcher)[1:]] == ["agent:started", "agent:completed"]
+        assert frames(watcher)[1]["data"]["timestamp"] == "2030-01-01T00:01:00.000Z"
+        assert h.redis.smembers(keys.ws_topic("agent:cron")) == {watcher}
+        assert any(s["runningAgentsCount"] == 1 for s in status_frames(counts))
+    finally:
+        agent.stop()
+
+
 def test_pause_and_resume_reach_subscribers(ws: Ws) -> None:
     h = ws.h
     h.api("POST", "/api/agents", {"id": "pr", "name": "A", "endpointUrl": "http://127.0.0.1:9/"})

@@ -234,3 +234,24 @@ def test_signature_verifies_with_the_standard_webhooks_library() -> None:
 def test_classify(status: int, ok: bool, retryable: bool) -> None:
     result = classify(status)
     assert (result.ok, result.retryable) == (ok, retryable)
+
+
+def test_prestart_starts_a_pools_threads_once_without_waiting_for_them() -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chalicelib import threads
+
+    pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="prestart-test")
+    try:
+        def started() -> int:
+            return sum(t.name.startswith("prestart-test") for t in threading.enumerate())
+
+        assert started() == 0
+        threads.prestart(pool, 6)
+        assert started() == 6
+        threads.prestart(pool, 6)  # once per pool: no second round of waiting tasks
+        assert pool.submit(lambda: 42).result(timeout=5) == 42
+        assert started() == 6
+    finally:
+        pool.shutdown()

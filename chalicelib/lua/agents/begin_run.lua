@@ -1,3 +1,4 @@
+--#include lib
 -- A dispatcher takes a started run and is about to call the agent.
 -- KEYS[1] run hash   KEYS[2] agent hash   KEYS[3] running zset
 -- ARGV[1] run id   ARGV[2] claim token   ARGV[3] now ms   ARGV[4] lease deadline ms
@@ -5,8 +6,5 @@
 -- Returns the run hash as a flat list, or an empty list when there is nothing to take.
 if redis.call('HGET', KEYS[1], 'status') ~= 'starting' then return {} end
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then return {} end
-redis.call('HSET', KEYS[1], 'status', 'running', 'startedAt', ARGV[3], 'callbackToken', ARGV[5])
-redis.call('HDEL', KEYS[1], 'finishedAt', 'progress')
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
-redis.call('HSET', KEYS[2], 'status', 'RUNNING', 'lastRunAt', ARGV[3])
+begin_run(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[3], ARGV[4], ARGV[5])
 return redis.call('HGETALL', KEYS[1])

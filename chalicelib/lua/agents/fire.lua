@@ -9,8 +9,14 @@
 -- ARGV[7] next slot ref   ARGV[8] retention seconds for finished runs
 -- KEYS[8] running zset   ARGV[9] max concurrent runs   ARGV[10] start lease deadline ms
 -- ARGV[11] claim token for starting this run
+-- ARGV[12] callback token: when given, a run that gets a slot is begun here (as begin_run.lua
+--          would), so the dispatcher calls its agent without another round trip
+-- ARGV[13] the agents' default timeout in seconds (the lease of a run begun here)
+-- KEYS[9] the agent's WebSocket subscribers   KEYS[10] the scheduler's subscribers
 -- Returns 'starting' (a slot was free and no better run waits: this dispatcher calls the
--- agent now, on its second), 'waiting', 'skipped', 'stale' or 'none' (nothing to claim).
+-- agent now, on its second), 'waiting', 'skipped', 'stale' or 'none' (nothing to claim); or,
+-- for a run begun here, {'running', run hash, agent hash, the agent's subscribers, how many
+-- subscribe to the scheduler} (hashes as flat lists), so its start event costs no round trip.
 local status, token, trigger, attempt, agent_id, prio, due = unpack(redis.call('HMGET', KEYS[1],
   'status', 'token', 'trigger', 'attempt', 'agentId', 'priority', 'scheduledFor'))
 if status ~= 'queued' or token ~= ARGV[2] then return 'none' end
@@ -44,9 +50,16 @@ local best = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
 if redis.call('ZCARD', KEYS[8]) < tonumber(ARGV[9])
     and (#best == 0 or tonumber(best[2]) >= tonumber(score)) then
   -- As start_ready.lua would, without a trip through the ready queue and SQS.
-  redis.call('ZADD', KEYS[8], ARGV[10], ARGV[1])
-  redis.call('HSET', KEYS[1], 'status', 'starting', 'token', ARGV[11])
-  return 'starting'
+  if ARGV[12] == '' then
+    redis.call('ZADD', KEYS[8], ARGV[10], ARGV[1])
+    redis.call('HSET', KEYS[1], 'status', 'starting', 'token', ARGV[11])
+    return 'starting'
+  end
+  local timeout = tonumber(redis.call('HGET', KEYS[2], 'timeoutSeconds') or ARGV[13])
+  redis.call('HSET', KEYS[1], 'token', ARGV[11])
+  begin_run(KEYS[1], KEYS[2], KEYS[8], ARGV[1], ARGV[3], tonumber(ARGV[3]) + timeout * 1000, ARGV[12])
+  return {'running', redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]),
+    redis.call('SMEMBERS', KEYS[9]), redis.call('SCARD', KEYS[10])}
 end
 redis.call('HSET', KEYS[1], 'status', 'waiting')
 redis.call('ZADD', KEYS[5], score, ARGV[1])

@@ -34,3 +34,12 @@ local function remember_run(runs_key, run_id, now)
   redis.call('ZADD', runs_key, now, run_id)
   redis.call('ZREMRANGEBYRANK', runs_key, 0, -101)
 end
+
+-- A dispatcher takes a run that holds a concurrency slot and is about to call its agent: the
+-- run is running until its lease (the agent's timeout), and reports need callback_token.
+local function begin_run(run_key, agent_key, running_key, run_id, now, lease, callback_token)
+  redis.call('HSET', run_key, 'status', 'running', 'startedAt', now, 'callbackToken', callback_token)
+  redis.call('HDEL', run_key, 'finishedAt', 'progress')
+  redis.call('ZADD', running_key, lease, run_id)
+  redis.call('HSET', agent_key, 'status', 'RUNNING', 'lastRunAt', now)
+end
