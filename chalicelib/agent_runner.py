@@ -134,26 +134,30 @@ class AgentRunner:
                  len(waiting))
         return starts, waiting
 
-    def start(self, claimed: Claimed) -> None:
-        """A start message: this dispatcher calls the agent."""
+    def start(self, claimed: Claimed) -> list[Claimed]:
+        """A start message: this dispatcher calls the agent. Returns the waiting runs this
+        dispatcher is to start next (see call)."""
         agent_id, run_id = split_run_ref(claimed.ref)
-        self.execute(agent_id, run_id, claimed.token)
+        return self.execute(agent_id, run_id, claimed.token)
 
-    def check_timeout(self, claimed: Claimed) -> None:
-        """A run's timeout came: fail it if it is still running on the same attempt."""
+    def check_timeout(self, claimed: Claimed) -> list[Claimed]:
+        """A run's timeout came: fail it if it is still running on the same attempt. Returns the
+        waiting run this dispatcher is to start in its place, if any."""
         self._clock.sleep_until(claimed.due_ms)
         agent_id, run_id = split_run_ref(claimed.ref)
         run = self._store.get_run(run_id)
         if run and run.get("status") == RunStatus.RUNNING and run.get("token") == claimed.token:
-            self._timed_out(agent_id, run_id, run)
+            return self._timed_out(agent_id, run_id, run, keep=1)
+        return []
 
     # -- the ready queue -------------------------------------------------------
 
-    def start_waiting(self, inline: set[str] | None = None) -> list[Claimed]:
+    def start_waiting(self, inline: set[str] | None = None, keep: int = 0) -> list[Claimed]:
         """Start waiting runs while concurrency allows.
 
-        Runs this dispatcher is already handling (`inline`) come back for it to call right
-        away, so a slot starts on its second; others are handed to SQS for other dispatchers.
+        Runs this dispatcher is already handling (`inline`), and up to `keep` others, come back
+        for it to call right away, so a slot starts on its second; the rest are handed to SQS
+        for other dispatchers.
         """
         lease = self._clock.now_ms() + START_LEASE_MS
         started = self._store.start_ready(self._settings.max_concurrent_agents, lease)
@@ -164,7 +168,13 @@ class AgentRunner:
             if run is None:
                 continue
             claimed = Claimed(run_ref(run["agentId"], run_id), self._clock.now_ms(), token, kind="start")
-            (mine if inline and run_id in inline else others).append(claimed)
+            if inline and run_id in inline:
+                mine.append(claimed)
+            elif keep > 0:
+                keep -= 1
+                mine.append(claimed)
+            else:
+                others.append(claimed)
         if others:
             failed = self._queue.send(others)
             if failed:
@@ -194,21 +204,25 @@ class AgentRunner:
 
     # -- one attempt --------------------------------------------------------------
 
-    def execute(self, agent_id: str, run_id: str, token: str) -> None:
+    def execute(self, agent_id: str, run_id: str, token: str) -> list[Claimed]:
         agent = self._store.find(agent_id)
         if agent is None:
-            return
+            return []
         now = self._clock.now_ms()
         callback_token = new_callback_token()
         lease = now + agent.timeout_seconds * 1000
         run = self._store.begin_run(run_id, agent_id, token, now, lease, callback_token)
         if run is None:
             log.info("nothing to start for run %s (duplicate or superseded)", run_id)
-            return
-        self.call(Begun(agent, run, token, callback_token))
+            return []
+        return self.call(Begun(agent, run, token, callback_token))
 
-    def call(self, begun: Begun) -> None:
-        """Call the agent of a begun run, and record what its answer means."""
+    def call(self, begun: Begun) -> list[Claimed]:
+        """Call the agent of a begun run, and record what its answer means.
+
+        Returns the waiting run (as a start claim) that takes the slot this run freed: this
+        dispatcher, free now, calls it next, rather than handing it through SQS to another.
+        """
         agent, run, token = begun.agent, begun.run, begun.token
         agent_id, run_id = agent.id, run["runId"]
         job_id = run.get("jobId") or agent_id
@@ -220,14 +234,13 @@ class AgentRunner:
             # through SQS when SQS can hold the check that long; else by the tick.
             if agent.timeout_seconds <= MAX_DELAY_SECONDS:
                 self._queue.send([Claimed(run_ref(agent_id, run_id), begun.lease_ms, token, kind="timeout")])
-            return
+            return []
         if result.ok:
-            self._complete(agent_id, run_id, token, "claim", run)
-        else:
-            # Every failed answer is retried (4xx too); a refused endpoint would be refused
-            # the same way again, so that attempt fails for good, as a webhook does.
-            self._fail(agent_id, run_id, token, "claim", run, result.error or "failed",
-                       retryable=not result.refused)
+            return self._complete(agent_id, run_id, token, "claim", run, keep=1)
+        # Every failed answer is retried (4xx too); a refused endpoint would be refused
+        # the same way again, so that attempt fails for good, as a webhook does.
+        return self._fail(agent_id, run_id, token, "claim", run, result.error or "failed",
+                          retryable=not result.refused, keep=1)
 
     def _call(self, agent: Agent, run: dict[str, str], callback_token: str) -> DeliveryResult:
         body = json.dumps({
@@ -259,14 +272,17 @@ class AgentRunner:
         run = self._store.get_run(run_id) or {}
         self._fail(agent_id, run_id, token, "callback", run, error, raise_errors=True)
 
-    def _timed_out(self, agent_id: str, run_id: str, run: dict[str, str]) -> None:
+    def _timed_out(self, agent_id: str, run_id: str, run: dict[str, str], keep: int = 0) -> list[Claimed]:
         agent = self._store.find(agent_id)
         seconds = agent.timeout_seconds if agent else 0
-        self._fail(agent_id, run_id, run.get("token", ""), "claim", run,
-                   f"timed out after {seconds} s without an answer")
+        return self._fail(agent_id, run_id, run.get("token", ""), "claim", run,
+                          f"timed out after {seconds} s without an answer", keep=keep)
+
+    # A finished run frees its slot; the waiting run that takes it is returned for the caller to
+    # start when `keep` (a dispatcher), else handed to SQS (an agent's report, the tick).
 
     def _complete(self, agent_id: str, run_id: str, token: str, kind: str, run: dict[str, str],
-                  raise_errors: bool = False) -> None:
+                  raise_errors: bool = False, keep: int = 0) -> list[Claimed]:
         now = self._clock.now_ms()
         code = self._store.finish_run(agent_id, run_id, token, kind, "completed", now, None,
                                       self._settings.retention_seconds)
@@ -274,10 +290,11 @@ class AgentRunner:
             duration = now - int(run.get("startedAt") or now)
             self._events.completed(agent_id, run.get("jobId") or agent_id, duration)
             observability.run(agent_id, run_id, "completed", _attempt(run), _lateness(run), duration)
-            self.start_waiting()
+            return self.start_waiting(keep=keep)
+        return []
 
     def _fail(self, agent_id: str, run_id: str, token: str, kind: str, run: dict[str, str], error: str,
-              raise_errors: bool = False, retryable: bool = True) -> None:
+              raise_errors: bool = False, retryable: bool = True, keep: int = 0) -> list[Claimed]:
         settings = self._settings
         now = self._clock.now_ms()
         attempt = _attempt(run)
@@ -296,7 +313,8 @@ class AgentRunner:
                               now - int(run.get("startedAt") or now), error)
             if retry is not None:
                 self._queue.send([retry])
-            self.start_waiting()
+            return self.start_waiting(keep=keep)
+        return []
 
     @staticmethod
     def _settled(code: int, run_id: str, raise_errors: bool) -> bool:

@@ -77,8 +77,7 @@ def _hash_of(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _fired(answer: Any, args: list[Any]) -> Fired:
-    token, callback_token = str(args[10]), str(args[11])
+def _fired(answer: Any, token: str, callback_token: str) -> Fired:
     if isinstance(answer, list):  # ['running', run hash, agent hash, agent's subscribers, scheduler's]
         _, run, agent, subscribers, scheduler = answer
         audience = Audience(tuple(subscribers), bool(scheduler))
@@ -258,8 +257,10 @@ class AgentStore:
         agent now), else left 'starting' for whoever calls it.
         """
         k = self.keys
+        tokens = [new_token() for _ in fires]
+        callback_tokens = [new_callback_token() if begin else "" for _ in fires]
         calls = []
-        for fire in fires:
+        for fire, token, callback_token in zip(fires, tokens, callback_tokens, strict=True):
             next_id = new_run_id()
             calls.append((
                 [k.run(fire.run_id), k.agent(fire.agent_id), k.due, k.inflight, k.ready,
@@ -267,11 +268,11 @@ class AgentStore:
                  k.ws_topic(agent_topic(fire.agent_id)), k.ws_topic(SCHEDULER_TOPIC)],
                 [fire.run_id, fire.token, now, run_ref(fire.agent_id, fire.run_id),
                  "" if fire.next_slot_ms is None else fire.next_slot_ms, next_id,
-                 run_ref(fire.agent_id, next_id), retention, max_running, start_lease_ms, new_token(),
-                 new_callback_token() if begin else "", DEFAULT_TIMEOUT_SECONDS],
+                 run_ref(fire.agent_id, next_id), retention, max_running, start_lease_ms, token,
+                 callback_token, DEFAULT_TIMEOUT_SECONDS],
             ))
         answers = self.call(lambda: self._scripts.run_many("agents/fire", calls)) if fires else []
-        return [_fired(answer, args) for answer, (_, args) in zip(answers, calls, strict=True)]
+        return [_fired(*answer) for answer in zip(answers, tokens, callback_tokens, strict=True)]
 
     def find_many(self, agent_ids: Iterable[str]) -> dict[str, Agent]:
         """The agents that exist among `agent_ids`, read in one round trip."""

@@ -157,23 +157,24 @@ class Dispatcher:
                 # time to call them; else they are handed on as start claims.
                 begin = deadline_ms() - self._clock.now_ms() >= self._time_needed_ms(fired[0])
                 for starts in self._runs.fire_group(fired, prepared, begin):
-                    started += [
-                        _POOL.submit(self._runs.call, item) if isinstance(item, Begun)
-                        else _POOL.submit(self._run_item, item, deadline_ms)
-                        for item in starts
-                    ]
+                    started += [_POOL.submit(self._run_item, item, deadline_ms) for item in starts]
         errors = [error for error in (future.exception() for future in started) if error]
         if errors:
             raise errors[0]  # the batch fails and SQS hands it out again; claims stop repeats
 
-    def _run_item(self, item: Claimed, deadline_ms: Callable[[], int]) -> None:
-        if deadline_ms() - self._clock.now_ms() < self._time_needed_ms(item):
-            # This invocation would time out mid-call: another one takes it, with the same
-            # claim token, so it is still this item's only claim.
-            log.warning("handing %s on: too little time left in this invocation", item.ref)
-            self._scheduler.hand_to_queue([item])
-            return
-        self._handler_for(item)(item)
+    def _run_item(self, item: Begun | Claimed, deadline_ms: Callable[[], int]) -> None:
+        """Run an item, then the waiting runs it leaves this thread to start (a run that ends
+        frees its concurrency slot, and this thread is free to call the run that takes it)."""
+        todo: list[Claimed] = self._runs.call(item) if isinstance(item, Begun) else [item]
+        while todo:
+            claimed = todo.pop()
+            if deadline_ms() - self._clock.now_ms() < self._time_needed_ms(claimed):
+                # This invocation would time out mid-call: another one takes it, with the same
+                # claim token, so it is still this item's only claim.
+                log.warning("handing %s on: too little time left in this invocation", claimed.ref)
+                self._scheduler.hand_to_queue([claimed])
+                continue
+            todo += self._handler_for(claimed)(claimed) or []
 
     def _time_needed_ms(self, item: Claimed) -> int:
         settings = self._settings
@@ -183,7 +184,7 @@ class Dispatcher:
             return settings.agent_call_timeout_seconds * 1000
         return 0
 
-    def _handler_for(self, claimed: Claimed) -> Callable[[Claimed], None]:
+    def _handler_for(self, claimed: Claimed) -> Callable[[Claimed], list[Claimed] | None]:
         """What runs an item on the pool (runs that fall due are fired in waves instead)."""
         if claimed.ref.startswith(MESSAGE_REF) and not claimed.kind:
             return self.deliver_message

@@ -17,6 +17,7 @@ import botocore
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from . import threads
 from .agent_store import AgentStore
 from .clock import Clock
 from .config import Settings
@@ -130,6 +131,9 @@ class WsPublisher:
         self._queue = queue
         self._clock = clock
         self._settings = settings
+        # Threads started now, at the container's start, are not started one by one by the
+        # first large fan-out (see threads.prestart).
+        threads.prestart(_FANOUT, FANOUT_THREADS)
 
     def send_to(
         self, connection_ids: list[str], message: Mapping[str, Any], endpoint: str | None = None

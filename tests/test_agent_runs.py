@@ -566,3 +566,28 @@ def test_a_slot_fired_without_time_to_call_is_handed_on_and_called_once(
     assert agent.called_at == [T0 + 60_000]
     assert [r["status"] for r in runs(harness, "late")] == ["completed"]
     assert harness.published.names("late") == ["agent:started", "agent:completed"]
+
+
+def test_a_dispatcher_whose_run_ends_calls_the_next_waiting_run_itself(
+    harness: Harness, agents: list[Agent]
+) -> None:
+    # The run that ends frees its slot in a dispatcher that is free too: it calls the waiting
+    # run itself instead of handing it through SQS. A report from the agent (the API) hands on.
+    harness.configure(max_concurrent_agents=1)
+    first, second, third = (register(harness, agents, name, default=answer)
+                            for name, answer in [("first", 200), ("second", 202), ("third", 200)])
+    for name in ("first", "second", "third"):
+        assert harness.api("POST", f"/api/agents/{name}/run")[0] == 202
+        harness.clock.advance(1)
+    [start] = harness.receive()  # only the first start: the others wait for the slot
+    harness.dispatch([start["Body"]])
+    assert first.called_at == [T0 + 3] and second.called_at == [T0 + 3] and third.called_at == []
+    assert [json.loads(m["Body"]).get("kind") for m in harness.receive()] == ["timeout"]
+    assert stats(harness)["runningAgentsCount"] == 1 and stats(harness)["queuedTasksCount"] == 1
+    [request] = second.requests()
+    report(harness, "second", request["runId"], "complete", request["callbackToken"])
+    [handed] = harness.receive()
+    assert json.loads(handed["Body"])["kind"] == "start"
+    harness.dispatch([handed["Body"]])
+    assert third.called_at == [T0 + 3]
+    assert [runs(harness, name)[0]["status"] for name in ("first", "second", "third")] == ["completed"] * 3
