@@ -22,8 +22,10 @@ from chalicelib.live import management_endpoint
 app = Chalice(app_name="punctual")
 app.experimental_feature_flags.update(["WEBSOCKETS"])
 
-# Fixed when the app is packaged; the same name reaches the code as DISPATCH_QUEUE_NAME.
+# Fixed when the app is packaged; the same names reach the code as DISPATCH_QUEUE_NAME and
+# FANOUT_QUEUE_NAME.
 DISPATCH_QUEUE = os.environ.get("DISPATCH_QUEUE_NAME", "punctual-dispatch")
+FANOUT_QUEUE = os.environ.get("FANOUT_QUEUE_NAME", "punctual-fanout")
 ANY_BODY = ["*/*"]  # bodies are read as JSON whatever their declared type
 
 
@@ -227,6 +229,17 @@ def tick(event: Any) -> dict[str, object]:
 
 @app.on_sqs_message(queue=DISPATCH_QUEUE, batch_size=10)
 def dispatch(event: Any) -> None:
+    _dispatch(event)
+
+
+# The shared-out chunks of a large WebSocket fan-out, one per invocation: sent together, they would
+# otherwise arrive in one batch, in one container, and be sent one after another.
+@app.on_sqs_message(queue=FANOUT_QUEUE, batch_size=1)
+def fanout(event: Any) -> None:
+    _dispatch(event)
+
+
+def _dispatch(event: Any) -> None:
     svc = services.get()
     svc.dispatcher.handle_bodies(
         (record.body for record in event), lambda: deadline_from(event.context, svc.clock)

@@ -42,6 +42,8 @@ class Settings:
     aws_endpoint_url: str | None
     dispatch_queue_name: str
     dispatch_queue_url: str | None
+    fanout_queue_name: str
+    fanout_queue_url: str | None
     local_mode: bool
     webhook_secret: str | None
     webhook_timeout_seconds: int
@@ -86,6 +88,8 @@ class Settings:
             aws_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             dispatch_queue_name=env.get("DISPATCH_QUEUE_NAME", "punctual-dispatch"),
             dispatch_queue_url=env.get("DISPATCH_QUEUE_URL") or None,
+            fanout_queue_name=env.get("FANOUT_QUEUE_NAME", "punctual-fanout"),
+            fanout_queue_url=env.get("FANOUT_QUEUE_URL") or None,
             local_mode=_flag(env, "PUNCTUAL_LOCAL"),
             webhook_secret=env.get("WEBHOOK_SECRET") or None,
             webhook_timeout_seconds=_int(env, "WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1),

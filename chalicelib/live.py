@@ -33,9 +33,11 @@ STATUS_WINDOW_MS = 250
 FANOUT_THREADS = 32
 _FANOUT = ThreadPoolExecutor(max_workers=FANOUT_THREADS, thread_name_prefix="ws-fanout")
 # A fan-out to more connections than this is shared out: the publisher sends the first chunk and
-# hands the others through the dispatch queue to other invocations (other Lambda containers),
-# then waits for them, so a run's events still reach each subscriber in order. One invocation's
-# sends are bound by its one interpreter (~1 ms of CPU per post_to_connection).
+# hands the others through the fan-out queue to other invocations (other Lambda containers), then
+# waits for them, so a run's events still reach each subscriber in order. One invocation's sends
+# are bound by its one interpreter (~1 ms of CPU per post_to_connection), so that queue's event
+# source takes one chunk per invocation: in batches, the chunks of one event arrived together in
+# one container and went out one after another.
 FANOUT_CHUNK = 100
 # How long a publisher waits for its shared-out chunks before it goes on regardless (events are
 # best-effort; a chunk that no dispatcher took in time is still sent when one does).
@@ -122,6 +124,7 @@ class WsPublisher:
         agents: AgentStore,
         api: ManagementApi,
         queue: DispatchQueue,
+        fanout_queue: DispatchQueue,
         clock: Clock,
         settings: Settings,
     ) -> None:
@@ -129,6 +132,7 @@ class WsPublisher:
         self._agents = agents
         self._api = api
         self._queue = queue
+        self._fanout_queue = fanout_queue
         self._clock = clock
         self._settings = settings
         # Threads started now, at the container's start, are not started one by one by the
@@ -160,7 +164,7 @@ class WsPublisher:
     def _share_out(
         self, connection_ids: list[str], message: Mapping[str, Any], endpoint: str
     ) -> tuple[list[str], str, int]:
-        """Hand all chunks but the first to the dispatch queue; returns the connections left to
+        """Hand all chunks but the first to the fan-out queue; returns the connections left to
         send here (the first chunk, and any SQS did not take), the fan-out's id and how many
         chunks went out."""
         chunks = [connection_ids[i:i + FANOUT_CHUNK] for i in range(0, len(connection_ids), FANOUT_CHUNK)]
@@ -174,7 +178,7 @@ class WsPublisher:
         ]
         if max(len(body) for body in bodies) > MAX_SHARED_BODY:
             return connection_ids, "", 0
-        failed = set(self._queue.send_now(bodies))
+        failed = set(self._fanout_queue.send_now(bodies))
         here = chunks[0] + [c for i, chunk in enumerate(chunks[1:]) if i in failed for c in chunk]
         return here, fanout_id, len(bodies) - len(failed)
 

@@ -89,11 +89,15 @@ class Services:
             sqs_client, settings.dispatch_queue_name, settings.dispatch_queue_url, clock,
             settings.lead_seconds,
         )
+        # Chunks of a large fan-out go through a queue of their own, taken one per invocation.
+        fanout_queue = DispatchQueue(
+            sqs_client, settings.fanout_queue_name, settings.fanout_queue_url, clock, settings.lead_seconds
+        )
         sender = HttpSender(settings.webhook_timeout_seconds, allow_internal=settings.local_mode,
                             resolver=resolver)
         agents = AgentStore(store)
         live = LiveStore(store)
-        ws = WsPublisher(live, agents, ManagementApi(settings), queue, clock, settings)
+        ws = WsPublisher(live, agents, ManagementApi(settings), queue, fanout_queue, clock, settings)
         events = Events(publisher or ws, clock)
         runs = AgentRunner(agents, queue, sender, events, clock, settings)
         scheduler = Scheduler(store, queue, clock, settings, runs)

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # `make package`: the stage's stack for CloudFormation/SAM (OUT/sam) and for Terraform (OUT/terraform).
 #
-# Chalice declares the functions, the REST API, the tick schedule, the SQS event source and the
+# Chalice declares the functions, the REST API, the tick schedule, the SQS event sources and the
 # WebSocket API. What it cannot declare comes from deploy/:
 #   sam-merge.json            merged by `chalice package --merge-template`: the dispatch queue and its
-#                             dead-letter queue, the event source re-pointed at that queue (so
-#                             CloudFormation creates the queue first), the environment the code reads
-#                             (queue URL, WebSocket management endpoint, API token) from Ref/GetAtt,
-#                             and one IAM policy scoped to those resources for every function role.
+#                             dead-letter queue, the fan-out queue (no dead-letter queue: its chunks
+#                             are best-effort and worthless after 5 minutes), each event source
+#                             re-pointed at its queue (so CloudFormation creates the queue first), the
+#                             environment the code reads (queue URLs, WebSocket management endpoint,
+#                             API token) from Ref/GetAtt, and one IAM policy scoped to those resources
+#                             for every function role.
 #   terraform/*.tf.json       Chalice refuses --merge-template for Terraform; Terraform itself merges
 #                             every *.tf.json of a directory and applies *_override.tf.json on top.
-# The event source's queue is given as {"Fn::Sub": "${DispatchQueue.Arn}"}, not Fn::GetAtt: Chalice
-# deep-merges dictionaries and writes its own {"Fn::Sub": "...:punctual-dispatch"} there, so only a
-# Fn::Sub replaces it (a Fn::GetAtt would sit beside it as a second, invalid key).
+# An event source's queue is given as {"Fn::Sub": "${DispatchQueue.Arn}"} (and "${FanoutQueue.Arn}"),
+# not Fn::GetAtt: Chalice deep-merges dictionaries and writes its own
+# {"Fn::Sub": "...:punctual-dispatch"} there, so only a Fn::Sub replaces it (a Fn::GetAtt would sit
+# beside it as a second, invalid key).
 # PUBLIC_API_URL (agents' callbackUrl) is set on the tick and dispatch functions only: the REST API
 # refers to the API handler, so the handler referring back to the REST API would be a cycle.
 # The WebSocket stage in the management endpoint is the literal "api" (api_gateway_stage) for the
@@ -24,9 +27,10 @@ STAGE="${2:-prod}"
 CHALICE="${CHALICE:-$ROOT/.venv/bin/chalice}"
 # chalice package wants a region; the templates it writes are region-neutral (AWS::Region, data.aws_region).
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
-# The event source's queue name is read by app.py when Chalice imports it; Terraform and the prod
-# policy file expect the default name.
+# The event sources' queue names are read by app.py when Chalice imports it; Terraform and the prod
+# policy file expect the default names.
 unset DISPATCH_QUEUE_NAME
+unset FANOUT_QUEUE_NAME
 
 cd "$ROOT"
 rm -rf "$OUT/sam" "$OUT/terraform"

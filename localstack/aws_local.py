@@ -24,11 +24,16 @@ VISIBILITY_TIMEOUT_SECONDS = 90
 MAX_RECEIVE_COUNT = 5
 
 
+# A shared-out fan-out chunk is worth nothing after a few minutes (events are best-effort).
+FANOUT_RETENTION_SECONDS = 300
+
+
 @dataclass(frozen=True)
 class Queues:
     dispatch_url: str
     dispatch_arn: str
     dead_letter_url: str
+    fanout_url: str
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -76,8 +81,9 @@ def sqs_client(env: Mapping[str, str], pool: int = 10) -> Any:
     )
 
 
-def ensure_queues(sqs: Any, name: str) -> Queues:
-    """The dispatch queue with its dead-letter queue and redrive policy, as the deployed stack has."""
+def ensure_queues(sqs: Any, name: str, fanout_name: str) -> Queues:
+    """The dispatch queue with its dead-letter queue and redrive policy, and the fan-out queue, as
+    the deployed stack has them."""
     dlq_url = _create(sqs, f"{name}-dlq", {"MessageRetentionPeriod": "1209600"})
     dlq_arn = _arn(sqs, dlq_url)
     url = _create(
@@ -90,7 +96,11 @@ def ensure_queues(sqs: Any, name: str) -> Queues:
             ),
         },
     )
-    return Queues(url, _arn(sqs, url), dlq_url)
+    fanout_url = _create(sqs, fanout_name, {
+        "VisibilityTimeout": str(VISIBILITY_TIMEOUT_SECONDS),
+        "MessageRetentionPeriod": str(FANOUT_RETENTION_SECONDS),
+    })
+    return Queues(url, _arn(sqs, url), dlq_url, fanout_url)
 
 
 def _create(sqs: Any, name: str, attributes: dict[str, str]) -> str:

@@ -67,8 +67,10 @@ def start(env: dict[str, str], supervisor: Supervisor) -> dict[str, str]:
     data_dir = Path(env.get("PUNCTUAL_DATA_DIR") or ROOT / ".local")
     env["REDIS_URL"] = ensure_redis(env, data_dir, supervisor)
     env["AWS_ENDPOINT_URL"] = ensure_endpoint(env, supervisor, data_dir)
-    queues = ensure_queues(sqs_client(env), env.get("DISPATCH_QUEUE_NAME", "punctual-dispatch"))
+    queues = ensure_queues(sqs_client(env), env.get("DISPATCH_QUEUE_NAME", "punctual-dispatch"),
+                           env.get("FANOUT_QUEUE_NAME", "punctual-fanout"))
     env["DISPATCH_QUEUE_URL"] = queues.dispatch_url
+    env["FANOUT_QUEUE_URL"] = queues.fanout_url
     if not env.get("API_TOKEN"):
         env["API_TOKEN"] = secrets.token_urlsafe(24)
         print(f"API_TOKEN was not set; this run's token is: {env['API_TOKEN']}", file=sys.stderr)

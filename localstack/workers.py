@@ -1,8 +1,9 @@
 """The local event sources: an EventBridge-like ticker and Lambda's SQS pollers.
 
-Run as `python -m localstack.workers [--ticker]`. SQS_POLLERS threads long-poll the dispatch queue
-and invoke the app's own `dispatch` handler with the SQS event Lambda would build, up to
-LAMBDA_CONCURRENCY invocations at once; a batch is deleted only when the handler returns, as
+Run as `python -m localstack.workers [--ticker]`. For each SQS handler of the app (`dispatch` on the
+dispatch queue, `fanout` on the fan-out queue), SQS_POLLERS threads long-poll its queue and invoke
+the handler with the SQS event Lambda would build, in batches of the size the handler declares, up
+to LAMBDA_CONCURRENCY invocations at once; a batch is deleted only when the handler returns, as
 Lambda's event source mapping does. The ticker invokes
 `tick` with a scheduled event at start and then every TICK_INTERVAL_SECONDS.
 """
@@ -20,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from chalice.app import SQSEventConfig
 
 from .aws_local import sqs_client
 from .lambda_runtime import LambdaContext, scheduled_event, sqs_event
@@ -30,6 +32,8 @@ log = logging.getLogger("punctual.workers")
 Handler = Callable[[dict[str, Any], Any], Any]
 
 LAMBDA_TIMEOUT_MS = 60_000
+# The queue each SQS handler of the app consumes (localstack/stack.py creates them).
+QUEUE_URL_VARIABLES = {"dispatch": "DISPATCH_QUEUE_URL", "fanout": "FANOUT_QUEUE_URL"}
 POLL_WAIT_SECONDS = 20
 SHUTDOWN_GRACE_SECONDS = 20
 
@@ -90,14 +94,15 @@ class Poller(threading.Thread):
     by every send, so pollers are kept few.
     """
 
-    def __init__(self, index: int, invoker: Invoker, sqs: Any, queue_url: str, queue_arn: str,
-                 region: str, stopping: threading.Event) -> None:
-        super().__init__(name=f"sqs-poller-{index}", daemon=True)
+    def __init__(self, name: str, invoker: Invoker, sqs: Any, queue_url: str, queue_arn: str,
+                 region: str, batch_size: int, stopping: threading.Event) -> None:
+        super().__init__(name=name, daemon=True)
         self._invoker = invoker
         self._sqs = sqs
         self._url = queue_url
         self._arn = queue_arn
         self._region = region
+        self._batch_size = batch_size
         self._stopping = stopping
 
     def run(self) -> None:
@@ -116,7 +121,7 @@ class Poller(threading.Thread):
         try:
             got = self._sqs.receive_message(
                 QueueUrl=self._url,
-                MaxNumberOfMessages=10,
+                MaxNumberOfMessages=self._batch_size,
                 WaitTimeSeconds=POLL_WAIT_SECONDS,
                 AttributeNames=["All"],
                 MessageAttributeNames=["All"],
@@ -175,17 +180,23 @@ def main() -> None:
     from app import app  # the very handlers Lambda runs
 
     region = os.environ["AWS_REGION"]
-    queue_url = os.environ["DISPATCH_QUEUE_URL"]
     sqs = sqs_client(os.environ, pool=64)
-    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
 
-    invoker = Invoker(app.handler_map["dispatch"], int(os.environ.get("LAMBDA_CONCURRENCY", "50")))
-    for i in range(int(os.environ.get("SQS_POLLERS", "4"))):
-        Poller(i, invoker, sqs, queue_url, arn, region, stopping).start()
+    # Each SQS event source of the app, polled as Lambda would, with the batch size it declares.
+    invokers = []
+    for source in (s for s in app.event_sources if isinstance(s, SQSEventConfig)):
+        queue_url = os.environ[QUEUE_URL_VARIABLES[source.name]]
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
+        arn = attributes["QueueArn"]
+        invoker = Invoker(app.handler_map[source.name], int(os.environ.get("LAMBDA_CONCURRENCY", "50")))
+        invokers.append(invoker)
+        for i in range(int(os.environ.get("SQS_POLLERS", "4"))):
+            Poller(f"sqs-poller-{source.name}-{i}", invoker, sqs, queue_url, arn, region, source.batch_size,
+                   stopping).start()
     if args.ticker:
         Ticker(app.handler_map["tick"], region, float(os.environ.get("TICK_INTERVAL_SECONDS", "60")),
                stopping).start()
@@ -194,7 +205,7 @@ def main() -> None:
     # daemon threads and simply end with us. One cut off mid-call leaves a lease that the
     # next tick reclaims.
     deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
-    while invoker.busy and time.monotonic() < deadline:
+    while any(invoker.busy for invoker in invokers) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 

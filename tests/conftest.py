@@ -71,10 +71,12 @@ def moto_sqs() -> Iterator[Any]:
 
 @pytest.fixture
 def aws(moto_sqs: Any) -> Iterator[Any]:
-    """moto's SQS with a fresh, empty dispatch queue."""
-    url = moto_sqs.create_queue(QueueName="punctual-dispatch")["QueueUrl"]
+    """moto's SQS with fresh, empty dispatch and fan-out queues."""
+    names = ("punctual-dispatch", "punctual-fanout")
+    urls = [moto_sqs.create_queue(QueueName=name)["QueueUrl"] for name in names]
     yield moto_sqs
-    moto_sqs.delete_queue(QueueUrl=url)
+    for url in urls:
+        moto_sqs.delete_queue(QueueUrl=url)
 
 
 @pytest.fixture
@@ -134,6 +136,10 @@ class Harness:
     def queue_url(self) -> str:
         return self.svc.queue.url
 
+    @property
+    def fanout_url(self) -> str:
+        return str(self.sqs.get_queue_url(QueueName=self.svc.settings.fanout_queue_name)["QueueUrl"])
+
     def post(self, body: Any, headers: dict[str, str] | None = None) -> Any:
         raw = body if isinstance(body, (bytes, str)) else json.dumps(body)
         return self.client.http.post("/messages", headers=AUTH if headers is None else headers, body=raw)
@@ -157,24 +163,27 @@ class Harness:
         )
         return self.client.lambda_.invoke("tick", event).payload
 
-    def receive(self) -> list[dict[str, Any]]:
-        """Every SQS message visible now (removed from the queue)."""
+    def receive(self, queue_url: str | None = None) -> list[dict[str, Any]]:
+        """Every SQS message visible now in the dispatch queue, or the one given (removed from it)."""
+        url = queue_url or self.queue_url
         out: list[dict[str, Any]] = []
         while True:
-            got = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
+            got = self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
             msgs = got.get("Messages", [])
             if not msgs:
                 return out
             for m in msgs:
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+                self.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
             out.extend(msgs)
 
-    def dispatch(self, bodies: list[str]) -> None:
-        event = self.client.events.generate_sqs_event(message_bodies=bodies, queue_name="punctual-dispatch")
+    def dispatch(self, bodies: list[str], handler: str = "dispatch") -> None:
+        """Invoke an SQS handler (`dispatch`, or `fanout`) with these message bodies."""
+        queue = {"dispatch": "punctual-dispatch", "fanout": "punctual-fanout"}[handler]
+        event = self.client.events.generate_sqs_event(message_bodies=bodies, queue_name=queue)
         # Chalice's test client gives every Lambda 3 s; the dispatcher hands on what it could not
         # finish in the time left, so give it the deployed timeout (.chalice/config.json).
-        context = LambdaContext("dispatch", memory_size=512, max_runtime_ms=LAMBDA_TIMEOUT_MS)
-        app_module.app.handler_map["dispatch"](event, context)
+        context = LambdaContext(handler, memory_size=512, max_runtime_ms=LAMBDA_TIMEOUT_MS)
+        app_module.app.handler_map[handler](event, context)
 
     def drain(self, rounds: int = 20, hold_timeouts: bool = False) -> int:
         """Feed SQS to the dispatch handler until the queue is empty; returns messages fed.

@@ -313,13 +313,15 @@ def test_a_large_fan_out_is_shared_out_through_the_queue_and_waited_for(
     thread.start()
     shared: list[str] = []
     for _ in range(1000):  # until the publisher has handed out its two other chunks
-        shared += [m["Body"] for m in h.receive() if json.loads(m["Body"])["kind"] == "fanout"]
+        shared += [m["Body"] for m in h.receive(h.fanout_url)]
         if len(shared) == 2:
             break
         time.sleep(0.01)
-    assert len(shared) == 2
+    assert [json.loads(body)["kind"] for body in shared] == ["fanout", "fanout"]
+    assert h.receive() == []  # the chunks go to the fan-out queue, not the dispatch queue
     assert not publisher_done.is_set()  # it waits until other invocations sent them
-    h.dispatch(shared)
+    for body in shared:  # one chunk per invocation, as the fan-out queue's event source hands them
+        h.dispatch([body], handler="fanout")
     thread.join(10)
     assert publisher_done.is_set()
     assert started_frames(cids) == [1] * 5
@@ -331,10 +333,10 @@ def test_a_fan_out_the_queue_does_not_take_is_sent_by_the_publisher(
 ) -> None:
     h = ws.h
     cids, publisher = five_subscribers_in_chunks_of_two(ws, monkeypatch)
-    monkeypatch.setattr(publisher._queue, "send_now", lambda bodies: list(range(len(bodies))))
+    monkeypatch.setattr(publisher._fanout_queue, "send_now", lambda bodies: list(range(len(bodies))))
     publisher.publish("agent:started", "f", {"agentId": "f"})
     assert started_frames(cids) == [1] * 5
-    assert h.receive() == []
+    assert h.receive(h.fanout_url) == []
 
 
 def test_disconnect_and_expiry_clean_up(ws: Ws) -> None:

@@ -40,6 +40,7 @@ ENI_ACTIONS = {
 }
 LOG_ACTIONS = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
 ALLOWED_ACTIONS = QUEUE_ACTIONS | ENI_ACTIONS | LOG_ACTIONS | {"execute-api:ManageConnections"}
+QUEUES = ("DispatchQueue", "FanoutQueue")
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,11 @@ def _is_queue_arn(value: Any, queue: str) -> bool:
     return value == {"Fn::GetAtt": [queue, "Arn"]} or _sub_text(value) == f"${{{queue}.Arn}}"
 
 
+def _resources(statement: dict[str, Any]) -> list[Any]:
+    resource = statement["Resource"]
+    return resource if isinstance(resource, list) else [resource]
+
+
 def _role_statements(p: Packaged, function: dict[str, Any]) -> list[dict[str, Any]]:
     """Every statement the function's role grants: inline and attached managed policies."""
     role_name = function["Properties"]["Role"]["Fn::GetAtt"][0]
@@ -148,7 +154,7 @@ def test_the_tick_runs_every_minute(packaged: Packaged) -> None:
 
 def test_the_dispatch_queue_has_a_dead_letter_queue(packaged: Packaged) -> None:
     queues = _of_type(packaged.cfn, "AWS::SQS::Queue")
-    assert set(queues) == {"DispatchQueue", "DispatchDeadLetterQueue"}
+    assert set(queues) == {"DispatchQueue", "DispatchDeadLetterQueue", "FanoutQueue"}
     props = queues["DispatchQueue"]["Properties"]
     redrive = props["RedrivePolicy"]
     assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["DispatchDeadLetterQueue", "Arn"]}
@@ -157,24 +163,36 @@ def test_the_dispatch_queue_has_a_dead_letter_queue(packaged: Packaged) -> None:
     assert props["VisibilityTimeout"] >= _functions(packaged)["Dispatch"]["Properties"]["Timeout"]
 
 
-def test_the_dispatch_function_consumes_that_queue(packaged: Packaged) -> None:
-    mappings = list(_of_type(packaged.cfn, "AWS::Lambda::EventSourceMapping").values())
-    assert len(mappings) == 1
-    props = mappings[0]["Properties"]
-    assert props["FunctionName"] == {"Ref": "Dispatch"}
-    assert _is_queue_arn(props["EventSourceArn"], "DispatchQueue"), props["EventSourceArn"]
+def test_the_fanout_queue_keeps_chunks_briefly_and_has_no_dead_letter_queue(packaged: Packaged) -> None:
+    props = _of_type(packaged.cfn, "AWS::SQS::Queue")["FanoutQueue"]["Properties"]
+    # Events are best-effort: a chunk of a fan-out older than 5 minutes is worthless.
+    assert props["MessageRetentionPeriod"] == 300
+    assert "RedrivePolicy" not in props
+    assert props["VisibilityTimeout"] >= _functions(packaged)["Fanout"]["Properties"]["Timeout"]
+
+
+def test_the_dispatch_and_fanout_functions_consume_their_queues(packaged: Packaged) -> None:
+    mappings = [m["Properties"] for m in _of_type(packaged.cfn, "AWS::Lambda::EventSourceMapping").values()]
+    by_function = {props["FunctionName"]["Ref"]: props for props in mappings}
+    assert len(mappings) == 2 and set(by_function) == {"Dispatch", "Fanout"}
+    for function, queue, batch_size in (("Dispatch", "DispatchQueue", 10), ("Fanout", "FanoutQueue", 1)):
+        props = by_function[function]
+        assert _is_queue_arn(props["EventSourceArn"], queue), props["EventSourceArn"]
+        assert props["BatchSize"] == batch_size, function
 
 
 def test_functions_get_the_queue_and_websocket_endpoint_from_the_template(packaged: Packaged) -> None:
     ws_stage = next(iter(_of_type(packaged.cfn, "AWS::ApiGatewayV2::Stage").values()))["Properties"]
     rest_stage = next(iter(_of_type(packaged.cfn, "AWS::ApiGateway::Stage").values()))["Properties"]
     functions = _functions(packaged)
-    assert set(functions) == {"APIHandler", "Tick", "Dispatch", "WebsocketConnect",
+    assert set(functions) == {"APIHandler", "Tick", "Dispatch", "Fanout", "WebsocketConnect",
                               "WebsocketMessage", "WebsocketDisconnect"}
     for name, function in functions.items():
         env = function["Properties"]["Environment"]["Variables"]
         assert env["DISPATCH_QUEUE_URL"] == {"Ref": "DispatchQueue"}, name
         assert env["DISPATCH_QUEUE_NAME"] == {"Fn::GetAtt": ["DispatchQueue", "QueueName"]}, name
+        assert env["FANOUT_QUEUE_URL"] == {"Ref": "FanoutQueue"}, name
+        assert env["FANOUT_QUEUE_NAME"] == {"Fn::GetAtt": ["FanoutQueue", "QueueName"]}, name
         endpoint = _sub_text(env["WS_MANAGEMENT_ENDPOINT"])
         assert endpoint.startswith("https://${WebsocketAPI}.execute-api."), name
         assert endpoint.endswith("/" + ws_stage["StageName"]), name
@@ -201,11 +219,16 @@ def test_iam_grants_only_what_the_code_calls_on_its_own_resources(packaged: Pack
         statements = _role_statements(packaged, function)
         granted = set().union(*map(_actions, statements))
         assert granted == ALLOWED_ACTIONS, name
+        queues_granted: set[str] = set()
         for statement in statements:
             actions = _actions(statement)
             resource = statement["Resource"]
             if actions & QUEUE_ACTIONS:
-                assert actions <= QUEUE_ACTIONS and _is_queue_arn(resource, "DispatchQueue"), statement
+                assert actions == QUEUE_ACTIONS, statement  # each queue is sent to and consumed
+                for arn in _resources(statement):
+                    queue = next((q for q in QUEUES if _is_queue_arn(arn, q)), None)
+                    assert queue is not None, statement
+                    queues_granted.add(queue)
             elif actions == {"execute-api:ManageConnections"}:
                 assert "${WebsocketAPI}/" in _sub_text(resource), statement
                 assert _sub_text(resource).endswith("/POST/@connections/*"), statement
@@ -214,6 +237,7 @@ def test_iam_grants_only_what_the_code_calls_on_its_own_resources(packaged: Pack
             else:
                 # Network interfaces cannot be scoped before they exist.
                 assert actions <= ENI_ACTIONS, statement
+        assert queues_granted == set(QUEUES), name
 
 
 def test_chalice_deploy_and_terraform_policy_allows_the_same_actions() -> None:
@@ -222,21 +246,44 @@ def test_chalice_deploy_and_terraform_policy_allows_the_same_actions() -> None:
     assert config["autogen_policy"] is False
     policy = json.loads((ROOT / ".chalice" / config["iam_policy_file"]).read_text())
     assert set().union(*map(_actions, policy["Statement"])) == ALLOWED_ACTIONS
-    queue_resources = {s["Resource"] for s in policy["Statement"] if _actions(s) & QUEUE_ACTIONS}
-    assert queue_resources == {"arn:*:sqs:*:*:punctual-dispatch"}
+    queue_statements = [s for s in policy["Statement"] if _actions(s) & QUEUE_ACTIONS]
+    assert all(_actions(s) == QUEUE_ACTIONS for s in queue_statements)
+    queue_resources = {r for s in queue_statements for r in _resources(s)}
+    assert queue_resources == {"arn:*:sqs:*:*:punctual-dispatch", "arn:*:sqs:*:*:punctual-fanout"}
 
 
 def test_terraform_stack_declares_the_queues_and_wires_them(packaged: Packaged) -> None:
     chalice_tf = json.loads((packaged.terraform_dir / "chalice.tf.json").read_text())["resource"]
-    ours = json.loads((packaged.terraform_dir / "punctual.tf.json").read_text())["resource"]
+    ours_tf = json.loads((packaged.terraform_dir / "punctual.tf.json").read_text())
+    ours = ours_tf["resource"]
     override = json.loads((packaged.terraform_dir / "punctual_override.tf.json").read_text())["resource"]
     rules = chalice_tf["aws_cloudwatch_event_rule"].values()
     assert [r["schedule_expression"] for r in rules] == ["rate(1 minute)"]
     assert "websocket_api" in chalice_tf["aws_apigatewayv2_api"]
-    assert "aws_sqs_queue.dispatch_dlq.arn" in ours["aws_sqs_queue"]["dispatch"]["redrive_policy"]
+    queues = ours["aws_sqs_queue"]
+    assert "aws_sqs_queue.dispatch_dlq.arn" in queues["dispatch"]["redrive_policy"]
+    assert queues["fanout"]["name"] == "punctual-fanout"
+    assert queues["fanout"]["message_retention_seconds"] == 300
+    assert "redrive_policy" not in queues["fanout"]
+    timeout = chalice_tf["aws_lambda_function"]["fanout"]["timeout"]
+    assert queues["fanout"]["visibility_timeout_seconds"] >= timeout
+    environment = ours_tf["locals"]["punctual_environment"]
+    assert environment["DISPATCH_QUEUE_URL"] == "${aws_sqs_queue.dispatch.url}"
+    assert environment["FANOUT_QUEUE_URL"] == "${aws_sqs_queue.fanout.url}"
+    assert environment["FANOUT_QUEUE_NAME"] == "${aws_sqs_queue.fanout.name}"
     # An override of a resource Chalice does not generate would fail `terraform plan`; check the names.
     for kind, resources in override.items():
         assert set(resources) <= set(chalice_tf[kind]), kind
     mapping = override["aws_lambda_event_source_mapping"]
-    assert [m["event_source_arn"] for m in mapping.values()] == ["${aws_sqs_queue.dispatch.arn}"]
+    assert {name: m["event_source_arn"] for name, m in mapping.items()} == {
+        "dispatch-sqs-event-source": "${aws_sqs_queue.dispatch.arn}",
+        "fanout-sqs-event-source": "${aws_sqs_queue.fanout.arn}",
+    }
+    # The function each mapping feeds, and its batch size, come from Chalice (app.py).
+    fed = {name: (m["function_name"], m["batch_size"])
+           for name, m in chalice_tf["aws_lambda_event_source_mapping"].items()}
+    assert fed == {
+        "dispatch-sqs-event-source": ("${aws_lambda_function.dispatch.arn}", 10),
+        "fanout-sqs-event-source": ("${aws_lambda_function.fanout.arn}", 1),
+    }
     assert set(override["aws_lambda_function"]) == set(chalice_tf["aws_lambda_function"])

@@ -59,7 +59,9 @@ class Stack:
         # stack gets a queue of its own. Without it, each stack embeds a fresh moto server.
         env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "API_TOKEN"}}
         if env.get("AWS_ENDPOINT_URL"):
-            env["DISPATCH_QUEUE_NAME"] = f"punctual-e2e-{uuid.uuid4().hex[:8]}"
+            run = uuid.uuid4().hex[:8]
+            env["DISPATCH_QUEUE_NAME"] = f"punctual-e2e-{run}"
+            env["FANOUT_QUEUE_NAME"] = f"punctual-e2e-fanout-{run}"
         env.update(
             API_HOST="127.0.0.1",
             API_PORT=str(self.api_port),
