@@ -351,19 +351,25 @@ class AgentStore:
         retention: int,
         retry: Claimed | None = None,
         inflight_deadline_ms: int = 0,
-    ) -> int:
+    ) -> tuple[int, Audience | None]:
+        """Record how an attempt ended; (1, who listens for its event), or (a report_error code,
+        None)."""
         k = self.keys
         # Only a run whose retries are spent takes the agent off its schedule.
         no_slot: tuple[list[str], list[str]] = ([k.run(""), k.due], ["", ""])
         slot_keys, slot_args = self._pending_slot(agent_id) if outcome == "failed" else no_slot
-        code = self._script(
+        answer = self._script(
             "finish_run",
-            [k.run(run_id), k.agent(agent_id), k.running, k.inflight, k.schedules, *slot_keys],
+            [k.run(run_id), k.agent(agent_id), k.running, k.inflight, k.schedules, *slot_keys,
+             k.ws_topic(agent_topic(agent_id)), k.ws_topic(SCHEDULER_TOPIC)],
             [agent_id, token, run_id, outcome, now, error or "", retention, run_ref(agent_id, run_id),
              retry.due_ms if retry else "", retry.token if retry else "", inflight_deadline_ms, *slot_args,
              token_kind],
         )
-        return int(code)
+        if isinstance(answer, list):
+            code, subscribers, scheduler = answer
+            return int(code), Audience(tuple(subscribers), bool(scheduler))
+        return int(answer), None
 
     def get_run(self, run_id: str) -> dict[str, str] | None:
         fields = self.call(lambda: self.client.hgetall(self.keys.run(run_id)))
