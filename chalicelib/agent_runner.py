@@ -284,11 +284,11 @@ class AgentRunner:
     def _complete(self, agent_id: str, run_id: str, token: str, kind: str, run: dict[str, str],
                   raise_errors: bool = False, keep: int = 0) -> list[Claimed]:
         now = self._clock.now_ms()
-        code, audience = self._store.finish_run(agent_id, run_id, token, kind, "completed", now, None,
-                                                self._settings.retention_seconds)
+        code = self._store.finish_run(agent_id, run_id, token, kind, "completed", now, None,
+                                      self._settings.retention_seconds)
         if self._settled(code, run_id, raise_errors):
             duration = now - int(run.get("startedAt") or now)
-            self._events.completed(agent_id, run.get("jobId") or agent_id, duration, audience)
+            self._events.completed(agent_id, run.get("jobId") or agent_id, duration)
             observability.run(agent_id, run_id, "completed", _attempt(run), _lateness(run), duration)
             return self.start_waiting(keep=keep)
         return []
@@ -305,10 +305,10 @@ class AgentRunner:
                                         settings.agent_retry_max_delay_seconds, None)
             retry = Claimed(run_ref(agent_id, run_id), now + int(delay * 1000), new_token())
             deadline = retry.due_ms + settings.queue_grace_seconds * 1000
-        code, audience = self._store.finish_run(agent_id, run_id, token, kind, "retry" if retry else "failed",
-                                                now, error, settings.retention_seconds, retry, deadline)
+        code = self._store.finish_run(agent_id, run_id, token, kind, "retry" if retry else "failed", now,
+                                      error, settings.retention_seconds, retry, deadline)
         if self._settled(code, run_id, raise_errors):
-            self._events.failed(agent_id, run.get("jobId") or agent_id, error, audience)
+            self._events.failed(agent_id, run.get("jobId") or agent_id, error)
             observability.run(agent_id, run_id, "retry" if retry else "failed", attempt, _lateness(run),
                               now - int(run.get("startedAt") or now), error)
             if retry is not None:

@@ -351,25 +351,19 @@ class AgentStore:
         retention: int,
         retry: Claimed | None = None,
         inflight_deadline_ms: int = 0,
-    ) -> tuple[int, Audience | None]:
-        """Record how an attempt ended; (1, who listens for its event), or (a report_error code,
-        None)."""
+    ) -> int:
         k = self.keys
         # Only a run whose retries are spent takes the agent off its schedule.
         no_slot: tuple[list[str], list[str]] = ([k.run(""), k.due], ["", ""])
         slot_keys, slot_args = self._pending_slot(agent_id) if outcome == "failed" else no_slot
-        answer = self._script(
+        code = self._script(
             "finish_run",
-            [k.run(run_id), k.agent(agent_id), k.running, k.inflight, k.schedules, *slot_keys,
-             k.ws_topic(agent_topic(agent_id)), k.ws_topic(SCHEDULER_TOPIC)],
+            [k.run(run_id), k.agent(agent_id), k.running, k.inflight, k.schedules, *slot_keys],
             [agent_id, token, run_id, outcome, now, error or "", retention, run_ref(agent_id, run_id),
              retry.due_ms if retry else "", retry.token if retry else "", inflight_deadline_ms, *slot_args,
              token_kind],
         )
-        if isinstance(answer, list):
-            code, subscribers, scheduler = answer
-            return int(code), Audience(tuple(subscribers), bool(scheduler))
-        return int(answer), None
+        return int(code)
 
     def get_run(self, run_id: str) -> dict[str, str] | None:
         fields = self.call(lambda: self.client.hgetall(self.keys.run(run_id)))

@@ -77,15 +77,13 @@ class Events:
     def progress(self, agent_id: str, job_id: str, report: dict[str, Any]) -> None:
         self._emit("agent:progress", agent_id, job_id, **report)
 
-    def completed(
-        self, agent_id: str, job_id: str, duration_ms: int, audience: Audience | None = None
-    ) -> None:
-        self._emit("agent:completed", agent_id, job_id, audience, status="completed", duration=duration_ms)
-        self.counts_changed(audience)
+    def completed(self, agent_id: str, job_id: str, duration_ms: int) -> None:
+        self._emit("agent:completed", agent_id, job_id, status="completed", duration=duration_ms)
+        self.counts_changed()
 
-    def failed(self, agent_id: str, job_id: str, error: str, audience: Audience | None = None) -> None:
-        self._emit("agent:failed", agent_id, job_id, audience, status="failed", error=error)
-        self.counts_changed(audience)
+    def failed(self, agent_id: str, job_id: str, error: str) -> None:
+        self._emit("agent:failed", agent_id, job_id, status="failed", error=error)
+        self.counts_changed()
 
     def paused(self, agent_id: str, job_id: str) -> None:
         self._emit("agent:paused", agent_id, job_id, status="paused")

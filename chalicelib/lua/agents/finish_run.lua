@@ -9,9 +9,7 @@
 -- ARGV[12] the pending slot's run id ('' none)   ARGV[13] its ref (both read for 'failed')
 -- ARGV[14] 'claim' when ARGV[2] is the claim token (the dispatcher), 'callback' when it is
 --          the agent's callback token (report_checks reads it as the last ARGV)
--- KEYS[8] the agent's WebSocket subscribers   KEYS[9] the scheduler's subscribers
--- Returns {1, the agent's subscribers, how many subscribe to the scheduler}, so the event that
--- follows costs no round trip; 0 unknown run; -1 finished run; -2 not running; -3 wrong token.
+-- Returns 1; 0 unknown run; -1 finished run; -2 not running; -3 wrong token.
 --#include report_checks
 local now = ARGV[5]
 redis.call('ZREM', KEYS[3], ARGV[3])
@@ -23,7 +21,7 @@ if ARGV[4] == 'retry' then
   redis.call('ZADD', KEYS[4], ARGV[11], ARGV[8])
   redis.call('HSET', KEYS[2], 'status', 'IDLE', 'retryCount', attempt - 1,
     'lastError', ARGV[6], 'backoffUntil', ARGV[9])
-  return {1, redis.call('SMEMBERS', KEYS[8]), redis.call('SCARD', KEYS[9])}
+  return 1
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[4], 'finishedAt', now)
 redis.call('HDEL', KEYS[1], 'token', 'callbackToken')
@@ -38,4 +36,4 @@ else
   cancel_slot(KEYS[2], KEYS[6], KEYS[7], ARGV[12], ARGV[13])
   redis.call('SREM', KEYS[5], ARGV[1])
 end
-return {1, redis.call('SMEMBERS', KEYS[8]), redis.call('SCARD', KEYS[9])}
+return 1
