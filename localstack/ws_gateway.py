@@ -153,6 +153,12 @@ class WsGateway:
         )
         self._connections[conn_id] = conn
         watchdog = asyncio.create_task(self._watchdog(conn))
+        # The reader only reads; a worker invokes $default for each frame in order.
+        # A frame therefore counts as activity when it arrives, not when the
+        # handler of the one before has returned: a slow handler (a cold boto3
+        # client, a busy Redis) must not get a client that keeps sending closed as idle.
+        inbox: asyncio.Queue[str | None] = asyncio.Queue()
+        worker = asyncio.create_task(self._deliver(conn_id, connected_at, inbox))
         try:
             async for frame in socket:
                 if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -160,9 +166,7 @@ class WsGateway:
                     # the protocol-level pings and pongs do not.
                     conn.last_active = time.time()
                 if frame.type == WSMsgType.TEXT:
-                    await self._invoke(
-                        "$default", self._event("$default", conn_id, connected_at, body=frame.data)
-                    )
+                    inbox.put_nowait(frame.data)
                 elif frame.type == WSMsgType.ERROR:
                     break
         finally:
@@ -174,8 +178,15 @@ class WsGateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
             self._connections.pop(conn_id, None)
+            # Frames already received are handled before $disconnect, as they came.
+            inbox.put_nowait(None)
+            await worker
             await self._invoke("$disconnect", self._event("$disconnect", conn_id, connected_at))
         return socket
+
+    async def _deliver(self, conn_id: str, connected_at: int, inbox: asyncio.Queue[str | None]) -> None:
+        while (body := await inbox.get()) is not None:
+            await self._invoke("$default", self._event("$default", conn_id, connected_at, body=body))
 
     async def _watchdog(self, conn: Connection) -> None:
         """Close the socket once it has been idle or open for too long, as API Gateway does."""

@@ -27,11 +27,11 @@ from tests.redis_server import free_port
 class Gateway:
     """The gateway on a free port, in a thread with its own event loop."""
 
-    def __init__(self, **limits: float) -> None:
+    def __init__(self, message: Any = None, **limits: float) -> None:
         self.port = free_port()
         handlers = app_module.app.handler_map
         self.gateway = WsGateway(
-            handlers["ws_connect"], handlers["ws_message"], handlers["ws_disconnect"], **limits
+            handlers["ws_connect"], message or handlers["ws_message"], handlers["ws_disconnect"], **limits
         )
         self.loop = asyncio.new_event_loop()
         self.runner = web.AppRunner(self.gateway.app())
@@ -58,8 +58,8 @@ class Gateway:
         self.thread.join(10)
 
 
-def _start(harness: Harness, **limits: float) -> Gateway:
-    gw = Gateway(**limits)
+def _start(harness: Harness, message: Any = None, **limits: float) -> Gateway:
+    gw = Gateway(message, **limits)
     settings = replace(harness.svc.settings, ws_management_endpoint=gw.url + "/api")
     harness.svc = Services.build(
         settings, clock=harness.clock, redis_client=harness.redis, sqs_client=harness.sqs
@@ -77,8 +77,21 @@ def gateway(harness: Harness) -> Iterator[Gateway]:
 
 @pytest.fixture
 def short_lived_gateway(harness: Harness) -> Iterator[Gateway]:
-    """API Gateway's limits (10 min idle, 2 h in all), shrunk so a test can watch them act."""
-    gw = _start(harness, idle_timeout_seconds=0.6, max_connection_seconds=1.5)
+    """API Gateway's limits (10 min idle, 2 h in all), shrunk so a test can watch them act.
+
+    The first message takes longer than the idle limit to handle, as a cold boto3
+    client on a busy machine can: a client's frames count as activity when they
+    arrive, whatever the handlers are doing.
+    """
+    slow_once = threading.Event()
+
+    def message(event: dict[str, Any], context: Any) -> Any:
+        if not slow_once.is_set():
+            slow_once.set()
+            threading.Event().wait(0.8)
+        return app_module.app.handler_map["ws_message"](event, context)
+
+    gw = _start(harness, message, idle_timeout_seconds=0.6, max_connection_seconds=1.5)
     yield gw
     gw.stop()
 
