@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import logging
@@ -12,6 +13,7 @@ from typing import Any, Protocol
 from . import observability, threads
 from .agent_runner import AgentRunner
 from .agent_store import Begun
+from .agents import Agent
 from .backoff import parse_retry_after, retry_delay_seconds
 from .clock import Clock
 from .config import Settings
@@ -37,6 +39,12 @@ LEASE_MARGIN_MS = 30_000
 # messages of up to dispatch_queue.GROUP_SIZE items; what cannot start in time is handed on.
 DELIVERY_THREADS = 64
 _POOL = ThreadPoolExecutor(max_workers=DELIVERY_THREADS, thread_name_prefix="deliver")
+# Connections to the targets of a batch's first due instant are opened ahead of it (see
+# Dispatcher._warm) when that instant is at least this far off, each within this long, for at
+# most this many hosts.
+WARM_MIN_LEAD_SECONDS = 0.1
+WARM_CONNECT_TIMEOUT_SECONDS = 1.0
+WARM_MAX_HOSTS = 8
 
 
 def _is_fire(item: Claimed) -> bool:
@@ -144,6 +152,8 @@ class Dispatcher:
         pending = sorted(items, key=lambda item: item.due_ms)
         fires = [item for item in pending if _is_fire(item)]
         prepared = self._runs.prepare_fires(fires) if fires else {}
+        if pending:
+            self._warm(pending, prepared)
         started = []
         for due, wave in itertools.groupby(pending, key=lambda item: item.due_ms):
             self._clock.sleep_until(due)
@@ -161,6 +171,37 @@ class Dispatcher:
         errors = [error for error in (future.exception() for future in started) if error]
         if errors:
             raise errors[0]  # the batch fails and SQS hands it out again; claims stop repeats
+
+    def _warm(self, pending: list[Claimed], prepared: dict[str, tuple[Agent | None, int | None]]) -> None:
+        """Open the connections the first due instant's requests will need, while there is time.
+
+        At most as many per host as can go out at once: the delivery threads for webhooks, the
+        concurrency limit for agent runs.
+        """
+        lead_s = (pending[0].due_ms - self._clock.now_ms()) / 1000
+        if lead_s < WARM_MIN_LEAD_SECONDS:
+            return
+        first = [item for item in pending if item.due_ms == pending[0].due_ms]
+        webhooks = [item.ref for item in first if item.ref.startswith(MESSAGE_REF) and not item.kind]
+        try:
+            wanted: collections.Counter[str] = collections.Counter(self._store.webhook_urls(webhooks))
+        except PunctualError as exc:  # an optimisation only: the deliveries report Redis's state
+            log.warning("not opening connections ahead: %s", exc)
+            return
+        agents = collections.Counter(
+            agent.fields["endpointUrl"]
+            for agent, _ in (prepared.get(item.ref, (None, None)) for item in first if _is_fire(item))
+            if agent is not None
+        )
+        for url, count in agents.items():
+            wanted[url] += min(count, self._settings.max_concurrent_agents)
+        for url, count in wanted.most_common(WARM_MAX_HOSTS):
+            # Hosts in turn, each bounded so the last connect ends before the instant it is for.
+            lead_s = (pending[0].due_ms - self._clock.now_ms()) / 1000
+            if lead_s < WARM_MIN_LEAD_SECONDS:
+                return
+            timeout = min(WARM_CONNECT_TIMEOUT_SECONDS, lead_s - WARM_MIN_LEAD_SECONDS / 2)
+            self._sender.warm(url, min(count, DELIVERY_THREADS), timeout, _POOL)
 
     def _run_item(self, item: Begun | Claimed, deadline_ms: Callable[[], int]) -> None:
         """Run an item, then the waiting runs it leaves this thread to start (a run that ends

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 import urllib3
 
@@ -82,7 +84,46 @@ class HttpSender:
         self._timeout = timeout_seconds
         self._allow_internal = allow_internal
         self._resolver = resolver
+        self._max_per_host = max_per_host
         self._pool = urllib3.PoolManager(num_pools=256, maxsize=max_per_host, retries=False)
+
+    def warm(self, url: str, connections: int, timeout: float, executor: Executor) -> int:
+        """Have `connections` kept-alive connections to `url`'s host open; returns how many it
+        opened.
+
+        Called ahead of a due instant, while the delivery threads would only wait: requests at
+        that instant then skip the TCP (and TLS) handshake, which otherwise all of a burst's
+        first requests pay at once. Best effort: a connection that cannot be opened now is
+        opened by its request. urllib3 has no public call for this, so it borrows connections
+        the way urlopen does (all at once, so that each is a different one), opens the closed
+        ones in parallel and gives them back.
+        """
+        if not self._allow_internal:
+            try:
+                check_target_url(url, "url", allow_internal=False, resolver=self._resolver)
+            except BadRequest:
+                return 0
+        try:
+            pool = self._pool.connection_from_url(url)
+            borrowed = [pool._get_conn() for _ in range(min(connections, self._max_per_host))]
+        except (urllib3.exceptions.HTTPError, ValueError):
+            return 0
+        closed = [conn for conn in borrowed if not conn.is_connected]
+
+        def open_(conn: Any) -> bool:
+            try:
+                conn.timeout = timeout
+                conn.connect()
+                return True
+            except (OSError, urllib3.exceptions.HTTPError):
+                conn.close()  # it goes back closed: its request opens it again
+                return False
+
+        try:
+            return sum(executor.map(open_, closed))
+        finally:
+            for conn in borrowed:
+                pool._put_conn(conn)
 
     def post(
         self, url: str, body: bytes, headers: dict[str, str], field: str, timeout: float | None = None

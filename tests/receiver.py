@@ -8,12 +8,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 class _Server(ThreadingHTTPServer):
     # A dispatcher opens up to 64 connections at once (its delivery pool); the default
     # listen backlog of 5 would reset some of them, which no real receiver would.
     request_queue_size = 128
+    on_connection: Callable[[], None] = staticmethod(lambda: None)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.on_connection()
+        super().process_request(request, client_address)
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,15 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
+        self.connections = 0  # accepted so far
+
+        def accepted() -> None:
+            with receiver._lock:
+                receiver.connections += 1
+                receiver._lock.notify_all()
+
         self.server = _Server(("127.0.0.1", 0), Handler)
+        self.server.on_connection = accepted
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
@@ -71,6 +85,12 @@ class Receiver:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def wait_for_connections(self, count: int, timeout: float = 10.0) -> int:
+        """Block until `count` connections have been accepted; returns how many were."""
+        with self._lock:
+            self._lock.wait_for(lambda: self.connections >= count, timeout=timeout)
+            return self.connections
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
         """Block until `count` requests have arrived (joins, never sleeps on a guess)."""

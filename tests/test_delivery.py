@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+
+import pytest
 
 from chalicelib.clock import FakeClock
 from chalicelib.keys import message_ref
+from chalicelib.webhooks import HttpSender
 from tests.conftest import T0, Harness, message
 from tests.receiver import Receiver
 
@@ -360,3 +364,38 @@ def test_an_item_is_handed_on_when_the_invocation_lacks_time_to_deliver_it(
     assert again["Body"] == sqs_message["Body"]  # the same claim: still its only one
     harness.dispatch([again["Body"]])
     assert len(receiver.wait_for(1)) == 1 and status_of(harness, "handed")["attempts"] == 1
+
+
+def test_connections_to_a_target_are_opened_before_the_due_instant(
+    harness: Harness, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in "abc":
+        harness.post(message(name, SOON, receiver.url + "/hook"))
+    at_due: list[tuple[int, int]] = []
+    sleep_until = harness.clock.sleep_until
+
+    def watching(when_ms: int) -> None:
+        if when_ms == T0 + 30_000 and not at_due:
+            # What the target had seen when the dispatcher began to wait for the due instant.
+            at_due.append((receiver.wait_for_connections(3, timeout=2), len(receiver.received)))
+        sleep_until(when_ms)
+
+    monkeypatch.setattr(harness.clock, "sleep_until", watching)
+    harness.dispatch([m["Body"] for m in harness.receive()])  # one batch, as SQS hands it out
+    assert sorted(r.json()["hello"] for r in receiver.wait_for(3)) == ["a", "b", "c"]
+    # Three connections were open and waiting before the instant, and the deliveries used them.
+    assert at_due == [(3, 0)]
+    assert receiver.connections == 3
+
+
+def test_warming_opens_each_connection_once_and_never_to_an_internal_target(receiver: Receiver) -> None:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        sender = HttpSender(5, allow_internal=True)
+        assert sender.warm(receiver.url, 3, 1.0, pool) == 3
+        assert receiver.wait_for_connections(3) == 3
+        assert sender.warm(receiver.url, 3, 1.0, pool) == 0  # they are open already
+        assert sender.warm("http://127.0.0.1:9", 2, 1.0, pool) == 0  # nothing listens: no error
+        # Outside local mode a loopback target is refused at delivery, so it is not connected to.
+        assert HttpSender(5, allow_internal=False).warm(receiver.url, 3, 1.0, pool) == 0
+    assert receiver.connections == 3
+    assert receiver.received == []
