@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from concurrent import futures
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -88,42 +89,46 @@ class HttpSender:
         self._pool = urllib3.PoolManager(num_pools=256, maxsize=max_per_host, retries=False)
 
     def warm(self, url: str, connections: int, timeout: float, executor: Executor) -> int:
-        """Have `connections` kept-alive connections to `url`'s host open; returns how many it
-        opened.
+        """Have `connections` kept-alive connections to `url`'s host open within `timeout`;
+        returns how many it opened in that time.
 
         Called ahead of a due instant, while the delivery threads would only wait: requests at
         that instant then skip the TCP (and TLS) handshake, which otherwise all of a burst's
         first requests pay at once. Best effort: a connection that cannot be opened now is
         opened by its request. urllib3 has no public call for this, so it borrows connections
-        the way urlopen does (all at once, so that each is a different one), opens the closed
-        ones in parallel and gives them back.
+        the way urlopen does (all at once, so that each is a different one) and opens the closed
+        ones on `executor`, each given back when it is done. Name lookups (the connect's and the
+        internal-address check's) have no timeout of their own, so the caller waits at most
+        `timeout` for them and goes on; a lookup that hangs holds one executor thread, as the
+        request itself would.
         """
-        if not self._allow_internal:
-            try:
-                check_target_url(url, "url", allow_internal=False, resolver=self._resolver)
-            except BadRequest:
-                return 0
         try:
             pool = self._pool.connection_from_url(url)
             borrowed = [pool._get_conn() for _ in range(min(connections, self._max_per_host))]
         except (urllib3.exceptions.HTTPError, ValueError):
             return 0
-        closed = [conn for conn in borrowed if not conn.is_connected]
 
         def open_(conn: Any) -> bool:
             try:
+                if not self._allow_internal:
+                    check_target_url(url, "url", allow_internal=False, resolver=self._resolver)
                 conn.timeout = timeout
                 conn.connect()
                 return True
-            except (OSError, urllib3.exceptions.HTTPError):
-                conn.close()  # it goes back closed: its request opens it again
+            except Exception:  # BadRequest, OSError, urllib3's errors: best effort, never fatal
+                conn.close()  # it goes back closed: its request opens it (or is refused)
                 return False
-
-        try:
-            return sum(executor.map(open_, closed))
-        finally:
-            for conn in borrowed:
+            finally:
                 pool._put_conn(conn)
+
+        opening = []
+        for conn in borrowed:
+            if conn.is_connected:
+                pool._put_conn(conn)
+            else:
+                opening.append(executor.submit(open_, conn))
+        done, _ = futures.wait(opening, timeout=timeout)
+        return sum(1 for future in done if future.result())
 
     def post(
         self, url: str, body: bytes, headers: dict[str, str], field: str, timeout: float | None = None

@@ -399,3 +399,25 @@ def test_warming_opens_each_connection_once_and_never_to_an_internal_target(rece
         assert HttpSender(5, allow_internal=False).warm(receiver.url, 3, 1.0, pool) == 0
     assert receiver.connections == 3
     assert receiver.received == []
+
+
+def test_warming_does_not_wait_out_a_name_lookup_that_hangs() -> None:
+    looking_up = threading.Event()
+    release = threading.Event()
+    lookups: list[bool] = []  # per lookup: ended by the test (True) or by its own timeout
+
+    def hanging_resolver(host: str, port: int) -> list[str]:
+        looking_up.set()
+        lookups.append(release.wait(3))
+        return ["198.51.100.7"]
+
+    sender = HttpSender(5, allow_internal=False, resolver=hanging_resolver)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        try:
+            # It gives up once its time is up, with the lookups still hanging: the due instant
+            # it warms up for is not missed waiting on DNS.
+            assert sender.warm("http://hooks.example.com/x", 2, 0.2, pool) == 0
+            assert looking_up.is_set()
+        finally:
+            release.set()
+    assert lookups == [True, True]
