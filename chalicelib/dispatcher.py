@@ -190,8 +190,8 @@ class Dispatcher:
             return
         agents = collections.Counter(
             agent.fields["endpointUrl"]
-            for agent, _ in (prepared.get(item.ref, (None, None)) for item in first if _is_fire(item))
-            if agent is not None
+            for agent in (prepared[item.ref][0] for item in first if _is_fire(item))
+            if agent is not None  # deleted since its slot was claimed
         )
         for url, count in agents.items():
             wanted[url] += min(count, self._settings.max_concurrent_agents)
