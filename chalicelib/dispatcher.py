@@ -178,8 +178,10 @@ class Dispatcher:
         At most as many per host as can go out at once: the delivery threads for webhooks, the
         concurrency limit for agent runs.
         """
-        lead_s = (pending[0].due_ms - self._clock.now_ms()) / 1000
-        if lead_s < WARM_MIN_LEAD_SECONDS:
+        def lead_s() -> float:
+            return (pending[0].due_ms - self._clock.now_ms()) / 1000
+
+        if lead_s() < WARM_MIN_LEAD_SECONDS:
             return
         first = [item for item in pending if item.due_ms == pending[0].due_ms]
         webhooks = [item.ref for item in first if item.ref.startswith(MESSAGE_REF) and not item.kind]
@@ -197,10 +199,10 @@ class Dispatcher:
             wanted[url] += min(count, self._settings.max_concurrent_agents)
         for url, count in wanted.most_common(WARM_MAX_HOSTS):
             # Hosts in turn, each bounded so the last connect ends before the instant it is for.
-            lead_s = (pending[0].due_ms - self._clock.now_ms()) / 1000
-            if lead_s < WARM_MIN_LEAD_SECONDS:
+            left = lead_s()
+            if left < WARM_MIN_LEAD_SECONDS:
                 return
-            timeout = min(WARM_CONNECT_TIMEOUT_SECONDS, lead_s - WARM_MIN_LEAD_SECONDS / 2)
+            timeout = min(WARM_CONNECT_TIMEOUT_SECONDS, left - WARM_MIN_LEAD_SECONDS / 2)
             self._sender.warm(url, min(count, DELIVERY_THREADS), timeout, _POOL)
 
     def _run_item(self, item: Begun | Claimed, deadline_ms: Callable[[], int]) -> None:
