@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Callable, Iterable
-from urllib.parse import urlsplit
+
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from .errors import BadRequest
 
@@ -13,6 +16,10 @@ Resolver = Callable[[str, int], Iterable[str]]
 
 # Cloud metadata endpoints that are not covered by the link-local/private checks.
 _METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data"}
+# Backslashes and control characters are not allowed in a URL (RFC 3986), and parsers read them
+# differently: urllib3 takes the host of "http://127.0.0.1\@example.com/" to be 127.0.0.1,
+# urllib.parse example.com. (Spaces urllib3 encodes itself.)
+_UNSAFE = re.compile(r"[\\\x00-\x1f\x7f]")
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -55,16 +62,21 @@ def check_target_url(
     url = url.strip()
     if len(url) > 2048:
         raise BadRequest(f"{field} is longer than 2048 characters")
+    unsafe = _UNSAFE.search(url)
+    if unsafe:
+        raise BadRequest(f"{field} holds {unsafe.group()!r}, which a URL may not hold unencoded; "
+                         "percent-encode it")
+    # Parsed as the sender parses it (urllib3), so the host checked is the host called.
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
+        parts = parse_url(url)
+    except LocationParseError as exc:
         raise BadRequest(f"{field} is not a valid URL: {exc}") from None
     if parts.scheme not in {"http", "https"}:
         raise BadRequest(f"{field} must use http or https, got {parts.scheme or 'no scheme'!r}")
-    host = parts.hostname
+    host = (parts.host or "").strip("[]")
     if not host:
         raise BadRequest(f"{field} has no host: {url!r}")
+    port = parts.port
     if allow_internal:
         return url
     _check_public(host, port or (443 if parts.scheme == "https" else 80), field, resolver)

@@ -146,6 +146,12 @@ def test_public_targets_allowed(url: str) -> None:
         ("http://cgnat.example.com/x", "internal address"),
         ("http://example.com:99999/x", "not a valid URL"),
         ("http://nowhere.invalid/x", "does not resolve"),
+        # urllib3, which sends, reads the host as 127.0.0.1 / 169.254.169.254; urllib.parse as
+        # example.com.
+        ("http://127.0.0.1:8000\\@example.com/hook", "holds .* percent-encode"),
+        ("http://169.254.169.254\\@example.com/", "percent-encode"),
+        ("http://example.com/a\tb", "holds '\\\\t'"),
+        ("http://user:secret@10.0.0.1/x", "internal address"),
     ],
 )
 def test_internal_and_malformed_targets_refused(url: object, fragment: str) -> None:
