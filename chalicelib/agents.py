@@ -11,7 +11,7 @@ from typing import Any
 
 from . import cron
 from .errors import BadRequest
-from .messages import MAX_ID_LENGTH
+from .ids import check_id
 from .targets import Resolver, check_target_url, system_resolver
 from .timeutil import format_instant
 
@@ -53,16 +53,11 @@ def new_run_id() -> str:
     return "run_" + secrets.token_hex(8)
 
 
-def check_id(value: object, field: str = "id") -> str:
-    if not isinstance(value, str) or not value:
-        raise BadRequest(f"{field} must be a non-empty string")
-    if len(value) > MAX_ID_LENGTH:
-        raise BadRequest(f"{field} must be at most {MAX_ID_LENGTH} characters, got {len(value)}")
-    if "/" in value or any(ord(ch) < 33 or ord(ch) == 127 for ch in value):
-        raise BadRequest(f"{field} must not contain '/', spaces or control characters")
-    if value in RESERVED_IDS:
-        raise BadRequest(f"{field} {value!r} is reserved")
-    return value
+def check_agent_id(value: object) -> str:
+    agent_id = check_id(value)
+    if agent_id in RESERVED_IDS:
+        raise BadRequest(f"id {agent_id!r} is reserved")
+    return agent_id
 
 
 def _text(body: Mapping[str, Any], name: str, limit: int, required: bool) -> str | None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import cron
-from .agents import Agent, check_id, parse_agent_fields, parse_schedule, run_to_dict
+from .agents import Agent, check_agent_id, parse_agent_fields, parse_schedule, run_to_dict
 from .errors import BadRequest, NotFound
 from .messages import parse_json_object
 from .messages_api import page_size
@@ -39,7 +39,7 @@ def _next_slot(svc: Services, agent: Agent, expression: str, timezone: str | Non
 
 def create_agent(svc: Services, raw_body: bytes | None) -> dict[str, Any]:
     body = parse_json_object(raw_body)
-    agent_id = check_id(body["id"]) if body.get("id") is not None else "agent_" + secrets.token_hex(6)
+    agent_id = check_agent_id(body["id"]) if body.get("id") is not None else "agent_" + secrets.token_hex(6)
     fields = parse_agent_fields(
         body, creating=True, allow_internal=svc.settings.local_mode, resolver=svc.resolver
     )

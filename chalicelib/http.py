@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import unquote
 
 from chalice import Response
 
@@ -33,13 +34,17 @@ def api_error(message: str, status: int) -> Response:
 
 
 def handles_errors(shape: Callable[[str, int], Response]) -> Callable[..., Any]:
-    """Answer PunctualErrors with their status, anything else with a bare 500."""
+    """Answer PunctualErrors with their status, anything else with a bare 500; the view gets its
+    path parameters decoded."""
 
     def decorate(view: Callable[..., Response]) -> Callable[..., Response]:
         @functools.wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Response:
+        def wrapper(**path: str) -> Response:
             try:
-                return view(*args, **kwargs)
+                # `chalice local` passes path parameters as sent, percent-encoding and all;
+                # API Gateway decodes them. No id holds '%' (ids.py), so decoding here is right
+                # either way: /messages/a%3Ab and /messages/a:b both name the id "a:b".
+                return view(**{name: unquote(value) for name, value in path.items()})
             except PunctualError as exc:
                 return shape(exc.message, exc.status_code)
             except Exception:

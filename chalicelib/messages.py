@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from .errors import BadRequest, PayloadTooLarge
+from .ids import check_id
 from .targets import Resolver, check_target_url, system_resolver
 from .timeutil import format_instant, parse_instant
 
-MAX_ID_LENGTH = 256
 MAX_PAYLOAD_BYTES = 256 * 1024
 
 
@@ -85,23 +86,17 @@ class Message:
         }
 
 
-def _check_id(value: object) -> str:
-    if not isinstance(value, str):
-        raise BadRequest("id is required and must be a string")
-    if not value:
-        raise BadRequest("id must not be empty")
-    if len(value) > MAX_ID_LENGTH:
-        raise BadRequest(f"id must be at most {MAX_ID_LENGTH} characters, got {len(value)}")
-    if "/" in value:
-        raise BadRequest("id must not contain '/'")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise BadRequest("id must not contain control characters")
-    return value
-
-
 def _refuse_constant(name: str) -> object:
     # NaN and Infinity are not JSON; a receiver's parser would choke on them.
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        # 1e400 is valid JSON but no double: it would be stored, and sent on, as Infinity.
+        raise ValueError(f"the number {text} is out of range")
+    return value
 
 
 def parse_json_object(raw_body: bytes | None) -> dict[str, Any]:
@@ -109,9 +104,11 @@ def parse_json_object(raw_body: bytes | None) -> dict[str, Any]:
     if not raw_body:
         raise BadRequest("request body is empty; send a JSON object")
     try:
-        body = json.loads(raw_body, parse_constant=_refuse_constant)
+        body = json.loads(raw_body, parse_constant=_refuse_constant, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}")
     try:
@@ -119,6 +116,8 @@ def parse_json_object(raw_body: bytes | None) -> dict[str, Any]:
         json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise BadRequest("request body contains an unpaired UTF-16 surrogate (\\ud800-\\udfff)") from None
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
     return body
 
 
@@ -132,7 +131,7 @@ def parse_new_message(
     missing = [name for name in ("id", "scheduleTo", "payload", "webhookUrl") if name not in body]
     if missing:
         raise BadRequest(f"missing required field(s): {', '.join(missing)}")
-    message_id = _check_id(body["id"])
+    message_id = check_id(body["id"])
     due_ms = parse_instant(body["scheduleTo"], "scheduleTo")
     payload = body["payload"]
     if not isinstance(payload, dict):

@@ -73,8 +73,9 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         # bool is an int to Python, but redis-py refuses it: [true, "x"] would be a 500.
         ours = isinstance(score, int) and not isinstance(score, bool) and abs(score) < 2**53
         if ours and isinstance(member, str):
+            member.encode("utf-8")  # a lone surrogate ("\ud800") is no member of ours either
             return score, member
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         pass
     raise BadRequest("cursor is not valid; pass the nextCursor of a previous page")
 

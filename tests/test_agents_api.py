@@ -67,6 +67,9 @@ def test_a_cancelled_slot_leaves_nothing_behind(harness: Harness, method: str, p
         ({"name": "a"}, "endpointUrl must be a non-empty http(s) URL"),
         ({"name": "a", "endpointUrl": "ftp://x"}, "http or https"),
         ({"name": "a", "endpointUrl": ENDPOINT, "id": "a/b"}, "must not contain '/'"),
+        # '?' would end the path of the run's callbackUrl: its reports could never arrive.
+        ({"name": "a", "endpointUrl": ENDPOINT, "id": "a?b"}, "must not contain '?'"),
+        ({"name": "a", "endpointUrl": ENDPOINT, "id": "a#b"}, "must not contain '#'"),
         ({"name": "a", "endpointUrl": ENDPOINT, "id": "schedule"}, "reserved"),
         ({"name": "a", "endpointUrl": ENDPOINT, "timezone": "Nowhere/City"}, "not a known IANA time zone"),
         ({"name": "a", "endpointUrl": ENDPOINT, "timeoutSeconds": 0}, "timeoutSeconds"),

@@ -116,8 +116,17 @@ def test_listing_is_paginated_in_due_order_with_a_total(harness: Harness) -> Non
     assert first == {"messageId": "m1", "nextRun": "2030-01-01T01:10:00.000Z", "job": "deliver_webhook"}
 
 
-@pytest.mark.parametrize("query, fragment", [("limit=0", "from 1 to 1000"), ("limit=1001", "from 1 to 1000"),
-                                             ("limit=ten", "whole number"), ("cursor=garbage!", "cursor")])
+def _cursor(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("query, fragment", [
+    ("limit=0", "from 1 to 1000"), ("limit=1001", "from 1 to 1000"), ("limit=ten", "whole number"),
+    ("cursor=garbage!", "cursor"),
+    # A lone surrogate, which Redis's client cannot encode; and nesting past Python's recursion limit.
+    ("cursor=" + _cursor('[1, "\\ud800"]'), "cursor"),
+    ("cursor=" + _cursor("[" * 3000 + "]" * 3000), "cursor"),
+])
 def test_listing_refuses_bad_parameters(harness: Harness, query: str, fragment: str) -> None:
     response = harness.get(f"/messages?{query}")
     assert response.status_code == 400
@@ -134,6 +143,16 @@ def test_delete_cancels_and_frees_the_id(harness: Harness) -> None:
     assert harness.delete("/messages/gone").status_code == 404
     assert "not found" in body_of(harness.delete("/messages/gone"))["detail"]
     assert harness.post(message("gone", LATER, URL)).status_code == 200
+
+
+def test_an_id_is_found_whether_or_not_the_client_percent_encodes_it(harness: Harness) -> None:
+    """JavaScript's encodeURIComponent encodes ':' and '@'; curl sends them as they are."""
+    assert harness.post(message("order:42@shop", LATER, URL)).status_code == 200
+    assert body_of(harness.get("/messages/order:42@shop"))["messageId"] == "order:42@shop"
+    assert body_of(harness.get("/messages/order%3A42%40shop"))["messageId"] == "order:42@shop"
+    response = harness.delete("/messages/order%3A42%40shop")
+    assert body_of(response) == {"status": "deleted", "messageId": "order:42@shop"}
+    assert harness.get("/messages/order:42@shop").status_code == 404
 
 
 def test_health(harness: Harness) -> None:

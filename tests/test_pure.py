@@ -190,8 +190,21 @@ def body(**fields: object) -> bytes:
         (body(id=7), "id is required and must be a string"),
         (body(id="a" * 257), "at most 256"),
         (body(id="a/b"), "must not contain '/'"),
-        (body(id="a\nb"), "control characters"),
+        (body(id="a\nb"), "must not contain '\\n'"),
+        (body(id="nel\u0085x"), "must not contain '\\x85'"),
+        # Sent as the webhook-id header, which holds Latin-1 only.
+        (body(id="check\u2713"), "must not contain '\u2713'; it may hold letters, digits"),
+        # '?', '#', '%' and spaces reach the API encoded by some clients and not others.
+        (body(id="a b"), "must not contain ' '"),
+        (body(id="q?x"), "must not contain '?'"),
+        (body(id="100%"), "must not contain '%'"),
+        (body(id=".."), "must not be '..'"),
         (body(payload="text"), "payload must be a JSON object, got str"),
+        # Valid JSON, but no double: it would be stored, and sent on, as Infinity.
+        (body(payload=...)[:-1] + b', "payload": {"x": 1e400}}', "the number 1e400 is out of range"),
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        (body(payload=...)[:-1] + b', "payload": ' + b'{"a":' * 2000 + b"1}" + b"}" * 2000,
+         "nested too deeply"),
         (body(payload=[1]), "payload must be a JSON object, got list"),
         (body(payload=None), "payload must be a JSON object, got NoneType"),
         (body(scheduleTo="2030-01-01T00:00:00"), "no UTC offset"),
