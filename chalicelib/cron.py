@@ -10,7 +10,7 @@ both occurrences, so it never goes an hour of real time without a run.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -49,10 +49,30 @@ def zone(name: object, field: str = "timezone") -> ZoneInfo:
 
 
 def _wall_to_utc_ms(wall: datetime, tz: ZoneInfo) -> int:
-    # fold=0 takes the first occurrence of a repeated time; for a time in the
-    # gap it applies the offset from before the change, which lands just after it.
-    aware = wall.replace(tzinfo=tz, fold=0)
-    return int(aware.astimezone(UTC).timestamp() * 1000)
+    """The instant of a wall-clock time: its first occurrence, or the end of the gap it falls in."""
+    early, late = (wall.replace(tzinfo=tz, fold=fold) for fold in (0, 1))
+    first = int(early.timestamp() * 1000)
+    early_offset, late_offset = early.utcoffset(), late.utcoffset()
+    if early_offset is None or late_offset is None or early_offset >= late_offset:
+        return first  # unambiguous, or repeated: fold=0 is the first occurrence
+    # In a spring-forward gap fold=0 applies the offset from before the change, which lands as
+    # far past the change as the time was into the gap (02:30 -> 03:30, 02:59 -> 03:59), and
+    # fold=1 lands as far before it. The slot belongs at the change itself, between the two.
+    return _change_ms(tz, int(late.timestamp() * 1000), first)
+
+
+def _change_ms(tz: ZoneInfo, before_ms: int, after_ms: int) -> int:
+    """The instant in (before_ms, after_ms] at which `tz`'s UTC offset changes, to the second."""
+    # zoneinfo does not expose its transitions; a gap spans an hour or so, a dozen halvings.
+    lo, hi = before_ms // 1000, -(-after_ms // 1000)
+    offset_before = datetime.fromtimestamp(lo, tz).utcoffset()
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, tz).utcoffset() == offset_before:
+            lo = mid
+        else:
+            hi = mid
+    return hi * 1000
 
 
 def _repeat_ms(wall: datetime, tz: ZoneInfo) -> int:
@@ -70,9 +90,10 @@ def next_after(expression: str, tz: ZoneInfo, after_ms: int) -> int:
     """The first slot strictly after `after_ms` (epoch ms), as epoch ms."""
     after_wall = datetime.fromtimestamp(after_ms / 1000, tz).replace(tzinfo=None)
     every_hour = croniter(expression).expanded[1] == ["*"]
-    # Start a minute back so a slot mapped forward out of a gap is not missed, and, inside a
-    # repeated hour, a repeat back so its second occurrences are seen.
-    back = timedelta(minutes=1, milliseconds=_repeat_ms(after_wall, tz) if every_hour else 0)
+    # Inside a repeated hour, start a repeat back so its second occurrences are seen. A slot in
+    # a gap needs no margin: it maps to the change, so it lies after `after_ms` only when its
+    # wall time lies after `after_wall`.
+    back = timedelta(milliseconds=_repeat_ms(after_wall, tz) if every_hour else 0)
     it = croniter(expression, after_wall - back)
     best: int | None = None
     try:
