@@ -10,6 +10,7 @@ both occurrences, so it never goes an hour of real time without a run.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +20,11 @@ from croniter import CroniterBadDateError, CroniterError, croniter
 from .errors import BadRequest
 
 _MAX_STEPS = 2000  # enough for a minutely schedule across a repeated hour
+_FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
+# croniter's own extensions, R (random) and H (hashed), bare or with a range or step. No month
+# or weekday name starts with R or H, so a letter after one means a name, not an extension.
+_DRAWN = re.compile(r"^([rh])(?![a-z])", re.IGNORECASE)
+_DRAWN_KIND = {"r": "random ('R')", "h": "hashed ('H')"}
 
 
 def check_expression(expression: object) -> str:
@@ -26,16 +32,32 @@ def check_expression(expression: object) -> str:
     if not isinstance(expression, str) or not expression.strip():
         raise BadRequest("cronExpression is required and must be a string such as '*/5 * * * *'")
     text = " ".join(expression.split())
-    if not text.startswith("@") and len(text.split(" ")) != 5:
-        raise BadRequest(
-            f"cronExpression must have 5 fields (minute hour day-of-month month day-of-week), "
-            f"got {len(text.split(' '))}: {expression!r}"
-        )
+    if not text.startswith("@"):
+        fields = text.split(" ")
+        if len(fields) != 5:
+            raise BadRequest(
+                f"cronExpression must have 5 fields (minute hour day-of-month month day-of-week), "
+                f"got {len(fields)}: {expression!r}"
+            )
+        _refuse_drawn_fields(fields, expression)
     try:
         croniter(text, datetime(2000, 1, 1))
     except (CroniterError, ValueError, KeyError) as exc:
         raise BadRequest(f"cronExpression {expression!r} is not valid: {exc}") from None
     return text
+
+
+def _refuse_drawn_fields(fields: list[str], expression: str) -> None:
+    # croniter draws an R field afresh each time it parses the expression, and next_after parses
+    # it for every slot: the schedule would fire at random, sometimes twice an hour. An H field
+    # needs an id to hash that we do not give croniter, which refuses it with a puzzling message.
+    for name, field in zip(_FIELDS, fields, strict=True):
+        for term in field.split(","):
+            if drawn := _DRAWN.match(term):
+                raise BadRequest(
+                    f"cronExpression {expression!r}: {_DRAWN_KIND[drawn[1].lower()]} fields are "
+                    f"not supported; give the {name} explicitly"
+                )
 
 
 def zone(name: object, field: str = "timezone") -> ZoneInfo:

@@ -178,6 +178,8 @@ def test_a_new_agent_time_zone_moves_the_pending_slot(harness: Harness) -> None:
         ({"cronExpression": "every minute"}, "5 fields"),
         ({"cronExpression": "99 * * * *"}, "not valid"),
         ({"cronExpression": "0 0 31 2 *"}, "never fires"),
+        ({"cronExpression": "R * * * *"}, "random ('R') fields are not supported; give the minute"),
+        ({"cronExpression": "H * * * *"}, "hashed ('H') fields are not supported; give the minute"),
         ({"cronExpression": "* * * * *", "priority": "URGENT"}, "priority must be one of"),
         ({"cronExpression": "* * * * *", "priority": 3}, "priority must be one of"),
         ({"cronExpression": "* * * * *", "enabled": "yes"}, "enabled must be true or false"),

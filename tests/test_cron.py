@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import pytest
@@ -105,11 +106,29 @@ def test_next_slots(expression: str, tz: str, start: str, expected: list[str]) -
         ("61 * * * *", "not valid"),
         ("* * * * FUNDAY", "not valid"),
         ("@fortnightly", "not valid"),
+        # croniter's random and hashed fields: R is drawn afresh at each parse, H needs an id.
+        ("R * * * *", "random ('R') fields are not supported; give the minute explicitly"),
+        ("r * * * *", "random ('R') fields are not supported; give the minute explicitly"),
+        ("R/15 * * * *", "random ('R') fields are not supported"),
+        ("R(0-29) * * * *", "random ('R') fields are not supported"),
+        ("0 R * * *", "random ('R') fields are not supported; give the hour explicitly"),
+        ("0 0 * * 1,R", "random ('R') fields are not supported; give the day-of-week explicitly"),
+        ("H * * * *", "hashed ('H') fields are not supported; give the minute explicitly"),
+        ("0 H(0-5) * * *", "hashed ('H') fields are not supported; give the hour explicitly"),
     ],
 )
 def test_bad_expressions(expression: object, fragment: str) -> None:
-    with pytest.raises(BadRequest, match=fragment):
+    with pytest.raises(BadRequest, match=re.escape(fragment)):
         check_expression(expression)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["0 9 * * MON-FRI", "0 0 1 JAN *", "0 0 * MAR,APR THU", "0 0 * * SAT,SUN", "*/15 8-18 * * 1-5",
+     "0,30 * * * *", "@hourly", "@daily"],
+)
+def test_good_expressions(expression: str) -> None:
+    assert check_expression(f" {expression} ") == expression
 
 
 def test_an_expression_that_never_fires() -> None:
