@@ -68,6 +68,7 @@ def update_agent(svc: Services, agent_id: str, raw_body: bytes | None) -> dict[s
         # The schedule follows the agent's zone, so its next slot is a different instant now.
         next_ms = cron.next_after(agent.fields["cron"], cron.zone(agent.timezone), now)
         svc.agents.move_slot(agent, next_ms, now)
+        svc.scheduler.admit_slot(next_ms)
         agent = svc.agents.get(agent_id)
     return ok(agent.to_dict())
 
@@ -86,6 +87,8 @@ def schedule_agent(svc: Services, agent_id: str, raw_body: bytes | None) -> dict
     agent = svc.agents.get(agent_id)
     next_ms = _next_slot(svc, agent, request.cron_expression, request.timezone)
     svc.agents.set_schedule(agent, request, next_ms, svc.clock.now_ms())
+    if request.enabled:
+        svc.scheduler.admit_slot(next_ms)
     svc.events.counts_changed()
     return ok(svc.agents.get(agent_id).schedule_summary())
 
@@ -118,6 +121,7 @@ def resume_job(svc: Services, agent_id: str, job_id: str) -> dict[str, Any]:
         raise NotFound(f"no scheduled task {job_id!r} for agent {agent_id!r}")
     next_ms = _next_slot(svc, agent, agent.fields["cron"], agent.fields.get("scheduleTimezone"))
     svc.agents.resume(agent_id, job_id, svc.clock.now_ms(), next_ms)
+    svc.scheduler.admit_slot(next_ms)
     svc.events.resumed(agent_id, job_id)  # tells scheduler subscribers too
     resumed = svc.agents.get(agent_id)
     return ok({"agentId": agent_id, "jobId": job_id, "status": "resumed",

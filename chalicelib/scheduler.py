@@ -100,6 +100,32 @@ class Scheduler:
             # message is accepted all the same.
             log.warning("could not hand %s to SQS now: %s", new.id, exc)
 
+    def admit_slot(self, due_ms: int) -> None:
+        """Set a cron slot just indexed on its way, as `admit` does a message.
+
+        Inside the window the last tick covered, the next tick may come after the slot falls
+        due: a schedule set at 09:59:55 to run every minute would first run at the next tick,
+        up to a minute late. Like messages, the slots of one second share one sweep, so a burst
+        of schedules costs one SQS message; a slot due too soon for that is claimed at once.
+        """
+        now = self._clock.now_ms()
+        until_due = due_ms - now
+        if until_due > self.window_ms:
+            return
+        lead_ms = self._settings.lead_seconds * 1000
+        try:
+            if lead_ms and until_due > lead_ms + 1000:
+                second = due_ms // 1000 * 1000
+                state = self._store.ask_sweep(second, until_due + SWEEP_MARKER_MARGIN_MS)
+                if state == "ask" and not self._queue.send_control("sweep", second):
+                    self._store.sweep_marker_lost(second)  # the tick claims it, late
+                if state != "swept":
+                    return
+            self.hand_to_queue(self._store.claim_due(due_ms, self.grace_ms, self._batch, since_ms=due_ms))
+        except PunctualError as exc:
+            log.warning("could not set the slot due at %d on its way now (the tick claims it): %s",
+                        due_ms, exc)
+
     def sweep(self, second_ms: int) -> int:
         """Claim the messages of one due second that wait for their sweep; hand them out in groups.
 

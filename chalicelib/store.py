@@ -151,6 +151,13 @@ class Store:
             raise Conflict(f"message {new.id!r} already exists")
         return {1: "indexed", 2: "claimed", 3: "sweep"}[int(created)]
 
+    def ask_sweep(self, second_ms: int, marker_ttl_ms: int) -> str:
+        """For an item indexed in a due second the last tick already covered: "ask" (send the
+        sweep of that second), "pending" (a sweep is on its way) or "swept" (claim it now)."""
+        return str(self.call(
+            lambda: self.scripts.run("ask_sweep", keys=[self.keys.sweep(second_ms)], args=[marker_ttl_ms])
+        ))
+
     def sweep_marker_lost(self, second_ms: int) -> None:
         """The sweep of a second could not be sent: the next message of that second asks again."""
         self.call(lambda: self.client.delete(self.keys.sweep(second_ms)))

@@ -409,6 +409,62 @@ def test_no_pause_or_delete_while_running_and_no_second_manual_run(
     assert info(harness, "busy")["taskDetails"]["isRunning"] is True
 
 
+@pytest.mark.parametrize("set_at", [-5_000, -1_000])  # by the sweep of its second; claimed at once
+def test_a_slot_set_after_the_tick_that_covered_it_runs_on_its_second(
+    harness: Harness, agents: list[Agent], set_at: int
+) -> None:
+    """The next tick would come up to a minute after the slot (here at T0 + 50 s)."""
+    agent = register(harness, agents, "soon")
+    harness.clock.set(T0 - 10_000)
+    harness.tick()  # covers T0 - 10 s to T0 + 110 s, while "soon" has no schedule
+    harness.clock.set(T0 + set_at)
+    assert schedule(harness, "soon")["nextRunAt"] == "2030-01-01T00:00:00.000Z"  # T0
+    harness.drain(hold_timeouts=True)  # no tick
+    assert agent.called_at == [T0]
+
+
+def test_slots_set_after_the_tick_share_the_sweep_of_their_second(
+    harness: Harness, agents: list[Agent]
+) -> None:
+    """With SQS's 2 s lead, as deployed: slots due more than 3 s ahead wait for one sweep of their
+    second (one SQS message however many schedules are set); once it has run, a slot of that
+    second is claimed as it is set."""
+    harness.configure(lead_seconds=2)
+    for name in ("s1", "s2", "s3"):
+        register(harness, agents, name)
+    harness.clock.set(T0 - 10_000)
+    schedule(harness, "s1")
+    schedule(harness, "s2")
+    due_index = harness.svc.store.keys.due
+
+    def delayed() -> int:
+        attributes = harness.sqs.get_queue_attributes(
+            QueueUrl=harness.queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessagesDelayed"])
+
+    assert len(harness.redis.zrangebyscore(due_index, T0, T0)) == 2
+    assert delayed() == 1  # the sweep, asked for by the first schedule
+    assert harness.svc.scheduler.sweep(T0) == 2  # what the dispatcher does when it arrives
+    schedule(harness, "s3")
+    assert harness.redis.zrangebyscore(due_index, T0, T0) == []
+    assert delayed() == 3  # the sweep, the message of the two slots it claimed, and s3's slot
+
+
+def test_a_job_resumed_after_the_tick_that_covered_its_slot_runs_on_its_second(
+    harness: Harness, agents: list[Agent]
+) -> None:
+    agent = register(harness, agents, "back")
+    schedule(harness, "back")
+    assert harness.api("PATCH", "/api/agents/back/schedule/back/pause")[0] == 200
+    harness.clock.set(T0 + 10_000)
+    harness.tick()  # covers the 00:01:00 slot, while the job is paused
+    harness.clock.set(T0 + 20_000)
+    assert harness.api("PATCH", "/api/agents/back/schedule/back/resume")[0] == 200
+    harness.drain(hold_timeouts=True)  # no tick
+    assert agent.called_at == [T0 + 60_000]
+
+
 def test_pause_and_resume_emit_events(harness: Harness, agents: list[Agent]) -> None:
     register(harness, agents, "pr")
     schedule(harness, "pr", jobId="job-456")
@@ -534,14 +590,15 @@ def test_cron_slots_start_in_their_own_dispatcher_while_slots_are_free(
     harness.configure(max_concurrent_agents=2)
     endpoints = [register(harness, agents, f"c{i}", default=202) for i in range(3)]
     for i in range(3):
-        schedule(harness, f"c{i}")
+        schedule(harness, f"c{i}", "0 * * * *")  # beyond the window: the tick claims them
+    harness.clock.set(T0 + 3_590_000)
     harness.tick()
-    # The minute's three slots travel as one SQS message, and one dispatcher fires them.
+    # The hour's three slots travel as one SQS message, and one dispatcher fires them.
     [fires] = harness.receive()
     assert [row[0].split("/")[0] for row in json.loads(fires["Body"])["items"]] == ["r:c0", "r:c1", "r:c2"]
     harness.dispatch([fires["Body"]])
     called = [e for e in endpoints if e.called_at]
-    assert len(called) == 2 and all(e.called_at == [T0 + 60_000] for e in called)
+    assert len(called) == 2 and all(e.called_at == [T0 + 3_600_000] for e in called)
     # The third waits for a slot in the ready queue; no start went through SQS.
     assert stats(harness)["runningAgentsCount"] == 2 and stats(harness)["queuedTasksCount"] == 1
     assert [json.loads(m["Body"]).get("kind") for m in harness.receive()] == ["timeout", "timeout"]
