@@ -318,7 +318,8 @@ class AgentStore:
         return _hash_of(flat) if flat else None
 
     def authorise_report(self, agent_id: str, run_id: str, token: str) -> None:
-        """Refuse a report before its body is read: unknown run, wrong token, finished run.
+        """Refuse a report before its body is read: unknown run, wrong token, finished run (in
+        that order: a caller without the token learns nothing of the run's state).
 
         The scripts that record a report check again, atomically.
         """
@@ -326,11 +327,10 @@ class AgentStore:
         if run is None or run.get("agentId") != agent_id:
             raise report_error(0, run_id)
         expected = run.get("callbackToken", "")
-        if expected and hmac.compare_digest(expected.encode(), token.encode()):
-            return
+        if not expected or not hmac.compare_digest(expected.encode(), token.encode()):
+            raise report_error(-3, run_id)
         if run.get("status") in FINISHED_RUNS:
             raise report_error(-1, run_id)
-        raise report_error(-3, run_id)
 
     def report_progress(self, agent_id: str, run_id: str, token: str, progress: dict[str, Any]) -> None:
         code = self._script(

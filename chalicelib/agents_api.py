@@ -154,6 +154,7 @@ def list_runs(svc: Services, agent_id: str, params: Mapping[str, str]) -> dict[s
 
 
 def get_run(svc: Services, agent_id: str, run_id: str) -> dict[str, Any]:
+    svc.agents.get(agent_id)  # 404 for a deleted agent: its runs linger only until they expire
     run = svc.agents.get_run(run_id)
     if run is None or run.get("agentId") != agent_id or run.get("status") == "scheduled":
         raise NotFound(f"run {run_id!r} of agent {agent_id!r} not found")

@@ -164,6 +164,8 @@ def test_async_run_reports_progress_and_completes(harness: Harness, agents: list
     )
     assert report(harness, "async", run_id, "complete", token)[0] == 409  # finished
     assert report(harness, "async", run_id, "progress", token, {"progress": 60})[0] == 409
+    # Without the token, nothing is told of the run's state.
+    assert report(harness, "async", run_id, "complete", "wrong")[0] == 401
     [run] = runs(harness, "async")
     assert run["status"] == "completed" and run["duration"] == 15_234
     assert stats(harness)["runningAgentsCount"] == 0
@@ -503,6 +505,9 @@ def test_run_listing_and_one_run(harness: Harness, agents: list[Agent]) -> None:
     assert harness.api("GET", "/api/agents/hist/runs/run_missing")[0] == 404
     assert harness.api("GET", "/api/agents/hist/runs?limit=2")[1]["data"] == history[:2]
     assert json.dumps(history)  # plain JSON
+    assert harness.api("DELETE", "/api/agents/hist")[0] == 200
+    status, body = harness.api("GET", f"/api/agents/hist/runs/{history[0]['runId']}")
+    assert status == 404 and body["error"] == "agent 'hist' not found"
 
 
 def test_a_run_left_waiting_by_a_dead_dispatcher_starts_on_the_next_tick(

@@ -24,7 +24,9 @@ if ARGV[4] == 'retry' then
   return 1
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[4], 'finishedAt', now)
-redis.call('HDEL', KEYS[1], 'token', 'callbackToken')
+-- The callback token stays: a late report that holds it is told the run has finished (409),
+-- one that does not is refused (401) without learning that.
+redis.call('HDEL', KEYS[1], 'token')
 redis.call('EXPIRE', KEYS[1], ARGV[7])
 redis.call('HDEL', KEYS[2], 'currentRun', 'backoffUntil')
 if ARGV[4] == 'completed' then

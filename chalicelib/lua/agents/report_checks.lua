@@ -6,8 +6,8 @@ local r_status, r_agent, r_callback, r_claim = unpack(redis.call('HMGET', KEYS[1
 if not r_status or r_agent ~= ARGV[1] then return 0 end
 local expected = r_callback
 if ARGV[#ARGV] == 'claim' then expected = r_claim end
-if expected ~= ARGV[2] then
-  if r_status == 'completed' or r_status == 'failed' or r_status == 'skipped' then return -1 end
-  return -3
-end
+-- The token first: a caller without it learns nothing of the run. A finished run keeps its
+-- last callback token, so its own agent's late report is told the run has finished.
+if not expected or expected ~= ARGV[2] then return -3 end
+if r_status == 'completed' or r_status == 'failed' or r_status == 'skipped' then return -1 end
 if r_status ~= 'running' then return -2 end
