@@ -15,6 +15,9 @@ from .services import Services
 
 MAX_RUNS_LISTED = 100
 
+REPORT_TEXT_CHARS = 2000  # a progress message or a failure's error, as kept and shown
+STEP_CHARS = 200
+
 
 def ok(data: Any = None, message: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"success": True}
@@ -169,11 +172,14 @@ def _progress_report(body: Mapping[str, Any]) -> dict[str, Any]:
     message = body.get("message")
     if message is not None and not isinstance(message, str):
         raise BadRequest("message must be a string")
-    report["message"] = message
+    # Cut, not refused, as a failure's error is: the report still counts. Each progress report
+    # is kept with the run and pushed to every subscriber in one WebSocket frame (API Gateway
+    # takes frames up to 128 KB).
+    report["message"] = None if message is None else message[:REPORT_TEXT_CHARS]
     step = body.get("currentStep")
     if step is not None and (isinstance(step, bool) or not isinstance(step, (str, int))):
         raise BadRequest("currentStep must be a string or a whole number")
-    report["currentStep"] = None if step is None else str(step)
+    report["currentStep"] = None if step is None else str(step)[:STEP_CHARS]
     total = body.get("totalSteps")
     if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
         raise BadRequest("totalSteps must be a whole number of 0 or more")
@@ -196,5 +202,5 @@ def report(svc: Services, agent_id: str, run_id: str, action: str, token: str,
         error = body.get("error")
         if not isinstance(error, str) or not error.strip():
             raise BadRequest("error is required: a string saying what went wrong")
-        svc.runs.report_fail(agent_id, run_id, token, error[:2000])
+        svc.runs.report_fail(agent_id, run_id, token, error[:REPORT_TEXT_CHARS])
     return ok()

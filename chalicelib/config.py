@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None
+) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -17,6 +19,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
         raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -97,7 +101,9 @@ class Settings:
             retry_base_seconds=_int(env, "WEBHOOK_RETRY_BASE_SECONDS", 1, minimum=1),
             retry_max_delay_seconds=_int(env, "WEBHOOK_RETRY_MAX_DELAY_SECONDS", 300, minimum=1),
             retention_seconds=_int(env, "RETENTION_SECONDS", 86_400, minimum=1),
-            tick_window_seconds=_int(env, "TICK_WINDOW_SECONDS", 120, minimum=61),
+            # SQS delays a message by 900 s at most: what the tick claims further ahead would reach
+            # a dispatcher early and hold it past its timeout waiting for the instant.
+            tick_window_seconds=_int(env, "TICK_WINDOW_SECONDS", 120, minimum=61, maximum=900),
             lead_seconds=_int(env, "DISPATCH_LEAD_SECONDS", 2),
             queue_grace_seconds=_int(env, "QUEUE_GRACE_SECONDS", 120, minimum=10),
             key_prefix=env.get("REDIS_KEY_PREFIX", "punctual"),

@@ -22,6 +22,10 @@ def parse_instant(value: object, field: str) -> int:
     if not isinstance(value, str) or not value.strip():
         raise BadRequest(f"{field} must be an ISO 8601 date-time string, e.g. 2030-01-01T10:30:00Z")
     text = value.strip()
+    if len(text) > 10 and text[10] == "t":
+        text = text[:10] + "T" + text[11:]  # RFC 3339 allows a lower-case 't' and 'z'
+    if text.endswith("z"):
+        text = text[:-1] + "Z"
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:

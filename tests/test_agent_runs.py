@@ -146,6 +146,11 @@ def test_async_run_reports_progress_and_completes(harness: Harness, agents: list
         status, body = report(harness, "async", run_id, "progress", token, bad)
         assert status == 400 and fragment in body["error"]
     assert report(harness, "async", run_id, "finish", token)[0] == 404
+    # Long texts are cut, not refused: each report is kept and pushed in one WebSocket frame.
+    long = {"progress": 10, "message": "m" * 5000, "currentStep": "s" * 500}
+    assert report(harness, "async", run_id, "progress", token, long)[0] == 200
+    kept = runs(harness, "async")[0]["progress"]
+    assert (len(kept["message"]), len(kept["currentStep"])) == (2000, 200)
 
     harness.clock.advance(15_234)
     status, body = report(
@@ -170,8 +175,8 @@ def test_async_run_reports_progress_and_completes(harness: Harness, agents: list
     assert run["status"] == "completed" and run["duration"] == 15_234
     assert stats(harness)["runningAgentsCount"] == 0
     names = harness.published.names("async")
-    assert names == ["agent:started", "agent:progress", "agent:completed"]
-    progress = harness.published.agent_events()[1][1]
+    assert names == ["agent:started", "agent:progress", "agent:progress", "agent:completed"]
+    progress = harness.published.agent_events()[2][1]
     assert progress == {
         "agentId": "async",
         "jobId": "async",
@@ -181,7 +186,7 @@ def test_async_run_reports_progress_and_completes(harness: Harness, agents: list
         "totalSteps": 4,
         "timestamp": "2030-01-01T00:00:15.234Z",
     }
-    assert harness.published.agent_events()[2][1]["duration"] == 15_234
+    assert harness.published.agent_events()[3][1]["duration"] == 15_234
     # The timeout check that was queued at start finds the run finished and does nothing.
     harness.drain()
     assert runs(harness, "async")[0]["status"] == "completed"
@@ -465,6 +470,19 @@ def test_a_job_resumed_after_the_tick_that_covered_its_slot_runs_on_its_second(
     assert harness.api("PATCH", "/api/agents/back/schedule/back/resume")[0] == 200
     harness.drain(hold_timeouts=True)  # no tick
     assert agent.called_at == [T0 + 60_000]
+
+
+def test_a_paused_agent_run_by_hand_stays_paused(harness: Harness, agents: list[Agent]) -> None:
+    agent = register(harness, agents, "held")
+    schedule(harness, "held")
+    assert harness.api("PATCH", "/api/agents/held/schedule/held/pause")[0] == 200
+    assert harness.api("POST", "/api/agents/held/run")[0] == 202
+    harness.drain(hold_timeouts=True)
+    assert len(agent.called_at) == 1
+    state = info(harness, "held")
+    assert state["status"] == "PAUSED" and state["taskDetails"]["isPaused"] is True
+    assert harness.api("PATCH", "/api/agents/held/schedule/held/resume")[0] == 200
+    assert info(harness, "held")["status"] == "IDLE"
 
 
 def test_pause_and_resume_emit_events(harness: Harness, agents: list[Agent]) -> None:

@@ -9,6 +9,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from chalicelib.backoff import backoff_seconds, parse_retry_after, retry_delay_seconds
+from chalicelib.config import Settings
 from chalicelib.dispatch_queue import delay_seconds
 from chalicelib.errors import BadRequest, PayloadTooLarge
 from chalicelib.messages import MAX_PAYLOAD_BYTES, parse_new_message
@@ -30,6 +31,7 @@ T0 = 1_893_456_000_000  # 2030-01-01T00:00:00Z
         ("2029-12-31T21:00:00-03:00", T0),
         ("2030-01-01T00:00:00+00:00", T0),
         (" 2030-01-01T00:00:00Z ", T0),
+        ("2030-01-01t00:00:00z", T0),  # RFC 3339 (OpenAPI's date-time) allows lower case
     ],
 )
 def test_parse_instant(text: str, expected: int) -> None:
@@ -274,3 +276,17 @@ def test_prestart_starts_a_pools_threads_once_without_waiting_for_them() -> None
         assert started() == 6
     finally:
         pool.shutdown()
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"TICK_WINDOW_SECONDS": "60"}, "TICK_WINDOW_SECONDS must be at least 61, got 60"),
+        # SQS delays a message 900 s at most: claimed further ahead, it would arrive early.
+        ({"TICK_WINDOW_SECONDS": "901"}, "TICK_WINDOW_SECONDS must be at most 900, got 901"),
+        ({"TICK_WINDOW_SECONDS": "two"}, "TICK_WINDOW_SECONDS must be a whole number"),
+    ],
+)
+def test_settings_out_of_range_are_refused_at_start(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env({"REDIS_URL": "redis://127.0.0.1:6379/0", **env})

@@ -12,6 +12,8 @@
 -- Returns 1; 0 unknown run; -1 finished run; -2 not running; -3 wrong token.
 --#include report_checks
 local now = ARGV[5]
+-- A paused agent that was run by hand stays PAUSED when the run ends: the pause outlives it.
+local paused = redis.call('HEXISTS', KEYS[2], 'paused') == 1
 redis.call('ZREM', KEYS[3], ARGV[3])
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
 if ARGV[4] == 'retry' then
@@ -19,7 +21,7 @@ if ARGV[4] == 'retry' then
   redis.call('HSET', KEYS[1], 'status', 'queued', 'token', ARGV[10], 'scheduledFor', ARGV[9])
   redis.call('HDEL', KEYS[1], 'callbackToken')
   redis.call('ZADD', KEYS[4], ARGV[11], ARGV[8])
-  redis.call('HSET', KEYS[2], 'status', 'IDLE', 'retryCount', attempt - 1,
+  redis.call('HSET', KEYS[2], 'status', paused and 'PAUSED' or 'IDLE', 'retryCount', attempt - 1,
     'lastError', ARGV[6], 'backoffUntil', ARGV[9])
   return 1
 end
@@ -30,7 +32,7 @@ redis.call('HDEL', KEYS[1], 'token')
 redis.call('EXPIRE', KEYS[1], ARGV[7])
 redis.call('HDEL', KEYS[2], 'currentRun', 'backoffUntil')
 if ARGV[4] == 'completed' then
-  redis.call('HSET', KEYS[2], 'status', 'COMPLETED', 'retryCount', 0)
+  redis.call('HSET', KEYS[2], 'status', paused and 'PAUSED' or 'COMPLETED', 'retryCount', 0)
   redis.call('HDEL', KEYS[2], 'lastError')
 else
   -- Retries spent: the agent leaves the schedule, durably.
