@@ -22,7 +22,9 @@ from .agent_store import AgentStore
 from .clock import Clock
 from .config import Settings
 from .dispatch_queue import DispatchQueue
+from .errors import BadRequest
 from .events import Audience, best_effort
+from .ids import check_id
 from .live_store import SCHEDULER_TOPIC, LiveStore, agent_topic
 from .timeutil import format_instant
 
@@ -221,7 +223,7 @@ class WsPublisher:
 
     def send_trailing_status(self) -> None:
         def send() -> None:
-            self._live.release_trailing_status()
+            self._live.release_trailing_status(STATUS_WINDOW_MS)
             self.send_status()
 
         # Best-effort as every publish is: a failure here must not fail the dispatch batch it came in.
@@ -283,14 +285,14 @@ class LiveHandlers:
     def _answer(self, connection_id: str, body: str | None, now: int) -> dict[str, Any]:
         try:
             frame = json.loads(body or "")
-        except ValueError:
+        except (ValueError, RecursionError):
             return _error('frame is not JSON; send e.g. {"action": "ping"}')
         if not isinstance(frame, dict):
             return _error("frame must be a JSON object with an 'action'")
         action = frame.get("action")
         handler = self._actions().get(action) if isinstance(action, str) else None
         if handler is None:
-            return _error(f"unknown action {action!r}; use one of {', '.join(sorted(self._actions()))}")
+            return _error(f"unknown action {_shown(action)}; use one of {', '.join(sorted(self._actions()))}")
         return handler(connection_id, frame, now)
 
     def _actions(self) -> dict[str, Callable[[str, dict[str, Any], int], dict[str, Any]]]:
@@ -306,8 +308,8 @@ class LiveHandlers:
         agent_id = frame.get("agentId")
         if not isinstance(agent_id, str) or not agent_id:
             return _error("agentId is required: the agent whose updates to receive")
-        if self._agents.find(agent_id) is None:
-            return _error(f"agent {agent_id!r} not found")
+        if not _could_be_id(agent_id) or self._agents.find(agent_id) is None:
+            return _error(f"agent {_shown(agent_id)} not found")
         self._live.subscribe(connection_id, agent_topic(agent_id), now)
         return {"event": "subscribed", "data": {"topic": "agent-updates", "agentId": agent_id}}
 
@@ -315,7 +317,8 @@ class LiveHandlers:
         agent_id = frame.get("agentId")
         if not isinstance(agent_id, str) or not agent_id:
             return _error("agentId is required: the agent whose updates to stop")
-        self._live.unsubscribe(connection_id, agent_topic(agent_id))
+        if _could_be_id(agent_id):  # else it was never subscribed to
+            self._live.unsubscribe(connection_id, agent_topic(agent_id))
         return {"event": "unsubscribed", "data": {"topic": "agent-updates", "agentId": agent_id}}
 
     def _subscribe_scheduler(self, connection_id: str, frame: dict[str, Any], now: int) -> dict[str, Any]:
@@ -329,3 +332,20 @@ class LiveHandlers:
 
 def _error(message: str) -> dict[str, Any]:
     return {"event": "error", "data": {"error": message}}
+
+
+def _could_be_id(value: str) -> bool:
+    """Whether an agent could have this id (ids.py); a lone surrogate, which JSON's escapes
+    allow, could not even be looked up."""
+    try:
+        check_id(value)
+    except BadRequest:
+        return False
+    return True
+
+
+def _shown(value: object) -> str:
+    """A client's value in an error message, cut short: repeated back whole, a frame near
+    API Gateway's 128 KB limit would make a reply over it, which post_to_connection refuses."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

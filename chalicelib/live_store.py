@@ -116,8 +116,16 @@ class LiveStore:
         """True when no trailing scheduler:status is queued yet; the caller queues one."""
         return bool(self.call(lambda: self.client.set(self.keys.ws_status_pending, 1, nx=True, px=hold_ms)))
 
-    def release_trailing_status(self) -> None:
-        self.call(lambda: self.client.delete(self.keys.ws_status_pending))
+    def release_trailing_status(self, window_ms: int) -> None:
+        """The trailing scheduler:status goes out now: it opens a window of its own, so a change
+        just after it waits for the next trailing send instead of going out at once."""
+        def release() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.delete(self.keys.ws_status_pending)
+            pipe.set(self.keys.ws_status_lock, 1, px=window_ms)
+            pipe.execute()
+
+        self.call(release)
 
     def fanout_sent(self, fanout_id: str) -> None:
         """One shared-out chunk of a fan-out was sent (see WsPublisher.send_to)."""

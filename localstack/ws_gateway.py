@@ -7,7 +7,8 @@ shape, and answers the management API (`POST|GET|DELETE /@connections/{id}`)
 that the app's production code calls through boto3. One port serves both.
 Like API Gateway, it closes a connection (1001 "going away") after 10 minutes
 without a frame from the client or 2 hours in all (WS_IDLE_TIMEOUT_SECONDS,
-WS_MAX_CONNECTION_SECONDS), and runs $disconnect for it.
+WS_MAX_CONNECTION_SECONDS), and runs $disconnect for it; it closes one that sends a
+binary frame (1003).
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ Handler = Callable[[dict[str, Any], Any], Any]
 IDLE_TIMEOUT_SECONDS = 600.0
 MAX_CONNECTION_SECONDS = 7200.0
 GOING_AWAY = 1001
+# API Gateway takes text frames only: a client that sends a binary frame is disconnected with
+# 1003 (unsupported data).
+UNSUPPORTED_DATA = 1003
+# post_to_connection does not wait for the client to read. Here a send waits once the socket's
+# buffer is full, so a client that stops reading would hold every publisher that sends to it
+# (the dispatcher, an agent's /progress call); it is cut off instead, and answered as gone.
+SEND_TIMEOUT_SECONDS = 2.0
 
 
 def _limit(value: float | None, env_name: str, default: float) -> float:
@@ -57,6 +65,7 @@ class Connection:
     user_agent: str
     last_active: float = field(default_factory=time.time)
     expiring: bool = False  # the watchdog is closing it
+    transport: asyncio.BaseTransport | None = None  # to cut off a client that stopped reading
 
 
 class WsGateway:
@@ -72,12 +81,14 @@ class WsGateway:
         workers: int = 16,
         idle_timeout_seconds: float | None = None,
         max_connection_seconds: float | None = None,
+        send_timeout_seconds: float = SEND_TIMEOUT_SECONDS,
     ) -> None:
         self._handlers = {"$connect": connect, "$default": message, "$disconnect": disconnect}
         self._idle_timeout = _limit(idle_timeout_seconds, "WS_IDLE_TIMEOUT_SECONDS", IDLE_TIMEOUT_SECONDS)
         self._max_duration = _limit(
             max_connection_seconds, "WS_MAX_CONNECTION_SECONDS", MAX_CONNECTION_SECONDS
         )
+        self._send_timeout = send_timeout_seconds
         self._stage = stage
         self._api_id = api_id
         self._domain = domain
@@ -150,6 +161,7 @@ class WsGateway:
             connected_at,
             request.remote or "127.0.0.1",
             request.headers.get("User-Agent", ""),
+            transport=request.transport,
         )
         self._connections[conn_id] = conn
         watchdog = asyncio.create_task(self._watchdog(conn))
@@ -167,6 +179,9 @@ class WsGateway:
                     conn.last_active = time.time()
                 if frame.type == WSMsgType.TEXT:
                     inbox.put_nowait(frame.data)
+                elif frame.type == WSMsgType.BINARY:
+                    await socket.close(code=UNSUPPORTED_DATA, message=b"binary frames are not supported")
+                    break
                 elif frame.type == WSMsgType.ERROR:
                     break
         finally:
@@ -224,7 +239,12 @@ class WsGateway:
             return self._gone()
         data = await request.read()
         try:
-            await conn.socket.send_str(data.decode())
+            await asyncio.wait_for(conn.socket.send_str(data.decode()), self._send_timeout)
+        except TimeoutError:
+            log.info("cutting off %s: it has not read its frames for %.1f s", conn.id, self._send_timeout)
+            if conn.transport is not None:
+                conn.transport.abort()  # its reader ends, and $disconnect runs
+            return self._gone()
         except (ConnectionError, RuntimeError):
             return self._gone()
         return web.Response(status=200)

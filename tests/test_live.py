@@ -133,9 +133,17 @@ def test_protocol_answers_and_errors(ws: Ws) -> None:
         ({"action": "subscribe-agent-updates"}, "agentId is required"),
         ({"action": "subscribe-agent-updates", "agentId": "ghost"}, "agent 'ghost' not found"),
         ({"action": "unsubscribe-agent-updates"}, "agentId is required"),
+        ("[" * 5000, "not JSON"),  # deeper than Python's recursion limit
+        # JSON's escapes allow a lone surrogate, which Redis's client cannot encode.
+        ({"action": "subscribe-agent-updates", "agentId": "\ud800"}, "not found"),
+        # Repeated back whole, a value near API Gateway's 128 KB frame limit makes a reply over it.
+        ({"action": "x" * 100_000}, "unknown action 'xxxx"),
     ]:
         answer = ws.send(cid, frame)
         assert answer["event"] == "error" and fragment in answer["data"]["error"], answer
+        assert len(answer["data"]["error"]) < 300
+    unsubscribe = {"action": "unsubscribe-agent-updates", "agentId": "\ud800"}
+    assert ws.send(cid, unsubscribe)["event"] == "unsubscribed"  # it was never subscribed to
     # The connection stays usable after errors.
     assert ws.send(cid, {"action": "ping"})["event"] == "pong"
 
@@ -256,7 +264,12 @@ def test_scheduler_status_is_sent_and_throttled(ws: Ws) -> None:
     assert sent[1]["data"]["stats"]["scheduledTasksCount"] == 1
     trailing = [m["Body"] for m in h.receive() if json.loads(m["Body"]).get("kind") == "status"]
     assert len(trailing) == 1
+    # The trailing send comes when the window has passed, and opens a window of its own: a change
+    # just after it waits for the next trailing send rather than going out at once (8 sends a
+    # second instead of 4).
+    h.redis.delete(h.svc.store.keys.ws_status_lock)
     h.dispatch(trailing)
+    assert h.redis.pttl(h.svc.store.keys.ws_status_lock) > 0
     last = [f for f in frames(cid) if f["event"] == "scheduler:status"][-1]
     assert last["data"]["stats"]["scheduledTasksCount"] == 5
 

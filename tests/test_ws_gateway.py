@@ -4,8 +4,10 @@ the management API answered over HTTP through boto3, real Redis, a real agent en
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -231,3 +233,57 @@ def test_connections_are_closed_when_idle_or_too_old(short_lived_gateway: Gatewa
             break
         waited.wait(0.05)
     assert harness.redis.keys(keys.ws_connection("*")) == []
+
+
+def test_a_binary_frame_closes_the_connection_as_api_gateway_does(gateway: Gateway) -> None:
+    """API Gateway takes text frames only and disconnects a client that sends binary (1003).
+    Ignoring the frame instead would leave a client that only sends binary open but idle to
+    the app, whose records of it expire: a subscriber that silently gets nothing."""
+
+    async def send_binary() -> tuple[aiohttp.WSMsgType, int | None]:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{gateway.url}/?token={TOKEN}") as ws:
+                await ws.send_bytes(b'{"action": "ping"}')
+                frame = await asyncio.wait_for(ws.receive(), 10)
+                return frame.type, ws.close_code
+
+    assert asyncio.run(send_binary()) == (aiohttp.WSMsgType.CLOSE, 1003)
+
+
+def test_a_client_that_stops_reading_is_cut_off_not_waited_for(harness: Harness) -> None:
+    """post_to_connection does not wait for the client; a send to one that has stopped reading
+    would otherwise hold the publisher (a dispatcher, an agent's /progress call) for a minute."""
+    gw = _start(harness, send_timeout_seconds=0.3)
+    client = socket.create_connection(("127.0.0.1", gw.port))
+    try:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        key = base64.b64encode(b"0123456789abcdef").decode()
+        client.sendall((f"GET /?token={TOKEN} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                        "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        assert b" 101 " in client.recv(1024).split(b"\r\n")[0]  # and it reads nothing more
+        [connection_id] = wait_for(lambda: list(gw.gateway._connections), 10)
+        record = harness.svc.store.keys.ws_connection(connection_id)
+        assert harness.redis.exists(record)
+        frame = {"event": "agent:progress", "data": {"message": "x" * 100_000}}
+        sent = 0
+        while harness.redis.exists(record) and sent < 200:
+            harness.svc.events._publisher.send_to([connection_id], frame)  # type: ignore[attr-defined]
+            sent += 1
+        # Its buffers filled after some megabytes; the next send was answered as gone, and the
+        # app dropped its record, as on a 410 from API Gateway.
+        assert not harness.redis.exists(record) and 10 < sent < 200
+        assert wait_for(lambda: not gw.gateway._connections, 10)
+    finally:
+        client.close()
+        gw.stop()
+
+
+def wait_for(probe: Any, seconds: float) -> Any:
+    """Poll `probe` until it returns something true (the gateway runs on its own thread)."""
+    done = threading.Event()
+    for _ in range(int(seconds / 0.02)):
+        if value := probe():
+            return value
+        done.wait(0.02)
+    return probe()
