@@ -239,7 +239,8 @@ class WsGateway:
             return self._gone()
         data = await request.read()
         try:
-            await asyncio.wait_for(conn.socket.send_str(data.decode()), self._send_timeout)
+            async with asyncio.timeout(self._send_timeout):  # no task per send, as wait_for makes
+                await conn.socket.send_str(data.decode())
         except TimeoutError:
             log.info("cutting off %s: it has not read its frames for %.1f s", conn.id, self._send_timeout)
             if conn.transport is not None:
