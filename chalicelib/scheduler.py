@@ -76,13 +76,7 @@ class Scheduler:
         """
         now = self._clock.now_ms()
         until_due = new.due_ms - now
-        lead_ms = self._settings.lead_seconds * 1000
-        if until_due > self.window_ms:
-            mode = "tick"
-        elif lead_ms and until_due > lead_ms + 1000:
-            mode = "sweep"
-        else:
-            mode = "claim"
+        mode = self._way_in(until_due)
         claim = Claimed(ref=message_ref(new.id), due_ms=new.due_ms, token=new_token())
         outcome = self._store.create_message(
             new, now, mode, claim.token, max(new.due_ms, now) + self.grace_ms,
@@ -108,13 +102,12 @@ class Scheduler:
         up to a minute late. Like messages, the slots of one second share one sweep, so a burst
         of schedules costs one SQS message; a slot due too soon for that is claimed at once.
         """
-        now = self._clock.now_ms()
-        until_due = due_ms - now
-        if until_due > self.window_ms:
+        until_due = due_ms - self._clock.now_ms()
+        mode = self._way_in(until_due)
+        if mode == "tick":
             return
-        lead_ms = self._settings.lead_seconds * 1000
         try:
-            if lead_ms and until_due > lead_ms + 1000:
+            if mode == "sweep":
                 second = due_ms // 1000 * 1000
                 state = self._store.ask_sweep(second, until_due + SWEEP_MARKER_MARGIN_MS)
                 if state == "ask" and not self._queue.send_control("sweep", second):
@@ -125,6 +118,16 @@ class Scheduler:
         except PunctualError as exc:
             log.warning("could not set the slot due at %d on its way now (the tick claims it): %s",
                         due_ms, exc)
+
+    def _way_in(self, until_due_ms: int) -> str:
+        """How an item indexed now reaches SQS: the tick claims it ("tick"), the sweep of its
+        second does ("sweep"), or it is too close for either and is claimed at once ("claim")."""
+        lead_ms = self._settings.lead_seconds * 1000
+        if until_due_ms > self.window_ms:
+            return "tick"
+        if lead_ms and until_due_ms > lead_ms + 1000:
+            return "sweep"
+        return "claim"
 
     def sweep(self, second_ms: int) -> int:
         """Claim the messages of one due second that wait for their sweep; hand them out in groups.
