@@ -472,6 +472,19 @@ def test_a_job_resumed_after_the_tick_that_covered_its_slot_runs_on_its_second(
     assert agent.called_at == [T0 + 60_000]
 
 
+def test_a_slot_moved_by_a_time_zone_change_after_the_tick_runs_on_its_second(
+    harness: Harness, agents: list[Agent]
+) -> None:
+    agent = register(harness, agents, "tz", timezone="UTC")
+    schedule(harness, "tz", "0 2 * * *")  # 02:00 UTC, beyond the window
+    harness.clock.set(T0 + 3_570_000)
+    harness.tick()  # covers up to 01:01:30 UTC
+    status, _ = harness.api("PATCH", "/api/agents/tz", {"timezone": "Africa/Lagos"})
+    assert status == 200  # 02:00 in Lagos (UTC+1) is 01:00 UTC, 30 s from now
+    harness.drain(hold_timeouts=True)  # no tick
+    assert agent.called_at == [T0 + 3_600_000]
+
+
 def test_a_paused_agent_run_by_hand_stays_paused(harness: Harness, agents: list[Agent]) -> None:
     agent = register(harness, agents, "held")
     schedule(harness, "held")
