@@ -92,7 +92,12 @@ def schedule_agent(svc: Services, agent_id: str, raw_body: bytes | None) -> dict
     svc.agents.set_schedule(agent, request, next_ms, svc.clock.now_ms())
     if request.enabled:
         svc.scheduler.admit_slot(next_ms)
-    svc.events.counts_changed()
+    if agent.fields.get("paused") and request.enabled:
+        # A new schedule replaces a paused one whole, pause and all: its subscribers are told it
+        # runs again, as a resume tells them.
+        svc.events.resumed(agent_id, agent.job_id)
+    else:
+        svc.events.counts_changed()
     return ok(svc.agents.get(agent_id).schedule_summary())
 
 

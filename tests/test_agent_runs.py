@@ -485,6 +485,19 @@ def test_a_slot_moved_by_a_time_zone_change_after_the_tick_runs_on_its_second(
     assert agent.called_at == [T0 + 3_600_000]
 
 
+def test_a_new_schedule_for_a_paused_job_resumes_it_and_says_so(
+    harness: Harness, agents: list[Agent]
+) -> None:
+    register(harness, agents, "again")
+    schedule(harness, "again", jobId="job-a")
+    assert harness.api("PATCH", "/api/agents/again/schedule/job-a/pause")[0] == 200
+    assert stats(harness)["pausedJobsCount"] == 1
+    schedule(harness, "again", "*/5 * * * *", jobId="job-b")
+    assert harness.published.names("again") == ["agent:paused", "agent:resumed"]
+    assert harness.published.agent_events()[1][1]["jobId"] == "job-a"  # the job that was paused
+    assert stats(harness)["pausedJobsCount"] == 0 and info(harness, "again")["status"] == "IDLE"
+
+
 def test_a_paused_agent_run_by_hand_stays_paused(harness: Harness, agents: list[Agent]) -> None:
     agent = register(harness, agents, "held")
     schedule(harness, "held")
