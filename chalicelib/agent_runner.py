@@ -275,7 +275,8 @@ class AgentRunner:
     def _timed_out(self, agent_id: str, run_id: str, run: dict[str, str], keep: int = 0) -> list[Claimed]:
         agent = self._store.find(agent_id)
         seconds = agent.timeout_seconds if agent else 0
-        return self._fail(agent_id, run_id, run.get("token", ""), "claim", run,
+        # "lease": only while its lease has passed; the run read may be a newer attempt's.
+        return self._fail(agent_id, run_id, run.get("token", ""), "lease", run,
                           f"timed out after {seconds} s without an answer", keep=keep)
 
     # A finished run frees its slot; the waiting run that takes it is returned for the caller to

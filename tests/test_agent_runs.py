@@ -358,6 +358,34 @@ def test_missed_slots_collapse_into_one_run(harness: Harness, agents: list[Agent
     assert info(harness, "late")["nextRunAt"] == "2030-01-01T00:11:00.000Z"  # continues from now
 
 
+def test_the_tick_does_not_time_out_a_retry_begun_after_it_listed_the_old_lease(
+    harness: Harness, agents: list[Agent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tick lists runs whose lease has passed, then reads each. In between, the attempt's
+    own timeout check may fail it and its retry begin, with the same token the tick then reads
+    and a lease of its own: that attempt must run on, not be failed as if it had timed out."""
+    agent = register(harness, agents, "slow", default=202, timeoutSeconds=30)
+    harness.api("POST", "/api/agents/slow/run")
+    harness.drain(rounds=1)  # attempt 1 called (202); its timeout check waits in SQS
+    timeout_check = [m["Body"] for m in harness.receive()]
+    harness.clock.set(T0 + 30_001)
+    listed = harness.svc.agents.expired_runs
+
+    def listed_then_overtaken(now: int, batch: int) -> list[str]:
+        runs_listed = listed(now, batch)
+        harness.dispatch(timeout_check)  # attempt 1 times out on time; its retry is queued
+        harness.clock.advance(1_500)
+        harness.drain(hold_timeouts=True)  # the retry begins: attempt 2, leased for 30 s
+        return runs_listed
+
+    monkeypatch.setattr(harness.svc.agents, "expired_runs", listed_then_overtaken)
+    harness.tick()
+    [run] = runs(harness, "slow")
+    assert (run["attempt"], run["status"]) == (2, "running")
+    assert [t - T0 for t in agent.called_at] == [0, 31_501]
+    assert stats(harness)["runningAgentsCount"] == 1
+
+
 def test_a_run_that_reports_nothing_times_out(harness: Harness, agents: list[Agent]) -> None:
     harness.configure(agent_max_retries=0)
     agent = register(harness, agents, "silent", default=202, timeoutSeconds=30)

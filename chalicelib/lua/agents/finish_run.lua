@@ -8,10 +8,18 @@
 -- ARGV[11] retry inflight deadline ms
 -- ARGV[12] the pending slot's run id ('' none)   ARGV[13] its ref (both read for 'failed')
 -- ARGV[14] 'claim' when ARGV[2] is the claim token (the dispatcher), 'callback' when it is
---          the agent's callback token (report_checks reads it as the last ARGV)
--- Returns 1; 0 unknown run; -1 finished run; -2 not running; -3 wrong token.
+--          the agent's callback token (report_checks reads it as the last ARGV), 'lease' for
+--          the claim token of a run timed out because its lease has passed
+-- Returns 1; 0 unknown run; -1 finished run; -2 not running (or, for 'lease', its lease has
+-- not passed); -3 wrong token.
 --#include report_checks
 local now = ARGV[5]
+if ARGV[14] == 'lease' then
+  -- The caller read the run after listing it as expired; meanwhile that attempt may have ended
+  -- and its retry begun, with the token it read and a lease of its own that has not passed.
+  local lease = redis.call('ZSCORE', KEYS[3], ARGV[3])
+  if not lease or tonumber(lease) > tonumber(now) then return -2 end
+end
 -- A paused agent that was run by hand stays PAUSED when the run ends: the pause outlives it.
 local paused = redis.call('HEXISTS', KEYS[2], 'paused') == 1
 redis.call('ZREM', KEYS[3], ARGV[3])
