@@ -312,8 +312,9 @@ class AgentRunner:
             self._events.failed(agent_id, run.get("jobId") or agent_id, error)
             observability.run(agent_id, run_id, "retry" if retry else "failed", attempt, _lateness(run),
                               now - int(run.get("startedAt") or now), error)
-            if retry is not None:
-                self._queue.send([retry])
+            if retry is not None and self._queue.send([retry]):
+                # Not sent: the next tick takes the retry up at once, not after the queue grace.
+                self._store.expedite([retry], now)
             return self.start_waiting(keep=keep)
         return []
 

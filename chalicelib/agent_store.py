@@ -358,7 +358,7 @@ class AgentStore:
         slot_keys, slot_args = self._pending_slot(agent_id) if outcome == "failed" else no_slot
         code = self._script(
             "finish_run",
-            [k.run(run_id), k.agent(agent_id), k.running, k.inflight, k.schedules, *slot_keys],
+            [k.run(run_id), k.agent(agent_id), k.running, k.inflight, k.schedules, *slot_keys, k.paused],
             [agent_id, token, run_id, outcome, now, error or "", retention, run_ref(agent_id, run_id),
              retry.due_ms if retry else "", retry.token if retry else "", inflight_deadline_ms, *slot_args,
              token_kind],
@@ -378,6 +378,9 @@ class AgentStore:
             return [f for f in pipe.execute() if f]
 
         return self.call(read)
+
+    def expedite(self, items: list[Claimed], now: int) -> None:
+        self._store.expedite(items, now)
 
     def expired_runs(self, now: int, batch: int) -> list[str]:
         running = self.keys.running

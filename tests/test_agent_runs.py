@@ -386,6 +386,22 @@ def test_the_tick_does_not_time_out_a_retry_begun_after_it_listed_the_old_lease(
     assert stats(harness)["runningAgentsCount"] == 1
 
 
+def test_a_retry_that_sqs_refused_is_taken_up_by_the_next_tick(harness: Harness, agents: list[Agent]) -> None:
+    """Not after the queue grace (2 minutes) and the tick after that."""
+    agent = register(harness, agents, "flaky", answers=[500])
+    harness.api("POST", "/api/agents/flaky/run")
+    start = [m["Body"] for m in harness.receive()]
+    good_url = harness.svc.queue.url
+    harness.svc.queue.__dict__["_queue_url"] = good_url + "-missing"
+    harness.dispatch(start)  # the call fails, and so does sending its retry
+    harness.svc.queue.__dict__["_queue_url"] = good_url
+    assert len(agent.called_at) == 1 and harness.receive() == []
+    harness.clock.advance(2_000)  # past the 1 s backoff
+    assert harness.tick()["reclaimed"] == 1
+    harness.drain(hold_timeouts=True)
+    assert len(agent.called_at) == 2 and runs(harness, "flaky")[0]["status"] == "completed"
+
+
 def test_a_run_that_reports_nothing_times_out(harness: Harness, agents: list[Agent]) -> None:
     harness.configure(agent_max_retries=0)
     agent = register(harness, agents, "silent", default=202, timeoutSeconds=30)
@@ -511,6 +527,22 @@ def test_a_slot_moved_by_a_time_zone_change_after_the_tick_runs_on_its_second(
     assert status == 200  # 02:00 in Lagos (UTC+1) is 01:00 UTC, 30 s from now
     harness.drain(hold_timeouts=True)  # no tick
     assert agent.called_at == [T0 + 3_600_000]
+
+
+def test_a_paused_agent_whose_manual_run_fails_for_good_leaves_the_paused_jobs(
+    harness: Harness, agents: list[Agent]
+) -> None:
+    harness.configure(agent_max_retries=0)
+    register(harness, agents, "broken", default=500)
+    schedule(harness, "broken")
+    assert harness.api("PATCH", "/api/agents/broken/schedule/broken/pause")[0] == 200
+    harness.api("POST", "/api/agents/broken/run")
+    harness.drain(hold_timeouts=True)
+    assert info(harness, "broken")["status"] == "ERROR"
+    assert stats(harness)["pausedJobsCount"] == 0
+    assert harness.api("GET", "/api/agents/schedule/paused")[1]["data"] == []
+    status, body = harness.api("PATCH", "/api/agents/broken/schedule/broken/resume")
+    assert status == 400 and "not paused" in body["error"]
 
 
 def test_a_new_schedule_for_a_paused_job_resumes_it_and_says_so(

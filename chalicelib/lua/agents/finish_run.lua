@@ -2,6 +2,7 @@
 -- Record how a run attempt ended: completed, retry (after a backoff) or failed.
 -- KEYS[1] run hash   KEYS[2] agent hash   KEYS[3] running zset   KEYS[4] inflight zset
 -- KEYS[5] schedules set   KEYS[6] the pending slot's run hash   KEYS[7] due index
+-- KEYS[8] paused set
 -- ARGV[1] agent id   ARGV[2] token   ARGV[3] run id   ARGV[4] outcome: completed | retry | failed
 -- ARGV[5] now ms   ARGV[6] error text ('' none)   ARGV[7] retention seconds
 -- ARGV[8] run ref   ARGV[9] retry due ms   ARGV[10] retry claim token
@@ -43,9 +44,12 @@ if ARGV[4] == 'completed' then
   redis.call('HSET', KEYS[2], 'status', paused and 'PAUSED' or 'COMPLETED', 'retryCount', 0)
   redis.call('HDEL', KEYS[2], 'lastError')
 else
-  -- Retries spent: the agent leaves the schedule, durably.
+  -- Retries spent: the agent leaves the schedule, durably, and a pause goes with it (a
+  -- paused agent run by hand): it would count as a paused job that resuming could not start.
   redis.call('HSET', KEYS[2], 'status', 'ERROR', 'enabled', 0, 'lastError', ARGV[6])
+  redis.call('HDEL', KEYS[2], 'paused')
   cancel_slot(KEYS[2], KEYS[6], KEYS[7], ARGV[12], ARGV[13])
   redis.call('SREM', KEYS[5], ARGV[1])
+  redis.call('SREM', KEYS[8], ARGV[1])
 end
 return 1
