@@ -114,7 +114,7 @@ class Scheduler:
                     self._store.sweep_marker_lost(second)  # the tick claims it, late
                 if state != "swept":
                     return
-            self.hand_to_queue(self._store.claim_due(due_ms, self.grace_ms, self._batch, since_ms=due_ms))
+            self._claim_between(due_ms, due_ms)
         except PunctualError as exc:
             log.warning("could not set the slot due at %d on its way now (the tick claims it): %s",
                         due_ms, exc)
@@ -137,13 +137,17 @@ class Scheduler:
         """
         now = self._clock.now_ms()
         self._store.mark_swept(second_ms, second_ms + 1000 - now + SWEEP_MARKER_MARGIN_MS)
+        return self._claim_between(second_ms, second_ms + 999)
+
+    def _claim_between(self, since_ms: int, until_ms: int) -> int:
+        """Claim everything due from `since_ms` to `until_ms` and hand it to SQS."""
         claimed = 0
         while True:
-            batch = self._store.claim_due(second_ms + 999, self.grace_ms, self._batch, since_ms=second_ms)
+            batch, more = self._store.claim_due(until_ms, self.grace_ms, self._batch, since_ms=since_ms)
             if batch:
                 self.hand_to_queue(batch)
             claimed += len(batch)
-            if len(batch) < self._batch:
+            if not more:
                 return claimed
 
     def hand_to_queue(self, items: list[Claimed]) -> int:
@@ -174,11 +178,11 @@ class Scheduler:
             if count < self._batch or self._clock.now_ms() >= deadline_ms:
                 break
         while self._clock.now_ms() < deadline_ms:
-            batch = self._store.claim_due(now + self.window_ms, self.grace_ms, self._batch)
+            batch, more = self._store.claim_due(now + self.window_ms, self.grace_ms, self._batch)
             claimed += len(batch)
             failed = self.hand_to_queue(batch) if batch else 0
             failures += failed
-            if len(batch) < self._batch or failed:
+            if not more or failed:
                 # Done, or SQS is failing: what it did not take is reclaimed next tick.
                 return TickReport(reclaimed, claimed, failures, False, expired)
         return TickReport(reclaimed, claimed, failures, self._queue.send_control("tick"), expired)

@@ -255,15 +255,20 @@ class Store:
 
     def claim_due(
         self, until_ms: int, grace_ms: int, batch: int, since_ms: int | None = None
-    ) -> list[Claimed]:
-        """Claim up to `batch` items due at or before `until_ms` (and not before `since_ms`)."""
+    ) -> tuple[list[Claimed], bool]:
+        """Claim up to `batch` items due at or before `until_ms` (and not before `since_ms`).
+
+        Also says whether a full batch was read: then more may be due, even when fewer were
+        claimed because a concurrent tick, sweep or schedule took some of them first. Every ref
+        read leaves the due index either way, so a caller that goes on while it is told so ends.
+        """
         k = self.keys
         since = "-inf" if since_ms is None else since_ms
         refs = self.call(
             lambda: self.client.zrangebyscore(k.due, since, until_ms, start=0, num=batch)
         )
         if not refs:
-            return []
+            return [], False
         args: list[Any] = [until_ms, grace_ms]
         for ref in refs:
             args += [ref, new_token()]
@@ -273,10 +278,11 @@ class Store:
                 keys=[k.due, k.inflight, *(k.item(ref) for ref in refs)], args=args
             )
         )
-        return [
+        claimed = [
             Claimed(ref=flat[i], due_ms=int(float(flat[i + 1])), token=flat[i + 2])
             for i in range(0, len(flat), 3)
         ]
+        return claimed, len(refs) == batch
 
     def expedite(self, items: list[Claimed], now_ms: int) -> None:
         """Make items whose SQS send failed reclaimable by the next tick."""

@@ -11,6 +11,7 @@ import pytest
 
 from chalicelib.clock import FakeClock
 from chalicelib.keys import message_ref
+from chalicelib.scheduler import Scheduler
 from chalicelib.webhooks import HttpSender
 from tests.conftest import T0, Harness, message
 from tests.receiver import Receiver
@@ -250,6 +251,32 @@ def test_failed_sqs_send_keeps_the_message(harness: Harness, receiver: Receiver)
     assert report["reclaimed"] == 1 and report["claimed"] == 1
     harness.drain()
     assert len(receiver.wait_for(1)) == 1
+
+
+def test_a_tick_goes_on_when_another_claimer_took_part_of_its_batch(
+    harness: Harness, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that comes back short because a concurrent tick or sweep claimed some of the refs
+    read is no sign that nothing more is due: the rest must not wait for the next tick."""
+    for i in range(5):
+        harness.post(message(f"w{i}", LATER, receiver.url))
+    harness.clock.set(T0 + 3_600_000 - 60_000)
+    store = harness.svc.store
+    scheduler = Scheduler(store, harness.svc.queue, harness.clock, harness.svc.settings, harness.svc.runs,
+                          claim_batch=2)
+    run_script = store.scripts.run
+    raced = []
+
+    def with_a_rival(name: str, keys: list[str], args: list[object]) -> object:
+        if name == "claim_due" and not raced:
+            # Another tick claims the first ref this one has just read.
+            raced.append(run_script(name, [keys[0], keys[1], keys[2]], [args[0], args[1], args[2], "rival"]))
+        return run_script(name, keys, args)
+
+    monkeypatch.setattr(store.scripts, "run", with_a_rival)
+    report = scheduler.tick(T0 + 3_600_000)
+    assert report.claimed == 4 and raced  # and the rival's one
+    assert harness.redis.zcard(store.keys.due) == 0
 
 
 def test_tick_hands_on_what_it_cannot_finish(harness: Harness, receiver: Receiver) -> None:
