@@ -173,9 +173,9 @@ class Scheduler:
         expired = self._runs.heartbeat_and_expire(now)
         reclaimed = claimed = failures = 0
         while True:
-            count = self._store.reclaim_expired(now, self._batch)
+            count, more = self._store.reclaim_expired(now, self._batch)
             reclaimed += count
-            if count < self._batch or self._clock.now_ms() >= deadline_ms:
+            if not more or self._clock.now_ms() >= deadline_ms:
                 break
         while self._clock.now_ms() < deadline_ms:
             batch, more = self._store.claim_due(now + self.window_ms, self.grace_ms, self._batch)

@@ -290,20 +290,19 @@ class Store:
         if refs:
             self.call(lambda: self.client.zadd(self.keys.inflight, refs, xx=True))
 
-    def reclaim_expired(self, now_ms: int, batch: int) -> int:
-        """Put items whose SQS message or delivery lease was lost back in the due index."""
+    def reclaim_expired(self, now_ms: int, batch: int) -> tuple[int, bool]:
+        """Put items whose SQS message or delivery lease was lost back in the due index; also
+        says whether a full batch was read (more may be expired: see claim_due)."""
         k = self.keys
         refs = self.call(
             lambda: self.client.zrangebyscore(k.inflight, "-inf", now_ms, start=0, num=batch)
         )
         if not refs:
-            return 0
-        return int(
-            self.call(
-                lambda: self.scripts.run(
-                    "reclaim",
-                    keys=[k.inflight, k.due, *(k.item(ref) for ref in refs)], args=[now_ms, *refs]
-                )
+            return 0, False
+        count = self.call(
+            lambda: self.scripts.run(
+                "reclaim", keys=[k.inflight, k.due, *(k.item(ref) for ref in refs)], args=[now_ms, *refs]
             )
         )
+        return int(count), len(refs) == batch
 

@@ -279,6 +279,32 @@ def test_a_tick_goes_on_when_another_claimer_took_part_of_its_batch(
     assert harness.redis.zcard(store.keys.due) == 0
 
 
+def test_a_tick_goes_on_reclaiming_when_another_took_part_of_its_batch(
+    harness: Harness, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(3):
+        harness.post(message(f"l{i}", SOON, receiver.url))
+    assert len(harness.receive()) == 3  # and SQS loses them
+    harness.clock.set(T0 + 30_000 + 120_000)  # past the queue grace
+    store = harness.svc.store
+    scheduler = Scheduler(store, harness.svc.queue, harness.clock, harness.svc.settings, harness.svc.runs,
+                          claim_batch=2)
+    run_script = store.scripts.run
+    raced = []
+
+    def with_a_rival(name: str, keys: list[str], args: list[object]) -> object:
+        if name == "reclaim" and not raced:
+            # Another tick reclaims the first ref this one has just read.
+            raced.append(run_script(name, [keys[0], keys[1], keys[2]], [args[0], args[1]]))
+        return run_script(name, keys, args)
+
+    monkeypatch.setattr(store.scripts, "run", with_a_rival)
+    report = scheduler.tick(T0 + 3_600_000)
+    assert report.reclaimed == 2 and raced == [1]
+    harness.drain()
+    assert len(receiver.wait_for(3)) == 3  # all three delivered in this tick's round
+
+
 def test_tick_hands_on_what_it_cannot_finish(harness: Harness, receiver: Receiver) -> None:
     for i in range(120):
         harness.post(message(f"h{i:04d}", LATER, receiver.url))
