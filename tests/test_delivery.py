@@ -6,12 +6,13 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from chalicelib.clock import FakeClock
 from chalicelib.keys import message_ref
-from chalicelib.scheduler import Scheduler
+from chalicelib.scheduler import Scheduler, TickReport
 from chalicelib.webhooks import HttpSender
 from tests.conftest import T0, Harness, message
 from tests.receiver import Receiver
@@ -253,6 +254,27 @@ def test_failed_sqs_send_keeps_the_message(harness: Harness, receiver: Receiver)
     assert len(receiver.wait_for(1)) == 1
 
 
+def tick_in_twos_beside_a_rival(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, script: str, first_item_args: int
+) -> tuple[TickReport, Any]:
+    """A tick that claims two at a time while another tick runs `script` on the first ref this
+    one has just read, just before this one's own call; returns the report and the rival's answer."""
+    store = harness.svc.store
+    scheduler = Scheduler(store, harness.svc.queue, harness.clock, harness.svc.settings, harness.svc.runs,
+                          claim_batch=2)
+    run_script = store.scripts.run
+    rival: list[Any] = []
+
+    def beside_a_rival(name: str, keys: list[str], args: list[object]) -> object:
+        if name == script and not rival:
+            rival.append(run_script(name, keys[:3], args[:first_item_args]))
+        return run_script(name, keys, args)
+
+    monkeypatch.setattr(store.scripts, "run", beside_a_rival)
+    report = scheduler.tick(T0 + 3_600_000)
+    return report, rival[0]
+
+
 def test_a_tick_goes_on_when_another_claimer_took_part_of_its_batch(
     harness: Harness, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -261,22 +283,9 @@ def test_a_tick_goes_on_when_another_claimer_took_part_of_its_batch(
     for i in range(5):
         harness.post(message(f"w{i}", LATER, receiver.url))
     harness.clock.set(T0 + 3_600_000 - 60_000)
-    store = harness.svc.store
-    scheduler = Scheduler(store, harness.svc.queue, harness.clock, harness.svc.settings, harness.svc.runs,
-                          claim_batch=2)
-    run_script = store.scripts.run
-    raced = []
-
-    def with_a_rival(name: str, keys: list[str], args: list[object]) -> object:
-        if name == "claim_due" and not raced:
-            # Another tick claims the first ref this one has just read.
-            raced.append(run_script(name, [keys[0], keys[1], keys[2]], [args[0], args[1], args[2], "rival"]))
-        return run_script(name, keys, args)
-
-    monkeypatch.setattr(store.scripts, "run", with_a_rival)
-    report = scheduler.tick(T0 + 3_600_000)
-    assert report.claimed == 4 and raced  # and the rival's one
-    assert harness.redis.zcard(store.keys.due) == 0
+    report, rival = tick_in_twos_beside_a_rival(harness, monkeypatch, "claim_due", 4)
+    assert report.claimed == 4 and len(rival) == 3  # and the rival claimed one (ref, due, token)
+    assert harness.redis.zcard(harness.svc.store.keys.due) == 0
 
 
 def test_a_tick_goes_on_reclaiming_when_another_took_part_of_its_batch(
@@ -286,21 +295,8 @@ def test_a_tick_goes_on_reclaiming_when_another_took_part_of_its_batch(
         harness.post(message(f"l{i}", SOON, receiver.url))
     assert len(harness.receive()) == 3  # and SQS loses them
     harness.clock.set(T0 + 30_000 + 120_000)  # past the queue grace
-    store = harness.svc.store
-    scheduler = Scheduler(store, harness.svc.queue, harness.clock, harness.svc.settings, harness.svc.runs,
-                          claim_batch=2)
-    run_script = store.scripts.run
-    raced = []
-
-    def with_a_rival(name: str, keys: list[str], args: list[object]) -> object:
-        if name == "reclaim" and not raced:
-            # Another tick reclaims the first ref this one has just read.
-            raced.append(run_script(name, [keys[0], keys[1], keys[2]], [args[0], args[1]]))
-        return run_script(name, keys, args)
-
-    monkeypatch.setattr(store.scripts, "run", with_a_rival)
-    report = scheduler.tick(T0 + 3_600_000)
-    assert report.reclaimed == 2 and raced == [1]
+    report, rival = tick_in_twos_beside_a_rival(harness, monkeypatch, "reclaim", 2)
+    assert report.reclaimed == 2 and rival == 1
     harness.drain()
     assert len(receiver.wait_for(3)) == 3  # all three delivered in this tick's round
 
