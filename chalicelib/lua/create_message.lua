@@ -14,17 +14,17 @@
 -- ARGV[10] how long a new sweep marker lives (ms)
 -- Returns 0 when the id exists; else 1 (waits in the due index), 2 (claimed: send it)
 -- or 3 (first of its second: send the sweep).
+--#include sweep_marker
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
 local mode = ARGV[7]
 local result = 1
 if mode == 'sweep' then
-  local marker = redis.call('GET', KEYS[5])
-  if not marker then
-    redis.call('SET', KEYS[5], 'pending', 'PX', ARGV[10])
+  local state = ask_sweep(KEYS[5], ARGV[10])
+  if state == 'ask' then
     result = 3
-  elseif marker == 'swept' then
+  elseif state == 'swept' then
     mode = 'claim'
   end
 end
