@@ -86,9 +86,7 @@ class Scheduler:
             if outcome == "claimed":
                 self.hand_to_queue([claim])
             elif outcome == "sweep":
-                second = new.due_ms // 1000 * 1000
-                if not self._queue.send_control("sweep", second):
-                    self._store.sweep_marker_lost(second)  # the tick claims the second's messages
+                self._send_sweep(new.due_ms // 1000 * 1000)
         except PunctualError as exc:
             # Stored and indexed (due or in flight): the tick claims or reclaims it, so the
             # message is accepted all the same.
@@ -110,14 +108,20 @@ class Scheduler:
             if mode == "sweep":
                 second = due_ms // 1000 * 1000
                 state = self._store.ask_sweep(second, until_due + SWEEP_MARKER_MARGIN_MS)
-                if state == "ask" and not self._queue.send_control("sweep", second):
-                    self._store.sweep_marker_lost(second)  # the tick claims it, late
+                if state == "ask":
+                    self._send_sweep(second)
                 if state != "swept":
                     return
             self._claim_between(due_ms, due_ms)
         except PunctualError as exc:
             log.warning("could not set the slot due at %d on its way now (the tick claims it): %s",
                         due_ms, exc)
+
+    def _send_sweep(self, second_ms: int) -> None:
+        """Send the sweep of a second whose marker this caller set."""
+        if not self._queue.send_control("sweep", second_ms):
+            # The next item of that second asks again; the tick claims those before it, late.
+            self._store.sweep_marker_lost(second_ms)
 
     def _way_in(self, until_due_ms: int) -> str:
         """How an item indexed now reaches SQS: the tick claims it ("tick"), the sweep of its
