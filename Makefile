@@ -9,16 +9,16 @@ STAMP := $(VENV)/.installed
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "Python 3.11 or newer is needed (found $$($(PYTHON) --version))" >&2; exit 1; }
-	@bash localstack/ensure_venv.sh $(PYTHON)
+	@bash emulator/ensure_venv.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $(STAMP)
 
 setup: $(STAMP)
-	@bash localstack/ensure_redis.sh
+	@bash emulator/ensure_redis.sh
 
 run: setup
-	$(PY) -m localstack.stack
+	$(PY) -m emulator.stack
 
 lint: setup
 	$(PY) -m ruff check .

@@ -21,8 +21,8 @@ from typing import Any
 import aiohttp
 from support import AsyncReceiver, running, summary
 
-from tests.e2e.stack import TOKEN, Stack
-from tests.redis_server import free_port
+from emulator.launcher import TOKEN, Stack
+from emulator.ports import free_port
 
 
 async def register(stack: Stack, count: int, url: str, clients: int = 16) -> float:

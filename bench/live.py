@@ -21,7 +21,7 @@ import aiohttp
 import requests
 from support import AsyncReceiver, running, summary
 
-from tests.e2e.stack import TOKEN, Stack
+from emulator.launcher import TOKEN, Stack
 
 AGENT = "bench-live"
 

@@ -19,7 +19,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.stack import Stack  # noqa: E402  (the same launcher the e2e tests use)
+from emulator.launcher import Stack  # noqa: E402  (the same launcher the e2e tests use)
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -41,7 +41,7 @@ async def running(rcv: AsyncReceiver, **settings: str) -> AsyncIterator[Stack]:
     receiver started; both are stopped however the benchmark ends.
 
     With AWS_ENDPOINT_URL set (a LocalStack), SQS is LocalStack's, on a queue of this run's own
-    (tests/e2e/stack.py).
+    (emulator/launcher.py).
     """
     base = {"LOG_LEVEL": "WARNING", "API_PROCESSES": "2"}
     await rcv.start()

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 from support import AsyncReceiver, iso, running, summary
 
-from tests.e2e.stack import TOKEN
+from emulator.launcher import TOKEN
 
 CLIENTS = 16
 
@@ -116,7 +116,7 @@ def tick_with_pending(total: int = 1_000_000) -> None:
     from chalicelib.config import Settings
     from chalicelib.keys import message_ref
     from chalicelib.services import Services
-    from tests.redis_server import RedisServer
+    from emulator.redis_server import RedisServer
 
     print(f"tick: {total:,} pending messages, none due")
     # This part runs the app's code in this process: keep its log lines and metrics off the report.

@@ -6,11 +6,10 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 LS_VENV="$ROOT/.venv-localstack"
-PORT="${LOCALSTACK_PORT:-$("$ROOT/.venv/bin/python" -c 'from tests.redis_server import free_port; print(free_port())')}"
+PORT="${LOCALSTACK_PORT:-$("$ROOT/.venv/bin/python" -c 'from emulator.ports import free_port; print(free_port())')}"
 DATA="$(mktemp -d -t punctual-localstack-XXXX)"
 export LOCALSTACK_HOST="127.0.0.1:$PORT"
 
-# Run from outside the repository: its own `localstack/` folder would shadow LocalStack's package.
 (cd "$DATA" && OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="$DATA/fs" GATEWAY_LISTEN="127.0.0.1:$PORT" \
   SERVICES=sqs,events SKIP_SSL_CERT_DOWNLOAD=1 exec "$LS_VENV/bin/python" -m localstack.runtime.main \
   >"$DATA/localstack.log" 2>&1) &

@@ -19,8 +19,8 @@ from chalicelib import services
 from chalicelib.clock import FakeClock
 from chalicelib.config import Settings
 from chalicelib.services import Services
+from emulator.redis_server import RedisServer
 from tests.receiver import Receiver
-from tests.redis_server import RedisServer
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}

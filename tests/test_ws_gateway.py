@@ -20,10 +20,10 @@ from aiohttp import web
 import app as app_module
 from chalicelib import services
 from chalicelib.services import Services
-from localstack.ws_gateway import WsGateway
+from emulator.ports import free_port
+from emulator.ws_gateway import WsGateway
 from tests.conftest import TOKEN, Harness
 from tests.receiver import Receiver
-from tests.redis_server import free_port
 
 
 class Gateway:

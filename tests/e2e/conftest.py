@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import Stack
+from emulator.launcher import Stack
 from tests.receiver import Receiver
 
 

@@ -17,7 +17,7 @@ import pytest
 import redis
 import requests
 
-from tests.e2e.stack import TOKEN, Stack
+from emulator.launcher import TOKEN, Stack
 from tests.receiver import Receiver
 
 

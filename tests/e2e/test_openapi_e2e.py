@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import ROOT, TOKEN, Stack
+from emulator.launcher import ROOT, TOKEN, Stack
 from tests.receiver import Receiver
 
 # Generated cases per operation (the examples and coverage cases come on top): bounded so that

@@ -10,7 +10,7 @@ import pytest
 import requests
 from standardwebhooks.webhooks import Webhook
 
-from tests.e2e.stack import SECRET, TOKEN, Stack, alive, descendants
+from emulator.launcher import SECRET, TOKEN, Stack, alive, descendants
 from tests.receiver import Receiver
 
 # On time, for a test on a busy 2-core CI machine; bench/webhooks.py measures the real figures.

@@ -2,7 +2,7 @@
 
 werkzeug writes a response's headers and body separately; on a keep-alive connection (boto3
 keeps them) Nagle's algorithm and the client's delayed ACK then add 40 ms to every SQS call.
-`python -m localstack.moto_server PORT`
+`python -m emulator.moto_server PORT`
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ from types import FrameType
 
 from dotenv import load_dotenv
 
-from .aws_local import ensure_endpoint, ensure_queues, sqs_client, wait_for_port
+from .aws_local import ensure_endpoint, ensure_queues, sqs_client
+from .ports import wait_for_port
 from .processes import Supervisor, configure_logging
 from .redis_local import ensure_redis
 
@@ -78,14 +79,14 @@ def start(env: dict[str, str], supervisor: Supervisor) -> dict[str, str]:
 
     py = sys.executable
     for _ in range(int(env.get("API_PROCESSES", "2"))):
-        supervisor.spawn("api", [py, "-m", "localstack.api_server"], env)
-    supervisor.spawn("ws-gateway", [py, "-m", "localstack.ws_gateway"], env)
+        supervisor.spawn("api", [py, "-m", "emulator.api_server"], env)
+    supervisor.spawn("ws-gateway", [py, "-m", "emulator.ws_gateway"], env)
     # Two worker processes per core: each is a container's worth of dispatch "Lambdas", and the
     # threads of one process share one interpreter lock, so one process per core left the cores
     # idle while its threads waited for the lock (burst of 5,000 on 2 cores, one run each: 4.1 s
     # with 2 processes, 3.2 s with 3, 2.5 s with 4).
     for i in range(int(env.get("WORKER_PROCESSES") or 2 * (os.cpu_count() or 1))):
-        argv = [py, "-m", "localstack.workers"] + (["--ticker"] if i == 0 else [])
+        argv = [py, "-m", "emulator.workers"] + (["--ticker"] if i == 0 else [])
         supervisor.spawn("workers", argv, env)
 
     api = f"http://{env['API_HOST']}:{env['API_PORT']}"

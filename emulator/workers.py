@@ -1,6 +1,6 @@
 """The local event sources: an EventBridge-like ticker and Lambda's SQS pollers.
 
-Run as `python -m localstack.workers [--ticker]`. For each SQS handler of the app (`dispatch` on the
+Run as `python -m emulator.workers [--ticker]`. For each SQS handler of the app (`dispatch` on the
 dispatch queue, `fanout` on the fan-out queue), SQS_POLLERS threads long-poll its queue and invoke
 the handler with the SQS event Lambda would build, in batches of the size the handler declares, up
 to LAMBDA_CONCURRENCY invocations at once; a batch is deleted only when the handler returns, as
@@ -32,7 +32,7 @@ log = logging.getLogger("punctual.workers")
 Handler = Callable[[dict[str, Any], Any], Any]
 
 LAMBDA_TIMEOUT_MS = 60_000
-# The queue each SQS handler of the app consumes (localstack/stack.py creates them).
+# The queue each SQS handler of the app consumes (emulator/stack.py creates them).
 QUEUE_URL_VARIABLES = {"dispatch": "DISPATCH_QUEUE_URL", "fanout": "FANOUT_QUEUE_URL"}
 POLL_WAIT_SECONDS = 20
 SHUTDOWN_GRACE_SECONDS = 20

@@ -13,9 +13,9 @@ from typing import Any
 
 import requests
 
-from tests.redis_server import free_port
+from .ports import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "e2e-token"
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # base64 of 24 bytes
 
@@ -95,7 +95,7 @@ class Stack:
         offset = self.log.stat().st_size if self.log.exists() else 0  # a restart appends
         with self.log.open("ab") as sink:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "localstack.stack"], cwd=ROOT, env=self.env, stdout=sink, stderr=sink
+                [sys.executable, "-m", "emulator.stack"], cwd=ROOT, env=self.env, stdout=sink, stderr=sink
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -1,4 +1,4 @@
-"""The REST API, served by Chalice's own local gateway: `python -m localstack.api_server`.
+"""The REST API, served by Chalice's own local gateway: `python -m emulator.api_server`.
 
 Several of these processes can share API_PORT (SO_REUSEPORT; the kernel spreads connections),
 which is how the local stack serves more than one core's worth of requests.

@@ -1,20 +1,15 @@
-"""A private redis-server for the test session, on a free port, keeping nothing on disk."""
+"""A throwaway redis-server on a free port that keeps nothing on disk (tests, benchmarks)."""
 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 
 import redis
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from .ports import free_port
 
 
 class RedisServer:

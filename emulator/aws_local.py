@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import socket
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +13,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from .ports import free_port, wait_for_port
 from .processes import Supervisor
 
 # Lambda's timeout is 60 s (.chalice/config.json); a batch a handler is still working on
@@ -36,23 +35,6 @@ class Queues:
     fanout_url: str
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(host: str, port: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
 def ensure_endpoint(env: Mapping[str, str], supervisor: Supervisor, log_dir: Path) -> str:
     """AWS_ENDPOINT_URL when given (LocalStack, say); else an embedded moto server."""
     explicit = env.get("AWS_ENDPOINT_URL", "").strip()
@@ -60,7 +42,7 @@ def ensure_endpoint(env: Mapping[str, str], supervisor: Supervisor, log_dir: Pat
         return explicit
     port = int(env.get("MOTO_PORT") or free_port())
     supervisor.spawn(
-        "moto", [sys.executable, "-m", "localstack.moto_server", str(port)],
+        "moto", [sys.executable, "-m", "emulator.moto_server", str(port)],
         env=dict(env),
         output=log_dir / "moto.log",
     )
