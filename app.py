@@ -202,7 +202,7 @@ def report_run(agentId: str, runId: str, report: str) -> Response:  # noqa: N803
 @app.on_ws_connect()
 def ws_connect(event: Any) -> dict[str, Any]:
     raw = event.to_dict()
-    return services.get().live.connect(
+    return services.get().ws_routes.connect(
         event.connection_id, raw.get("queryStringParameters"), raw.get("headers")
     )
 
@@ -210,12 +210,12 @@ def ws_connect(event: Any) -> dict[str, Any]:
 @app.on_ws_message()
 def ws_message(event: Any) -> None:
     endpoint = management_endpoint(services.get().settings, event.domain_name, event.stage)
-    services.get().live.message(event.connection_id, event.body, endpoint)
+    services.get().ws_routes.message(event.connection_id, event.body, endpoint)
 
 
 @app.on_ws_disconnect()
 def ws_disconnect(event: Any) -> None:
-    services.get().live.disconnect(event.connection_id)
+    services.get().ws_routes.disconnect(event.connection_id)
 
 
 # -- the engine ----------------------------------------------------------------------------

@@ -112,9 +112,9 @@ def tick_with_pending(total: int = 1_000_000) -> None:
     """The tick's own time with `total` pending messages, none due: private Redis, moto in-process."""
     from moto import mock_aws
 
+    from chalicelib.claims import message_ref
     from chalicelib.clock import SystemClock
     from chalicelib.config import Settings
-    from chalicelib.keys import message_ref
     from chalicelib.services import Services
     from emulator.redis_server import RedisServer
 
@@ -129,7 +129,7 @@ def tick_with_pending(total: int = 1_000_000) -> None:
 
             boto3.client("sqs", region_name="us-east-1").create_queue(QueueName="punctual-dispatch")
             svc = Services.build(Settings.from_env({"REDIS_URL": server.url, "API_TOKEN": "x"}))
-            store, keys = svc.store, svc.store.keys
+            store, keys = svc.message_store, svc.message_store.keys
             now = SystemClock().now_ms()
             started = time.perf_counter()
             for base in range(0, total, 20_000):
@@ -151,7 +151,7 @@ def tick_with_pending(total: int = 1_000_000) -> None:
             pages = []
             for _ in range(20):
                 t0 = time.perf_counter()
-                svc.store.page_pending(100, None)
+                svc.message_store.page_pending(100, None)
                 pages.append((time.perf_counter() - t0) * 1000)
             print(f"  GET /messages first page (store): {summary(pages)}")
     finally:

@@ -6,20 +6,22 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from . import cron, observability
-from .agent_store import AgentStore, Begun, SlotFire, new_callback_token, report_error
-from .agents import Agent, RunStatus
-from .backoff import retry_delay_seconds
+from . import observability
+from .agent_store import AgentStore
+from .agents import Agent
+from .claims import Claimed, Step, plan_retry, split_run_ref
 from .clock import Clock
 from .config import Settings
-from .dispatch_queue import MAX_DELAY_SECONDS, DispatchQueue
+from .dispatch_queue import MAX_DELAY_SECONDS, Handoff
 from .events import Events
-from .keys import run_ref, split_run_ref
-from .store import Claimed, new_token
+from .run_store import Begun, RunStore, SlotFire, new_callback_token, report_error
+from .runs import Run, RunStatus
+from .sender import DeliveryResult, HttpSender
+from .standard_webhooks import webhook_headers
 from .timeutil import format_instant
-from .webhooks import DeliveryResult, HttpSender, webhook_headers
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +38,32 @@ FIRE_CHUNK = 20
 CALLS_FIRST_SECONDS = 0.2
 
 
+@dataclass(frozen=True)
+class Fire:
+    """A run about to fall due, worked out before it does: its agent (None: deleted since) and
+    the cron slot after it (None: no schedule)."""
+
+    agent: Agent | None
+    next_slot_ms: int | None
+
+
+Prepared = dict[str, Fire]  # per run ref
+
+
 class AgentRunner:
     def __init__(
         self,
-        store: AgentStore,
-        queue: DispatchQueue,
+        agents: AgentStore,
+        runs: RunStore,
+        handoff: Handoff,
         sender: HttpSender,
         events: Events,
         clock: Clock,
         settings: Settings,
     ) -> None:
-        self._store = store
-        self._queue = queue
+        self._agents = agents
+        self._runs = runs
+        self._handoff = handoff
         self._sender = sender
         self._events = events
         self._clock = clock
@@ -55,18 +71,18 @@ class AgentRunner:
 
     # -- entry points from the dispatch queue -------------------------------
 
-    def prepare_fires(self, items: list[Claimed]) -> dict[str, tuple[Agent | None, int | None]]:
-        """Per run ref, its agent and the slot after it: worked out before the runs fall due, so
-        the due instant itself costs one round trip to Redis."""
-        agents = self._store.find_many(split_run_ref(item.ref)[0] for item in items)
-        prepared: dict[str, tuple[Agent | None, int | None]] = {}
+    def prepare_fires(self, items: list[Claimed]) -> Prepared:
+        """Per run ref, what firing it needs, worked out before the runs fall due, so the due
+        instant itself costs one round trip to Redis."""
+        agents = self._agents.find_many(split_run_ref(item.ref)[0] for item in items)
+        prepared: Prepared = {}
         for item in items:
             agent = agents.get(split_run_ref(item.ref)[0])
-            prepared[item.ref] = (agent, _next_slot(agent, item.due_ms))
+            prepared[item.ref] = Fire(agent, agent.next_slot(item.due_ms) if agent else None)
         return prepared
 
     def fire_group(
-        self, items: list[Claimed], prepared: dict[str, tuple[Agent | None, int | None]], begin: bool
+        self, items: list[Claimed], prepared: Prepared, begin: bool
     ) -> Iterator[list[Begun | Claimed]]:
         """Fire runs due now together, a chunk per round trip; yields, chunk by chunk, what the
         caller is to call at once: the runs that took a free concurrency slot (begun already
@@ -99,21 +115,21 @@ class AgentRunner:
                 yield list(claims)
 
     def _fire_chunk(
-        self, items: list[Claimed], prepared: dict[str, tuple[Agent | None, int | None]], begin: bool
+        self, items: list[Claimed], prepared: Prepared, begin: bool
     ) -> tuple[list[Begun | Claimed], set[str]]:
         now = self._clock.now_ms()
         fires = []
         for item in items:
             agent_id, run_id = split_run_ref(item.ref)
-            agent, next_slot = prepared[item.ref]
-            if next_slot is not None and next_slot <= now:
+            agent, next_slot = prepared[item.ref].agent, prepared[item.ref].next_slot_ms
+            if agent is not None and next_slot is not None and next_slot <= now:
                 # Woken late: from now, so missed slots collapse into this one.
-                next_slot = _next_slot(agent, now)
+                next_slot = agent.next_slot(now)
             fires.append(SlotFire(agent_id, run_id, item.token, next_slot))
         settings = self._settings
         # A run that gets a slot is begun in the same script, so its call goes out without
         # another round trip: on a busy second, each trip costs the winners tens of ms.
-        outcomes = self._store.fire(fires, now, settings.retention_seconds, settings.max_concurrent_agents,
+        outcomes = self._runs.fire(fires, now, settings.retention_seconds, settings.max_concurrent_agents,
                                     now + START_LEASE_MS, begin)
         starts: list[Begun | Claimed] = []
         waiting: set[str] = set()
@@ -123,7 +139,7 @@ class AgentRunner:
             elif fired.begun is not None:
                 starts.append(fired.begun)
             elif fired.outcome == "starting":
-                starts.append(Claimed(item.ref, now, fired.token, kind="start"))
+                starts.append(Claimed(item.ref, now, fired.token, Step.START))
             elif fired.outcome == "waiting":
                 waiting.add(fire.run_id)
             else:
@@ -144,10 +160,9 @@ class AgentRunner:
         """A run's timeout came: fail it if it is still running on the same attempt. Returns the
         waiting run this dispatcher is to start in its place, if any."""
         self._clock.sleep_until(claimed.due_ms)
-        agent_id, run_id = split_run_ref(claimed.ref)
-        run = self._store.get_run(run_id)
-        if run and run.get("status") == RunStatus.RUNNING and run.get("token") == claimed.token:
-            return self._timed_out(agent_id, run_id, run, keep=1)
+        run = self._runs.get_run(split_run_ref(claimed.ref)[1])
+        if run and run.status is RunStatus.RUNNING and run.token == claimed.token:
+            return self._timed_out(run, keep=1)
         return []
 
     # -- the ready queue -------------------------------------------------------
@@ -160,14 +175,14 @@ class AgentRunner:
         for other dispatchers.
         """
         lease = self._clock.now_ms() + START_LEASE_MS
-        started = self._store.start_ready(self._settings.max_concurrent_agents, lease)
+        started = self._runs.start_ready(self._settings.max_concurrent_agents, lease)
         mine: list[Claimed] = []
         others = []
         for run_id, token in started:
-            run = self._store.get_run(run_id)
+            run = self._runs.get_run(run_id)
             if run is None:
                 continue
-            claimed = Claimed(run_ref(run["agentId"], run_id), self._clock.now_ms(), token, kind="start")
+            claimed = Claimed(run.ref, self._clock.now_ms(), token, Step.START)
             if inline and run_id in inline:
                 mine.append(claimed)
             elif keep > 0:
@@ -176,23 +191,21 @@ class AgentRunner:
             else:
                 others.append(claimed)
         if others:
-            failed = self._queue.send(others)
-            if failed:
-                log.warning("%d start message(s) not sent; their lease will requeue them", len(failed))
+            self._handoff.send(others)  # one not sent gives its slot back when its lease ends
         return mine
 
     def heartbeat_and_expire(self, now: int) -> int:
         """The tick's share: mark the scheduler alive, requeue lost starts, fail runs past their timeout."""
-        self._store.beat(now)
+        self._agents.beat(now)
         count = requeued = 0
-        for run_id in self._store.expired_runs(now, EXPIRY_BATCH):
-            run = self._store.get_run(run_id)
+        for run_id in self._runs.expired_runs(now, EXPIRY_BATCH):
+            run = self._runs.get_run(run_id)
             if run is None:
                 continue
-            if run.get("status") == RunStatus.STARTING:
-                requeued += self._store.requeue_start(run_id, now)
-            elif run.get("status") == RunStatus.RUNNING:
-                self._timed_out(run["agentId"], run_id, run)
+            if run.status is RunStatus.STARTING:
+                requeued += self._runs.requeue_start(run_id, now)
+            elif run.status is RunStatus.RUNNING:
+                self._timed_out(run)
                 count += 1
         if requeued:
             self._events.counts_changed()  # a lost start left running for waiting
@@ -205,13 +218,13 @@ class AgentRunner:
     # -- one attempt --------------------------------------------------------------
 
     def execute(self, agent_id: str, run_id: str, token: str) -> list[Claimed]:
-        agent = self._store.find(agent_id)
+        agent = self._agents.find(agent_id)
         if agent is None:
             return []
         now = self._clock.now_ms()
         callback_token = new_callback_token()
         lease = now + agent.timeout_seconds * 1000
-        run = self._store.begin_run(run_id, agent_id, token, now, lease, callback_token)
+        run = self._runs.begin_run(run_id, agent_id, token, now, lease, callback_token)
         if run is None:
             log.info("nothing to start for run %s (duplicate or superseded)", run_id)
             return []
@@ -224,97 +237,85 @@ class AgentRunner:
         dispatcher, free now, calls it next, rather than handing it through SQS to another.
         """
         agent, run, token = begun.agent, begun.run, begun.token
-        agent_id, run_id = agent.id, run["runId"]
-        job_id = run.get("jobId") or agent_id
-        self._events.started(agent_id, job_id, begun.audience)
-        observability.run(agent_id, run_id, "started", _attempt(run), _lateness(run))
+        self._events.started(agent.id, run.job_id, begun.audience)
+        observability.run(agent.id, run.id, "started", run.attempt, run.lateness_ms)
         result = self._call(agent, run, begun.callback_token)
         if result.status_code == 202:
             # The agent works on and reports back. Its timeout is checked on time
             # through SQS when SQS can hold the check that long; else by the tick.
             if agent.timeout_seconds <= MAX_DELAY_SECONDS:
-                self._queue.send([Claimed(run_ref(agent_id, run_id), begun.lease_ms, token, kind="timeout")])
+                self._handoff.send([Claimed(run.ref, begun.lease_ms, token, Step.TIMEOUT)])
             return []
         if result.ok:
-            return self._complete(agent_id, run_id, token, "claim", run, keep=1)
+            return self._complete(run, token, "claim", keep=1)
         # Every failed answer is retried (4xx too); a refused endpoint would be refused
         # the same way again, so that attempt fails for good, as a webhook does.
-        return self._fail(agent_id, run_id, token, "claim", run, result.error or "failed",
-                          retryable=not result.refused, keep=1)
+        return self._fail(run, token, "claim", result.error or "failed", retryable=not result.refused, keep=1)
 
-    def _call(self, agent: Agent, run: dict[str, str], callback_token: str) -> DeliveryResult:
+    def _call(self, agent: Agent, run: Run, callback_token: str) -> DeliveryResult:
         body = json.dumps({
             "agentId": agent.id,
-            "jobId": run.get("jobId") or agent.id,
-            "runId": run["runId"],
-            "scheduledFor": _iso(run.get("scheduledFor")),
-            "attempt": int(run.get("attempt") or 1),
-            "callbackUrl": f"{self._settings.public_api_url}/api/agents/{agent.id}/runs/{run['runId']}",
+            "jobId": run.job_id,
+            "runId": run.id,
+            "scheduledFor": format_instant(run.scheduled_ms),
+            "attempt": run.attempt,
+            "callbackUrl": f"{self._settings.public_api_url}/api/agents/{agent.id}/runs/{run.id}",
             "callbackToken": callback_token,
         }).encode()
-        headers = webhook_headers(run["runId"], self._clock.now_ms() // 1000, body,
-                                  self._settings.webhook_secret)
+        headers = webhook_headers(run.id, self._clock.now_ms() // 1000, body, self._settings.webhook_secret)
         timeout = min(agent.timeout_seconds, self._settings.agent_call_timeout_seconds)
-        return self._sender.post(agent.fields["endpointUrl"], body, headers, "endpointUrl", timeout=timeout)
+        return self._sender.post(agent.endpoint_url, body, headers, "endpointUrl", timeout=timeout)
 
     # -- outcomes (from the call, the agent's reports, or a timeout) -----------------
+    # A report's run was read when its token was checked (RunStore.authorise_report).
 
-    def report_progress(self, agent_id: str, run_id: str, token: str, report: dict[str, Any]) -> None:
-        self._store.report_progress(agent_id, run_id, token, report)
-        run = self._store.get_run(run_id) or {}
-        self._events.progress(agent_id, run.get("jobId") or agent_id, report)
+    def report_progress(self, run: Run, token: str, report: dict[str, Any]) -> None:
+        self._runs.report_progress(run.agent_id, run.id, token, report)
+        self._events.progress(run.agent_id, run.job_id, report)
 
-    def report_complete(self, agent_id: str, run_id: str, token: str) -> None:
-        run = self._store.get_run(run_id) or {}
-        self._complete(agent_id, run_id, token, "callback", run, raise_errors=True)
+    def report_complete(self, run: Run, token: str) -> None:
+        self._complete(run, token, "callback", raise_errors=True)
 
-    def report_fail(self, agent_id: str, run_id: str, token: str, error: str) -> None:
-        run = self._store.get_run(run_id) or {}
-        self._fail(agent_id, run_id, token, "callback", run, error, raise_errors=True)
+    def report_fail(self, run: Run, token: str, error: str) -> None:
+        self._fail(run, token, "callback", error, raise_errors=True)
 
-    def _timed_out(self, agent_id: str, run_id: str, run: dict[str, str], keep: int = 0) -> list[Claimed]:
-        agent = self._store.find(agent_id)
+    def _timed_out(self, run: Run, keep: int = 0) -> list[Claimed]:
+        agent = self._agents.find(run.agent_id)
         seconds = agent.timeout_seconds if agent else 0
         # "lease": only while its lease has passed; the run read may be a newer attempt's.
-        return self._fail(agent_id, run_id, run.get("token", ""), "lease", run,
-                          f"timed out after {seconds} s without an answer", keep=keep)
+        error = f"timed out after {seconds} s without an answer"
+        return self._fail(run, run.token, "lease", error, keep=keep)
 
     # A finished run frees its slot; the waiting run that takes it is returned for the caller to
     # start when `keep` (a dispatcher), else handed to SQS (an agent's report, the tick).
 
-    def _complete(self, agent_id: str, run_id: str, token: str, kind: str, run: dict[str, str],
-                  raise_errors: bool = False, keep: int = 0) -> list[Claimed]:
+    def _complete(self, run: Run, token: str, token_kind: str, raise_errors: bool = False,
+                  keep: int = 0) -> list[Claimed]:
         now = self._clock.now_ms()
-        code = self._store.finish_run(agent_id, run_id, token, kind, "completed", now, None,
-                                      self._settings.retention_seconds)
-        if self._settled(code, run_id, raise_errors):
-            duration = now - int(run.get("startedAt") or now)
-            self._events.completed(agent_id, run.get("jobId") or agent_id, duration)
-            observability.run(agent_id, run_id, "completed", _attempt(run), _lateness(run), duration)
+        code = self._runs.finish_run(run, token, token_kind, "completed", now, None,
+                                     self._settings.retention_seconds)
+        if self._settled(code, run.id, raise_errors):
+            duration = run.ran_for_ms(now)
+            self._events.completed(run.agent_id, run.job_id, duration)
+            observability.run(run.agent_id, run.id, "completed", run.attempt, run.lateness_ms, duration)
             return self.start_waiting(keep=keep)
         return []
 
-    def _fail(self, agent_id: str, run_id: str, token: str, kind: str, run: dict[str, str], error: str,
-              raise_errors: bool = False, retryable: bool = True, keep: int = 0) -> list[Claimed]:
+    def _fail(self, run: Run, token: str, token_kind: str, error: str, raise_errors: bool = False,
+              retryable: bool = True, keep: int = 0) -> list[Claimed]:
         settings = self._settings
         now = self._clock.now_ms()
-        attempt = _attempt(run)
         retry = None
-        deadline = 0
-        if retryable and attempt <= settings.agent_max_retries:
-            delay = retry_delay_seconds(attempt, settings.agent_retry_base_seconds,
-                                        settings.agent_retry_max_delay_seconds, None)
-            retry = Claimed(run_ref(agent_id, run_id), now + int(delay * 1000), new_token())
-            deadline = retry.due_ms + settings.queue_grace_seconds * 1000
-        code = self._store.finish_run(agent_id, run_id, token, kind, "retry" if retry else "failed", now,
-                                      error, settings.retention_seconds, retry, deadline)
-        if self._settled(code, run_id, raise_errors):
-            self._events.failed(agent_id, run.get("jobId") or agent_id, error)
-            observability.run(agent_id, run_id, "retry" if retry else "failed", attempt, _lateness(run),
-                              now - int(run.get("startedAt") or now), error)
-            if retry is not None and self._queue.send([retry]):
-                # Not sent: the next tick takes the retry up at once, not after the queue grace.
-                self._store.expedite([retry], now)
+        if retryable:
+            retry = plan_retry(run.ref, run.attempt, now, settings.agent_retries, settings.queue_grace_ms)
+        code = self._runs.finish_run(run, token, token_kind, "retry" if retry else "failed", now, error,
+                                     settings.retention_seconds, retry)
+        if self._settled(code, run.id, raise_errors):
+            self._events.failed(run.agent_id, run.job_id, error)
+            observability.run(run.agent_id, run.id, "retry" if retry else "failed", run.attempt,
+                              run.lateness_ms, run.ran_for_ms(now), error)
+            if retry is not None:
+                self._handoff.send([retry.claim])
             return self.start_waiting(keep=keep)
         return []
 
@@ -332,24 +333,3 @@ def _chunks(items: list[Claimed]) -> Iterator[list[Claimed]]:
     yield items[:FIRST_FIRE_CHUNK]
     for first in range(FIRST_FIRE_CHUNK, len(items), FIRE_CHUNK):
         yield items[first:first + FIRE_CHUNK]
-
-
-def _next_slot(agent: Agent | None, after_ms: int) -> int | None:
-    if agent is None or not agent.has_schedule:
-        return None
-    return cron.next_after(agent.fields["cron"], cron.zone(agent.timezone), after_ms)
-
-
-def _attempt(run: dict[str, str]) -> int:
-    return int(run.get("attempt") or 1)
-
-
-def _lateness(run: dict[str, str]) -> int | None:
-    """How late this attempt started after it was due."""
-    if not run.get("startedAt") or not run.get("scheduledFor"):
-        return None
-    return int(float(run["startedAt"])) - int(float(run["scheduledFor"]))
-
-
-def _iso(ms: str | None) -> str | None:
-    return format_instant(int(float(ms))) if ms else None

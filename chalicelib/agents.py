@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
@@ -12,8 +10,9 @@ from typing import Any
 from . import cron
 from .errors import BadRequest
 from .ids import check_id
+from .runs import Run, RunStatus
 from .targets import Resolver, check_target_url, system_resolver
-from .timeutil import format_instant
+from .timeutil import format_instant, stored_ms
 
 RESERVED_IDS = {"schedule"}  # /api/agents/schedule/... is the scheduler's own path
 MAX_TIMEOUT_SECONDS = 86_400
@@ -33,24 +32,6 @@ class AgentStatus(StrEnum):
     ERROR = "ERROR"
     PAUSED = "PAUSED"
     COMPLETED = "COMPLETED"
-
-
-class RunStatus(StrEnum):
-    SCHEDULED = "scheduled"  # a future cron slot in the due index
-    QUEUED = "queued"  # in SQS: a slot about to fire, or a retry waiting out its backoff
-    WAITING = "waiting"  # in the ready queue, for a free concurrency slot
-    STARTING = "starting"  # given a slot, its start message in SQS
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    SKIPPED = "skipped"  # its slot came while the previous run was still going
-
-
-FINISHED_RUNS = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.SKIPPED}
-
-
-def new_run_id() -> str:
-    return "run_" + secrets.token_hex(8)
 
 
 def check_agent_id(value: object) -> str:
@@ -136,9 +117,8 @@ def parse_schedule(body: Mapping[str, Any]) -> ScheduleRequest:
     return ScheduleRequest(expression, Priority[raw_priority.upper()], enabled, timezone, job_id)
 
 
-def _opt_int(fields: Mapping[str, str], name: str) -> int | None:
-    value = fields.get(name)
-    return int(float(value)) if value else None
+def _slot(expression: str, timezone: str, after_ms: int) -> int:
+    return cron.next_after(expression, cron.zone(timezone), after_ms)
 
 
 @dataclass(frozen=True)
@@ -152,8 +132,26 @@ class Agent:
         return self.fields["id"]
 
     @property
+    def endpoint_url(self) -> str:
+        return self.fields["endpointUrl"]
+
+    @property
+    def cron(self) -> str | None:
+        return self.fields.get("cron") or None
+
+    @property
     def has_schedule(self) -> bool:
-        return bool(self.fields.get("cron"))
+        return self.cron is not None
+
+    @property
+    def slot_run(self) -> str | None:
+        """The run id of its pending cron slot."""
+        return self.fields.get("slotRun") or None
+
+    @property
+    def current_run(self) -> str | None:
+        """The run id of its run in progress (waiting, starting, running or between retries)."""
+        return self.fields.get("currentRun") or None
 
     @property
     def paused(self) -> bool:
@@ -164,8 +162,26 @@ class Agent:
         return self.fields.get("jobId") or self.id
 
     @property
+    def own_timezone(self) -> str:
+        """The agent's own zone, which a schedule without a zone of its own follows."""
+        return self.fields.get("timezone") or "UTC"
+
+    @property
     def timezone(self) -> str:
-        return self.fields.get("scheduleTimezone") or self.fields.get("timezone") or "UTC"
+        """The zone its schedule runs in."""
+        return self.fields.get("scheduleTimezone") or self.own_timezone
+
+    @property
+    def follows_own_timezone(self) -> bool:
+        return not self.fields.get("scheduleTimezone")
+
+    def next_slot(self, after_ms: int) -> int | None:
+        """The first slot of its schedule after `after_ms` (None: it has no schedule)."""
+        return None if self.cron is None else _slot(self.cron, self.timezone, after_ms)
+
+    def first_slot(self, schedule: ScheduleRequest, after_ms: int) -> int:
+        """The first slot after `after_ms` of `schedule`, which is to replace its own."""
+        return _slot(schedule.cron_expression, schedule.timezone or self.own_timezone, after_ms)
 
     @property
     def timeout_seconds(self) -> int:
@@ -182,15 +198,15 @@ class Agent:
             "name": f.get("name"),
             "endpointUrl": f.get("endpointUrl"),
             "description": f.get("description") or None,
-            "timezone": f.get("timezone") or "UTC",
+            "timezone": self.own_timezone,
             "timeoutSeconds": self.timeout_seconds,
             "status": self.status.value,
             "scheduleExpression": f.get("cron") or None,
             "scheduleEnabled": f.get("enabled") == "1",
-            "nextRunAt": format_instant(_opt_int(f, "nextRunAt")),
-            "lastRunAt": format_instant(_opt_int(f, "lastRunAt")),
-            "createdAt": format_instant(_opt_int(f, "createdAt")),
-            "updatedAt": format_instant(_opt_int(f, "updatedAt")),
+            "nextRunAt": format_instant(stored_ms(f, "nextRunAt")),
+            "lastRunAt": format_instant(stored_ms(f, "lastRunAt")),
+            "createdAt": format_instant(stored_ms(f, "createdAt")),
+            "updatedAt": format_instant(stored_ms(f, "updatedAt")),
         }
 
     def schedule_summary(self) -> dict[str, Any]:
@@ -200,47 +216,27 @@ class Agent:
             "name": f.get("name"),
             "scheduleExpression": f.get("cron") or None,
             "scheduleEnabled": f.get("enabled") == "1",
-            "nextRunAt": format_instant(_opt_int(f, "nextRunAt")),
+            "nextRunAt": format_instant(stored_ms(f, "nextRunAt")),
         }
 
-    def schedule_info(self, run: Mapping[str, str] | None) -> dict[str, Any]:
+    def schedule_info(self, run: Run | None) -> dict[str, Any]:
         f = self.fields
-        running = bool(run) and run.get("status") in {RunStatus.STARTING, RunStatus.RUNNING}
+        running = run is not None and run.status in {RunStatus.STARTING, RunStatus.RUNNING}
         return {
             **self.schedule_summary(),
-            "lastRunAt": format_instant(_opt_int(f, "lastRunAt")),
+            "lastRunAt": format_instant(stored_ms(f, "lastRunAt")),
             "status": self.status.value,
             "timezone": self.timezone,
             "taskDetails": {
                 "agentId": self.id,
                 "agentName": f.get("name"),
                 "priority": int(f.get("priority") or Priority.NORMAL),
-                "nextRunTime": format_instant(_opt_int(f, "nextRunAt")),
+                "nextRunTime": format_instant(stored_ms(f, "nextRunAt")),
                 "retryCount": int(f.get("retryCount") or 0),
                 "lastError": f.get("lastError") or None,
-                "backoffUntil": format_instant(_opt_int(f, "backoffUntil")),
+                "backoffUntil": format_instant(stored_ms(f, "backoffUntil")),
                 "isRunning": running,
                 "isPaused": self.paused,
                 "jobId": self.job_id,
             },
         }
-
-
-def run_to_dict(fields: Mapping[str, str]) -> dict[str, Any]:
-    started = _opt_int(fields, "startedAt")
-    finished = _opt_int(fields, "finishedAt")
-    progress = fields.get("progress")
-    return {
-        "runId": fields["runId"],
-        "agentId": fields["agentId"],
-        "jobId": fields.get("jobId"),
-        "trigger": fields.get("trigger"),
-        "status": fields.get("status"),
-        "attempt": int(fields.get("attempt") or 1),
-        "scheduledFor": format_instant(_opt_int(fields, "scheduledFor")),
-        "startedAt": format_instant(started),
-        "finishedAt": format_instant(finished),
-        "duration": finished - started if started and finished else None,
-        "error": fields.get("error") or None,
-        "progress": json.loads(progress) if progress else None,
-    }

@@ -6,11 +6,11 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from . import cron
-from .agents import Agent, check_agent_id, parse_agent_fields, parse_schedule, run_to_dict
+from .agents import check_agent_id, parse_agent_fields, parse_schedule
 from .errors import BadRequest, NotFound
 from .messages import parse_json_object
 from .messages_api import page_size
+from .runs import RunStatus
 from .services import Services
 
 MAX_RUNS_LISTED = 100
@@ -32,11 +32,6 @@ def _optional_object(raw_body: bytes | None) -> dict[str, Any]:
     return parse_json_object(raw_body) if raw_body and raw_body.strip() else {}
 
 
-def _next_slot(svc: Services, agent: Agent, expression: str, timezone: str | None) -> int:
-    tz = cron.zone(timezone or agent.fields.get("timezone") or "UTC")
-    return cron.next_after(expression, tz, svc.clock.now_ms())
-
-
 # -- agents ----------------------------------------------------------------------
 
 
@@ -46,16 +41,16 @@ def create_agent(svc: Services, raw_body: bytes | None) -> dict[str, Any]:
     fields = parse_agent_fields(
         body, creating=True, allow_internal=svc.settings.local_mode, resolver=svc.resolver
     )
-    return ok(svc.agents.create(agent_id, fields, svc.clock.now_ms()).to_dict())
+    return ok(svc.agent_store.create(agent_id, fields, svc.clock.now_ms()).to_dict())
 
 
 def list_agents(svc: Services, params: Mapping[str, str]) -> dict[str, Any]:
-    page, agents = svc.agents.page(page_size(params), params.get("cursor") or None)
+    page, agents = svc.agent_store.page(page_size(params), params.get("cursor") or None)
     return {**ok([a.to_dict() for a in agents]), "count": page.total, "nextCursor": page.next_cursor}
 
 
 def get_agent(svc: Services, agent_id: str) -> dict[str, Any]:
-    return ok(svc.agents.get(agent_id).to_dict())
+    return ok(svc.agent_store.get(agent_id).to_dict())
 
 
 def update_agent(svc: Services, agent_id: str, raw_body: bytes | None) -> dict[str, Any]:
@@ -66,18 +61,19 @@ def update_agent(svc: Services, agent_id: str, raw_body: bytes | None) -> dict[s
     if not fields:
         raise BadRequest("nothing to change: send name, endpointUrl, description, timezone or timeoutSeconds")
     now = svc.clock.now_ms()
-    agent = svc.agents.update(agent_id, fields, now)
-    if "timezone" in fields and agent.fields.get("slotRun") and not agent.fields.get("scheduleTimezone"):
-        # The schedule follows the agent's zone, so its next slot is a different instant now.
-        next_ms = cron.next_after(agent.fields["cron"], cron.zone(agent.timezone), now)
-        svc.agents.move_slot(agent, next_ms, now)
+    agent = svc.agent_store.update(agent_id, fields, now)
+    # A schedule that follows the agent's zone has its next slot at a different instant now.
+    moved = "timezone" in fields and agent.slot_run is not None and agent.follows_own_timezone
+    next_ms = agent.next_slot(now) if moved else None
+    if next_ms is not None:
+        svc.agent_store.move_slot(agent, next_ms, now)
         svc.scheduler.admit_slot(next_ms)
-        agent = svc.agents.get(agent_id)
+        agent = svc.agent_store.get(agent_id)
     return ok(agent.to_dict())
 
 
 def delete_agent(svc: Services, agent_id: str) -> dict[str, Any]:
-    svc.agents.delete(agent_id)
+    svc.agent_store.delete(agent_id)
     svc.events.counts_changed()  # its schedule, pause or waiting run may have gone with it
     return ok(message="Agent deleted successfully")
 
@@ -87,86 +83,86 @@ def delete_agent(svc: Services, agent_id: str) -> dict[str, Any]:
 
 def schedule_agent(svc: Services, agent_id: str, raw_body: bytes | None) -> dict[str, Any]:
     request = parse_schedule(parse_json_object(raw_body))
-    agent = svc.agents.get(agent_id)
-    next_ms = _next_slot(svc, agent, request.cron_expression, request.timezone)
-    svc.agents.set_schedule(agent, request, next_ms, svc.clock.now_ms())
+    agent = svc.agent_store.get(agent_id)
+    next_ms = agent.first_slot(request, svc.clock.now_ms())
+    svc.agent_store.set_schedule(agent, request, next_ms, svc.clock.now_ms())
     if request.enabled:
         svc.scheduler.admit_slot(next_ms)
-    if agent.fields.get("paused") and request.enabled:
+    if agent.paused and request.enabled:
         # A new schedule replaces a paused one whole, pause and all: its subscribers are told it
         # runs again, as a resume tells them.
         svc.events.resumed(agent_id, agent.job_id)
     else:
         svc.events.counts_changed()
-    return ok(svc.agents.get(agent_id).schedule_summary())
+    return ok(svc.agent_store.get(agent_id).schedule_summary())
 
 
 def get_schedule(svc: Services, agent_id: str) -> dict[str, Any]:
-    agent = svc.agents.get(agent_id)
+    agent = svc.agent_store.get(agent_id)
     if not agent.has_schedule:
         raise NotFound(f"agent {agent_id!r} has no schedule")
-    current = agent.fields.get("currentRun")
-    run = svc.agents.get_run(current) if current else None
+    run = svc.run_store.get_run(agent.current_run) if agent.current_run else None
     return ok(agent.schedule_info(run))
 
 
 def unschedule_agent(svc: Services, agent_id: str) -> dict[str, Any]:
-    svc.agents.delete_schedule(agent_id, svc.clock.now_ms())
+    svc.agent_store.delete_schedule(agent_id, svc.clock.now_ms())
     svc.events.counts_changed()
     return ok(message="Agent unscheduled successfully")
 
 
 def pause_job(svc: Services, agent_id: str, job_id: str) -> dict[str, Any]:
-    svc.agents.pause(agent_id, job_id, svc.clock.now_ms())
+    svc.agent_store.pause(agent_id, job_id, svc.clock.now_ms())
     svc.events.paused(agent_id, job_id)  # tells scheduler subscribers too
     return ok({"agentId": agent_id, "jobId": job_id, "status": "paused"},
               f"Job {job_id} paused successfully")
 
 
 def resume_job(svc: Services, agent_id: str, job_id: str) -> dict[str, Any]:
-    agent = svc.agents.get(agent_id)
-    if not agent.has_schedule or agent.job_id != job_id:
+    agent = svc.agent_store.get(agent_id)
+    next_ms = agent.next_slot(svc.clock.now_ms())
+    if next_ms is None or agent.job_id != job_id:
         raise NotFound(f"no scheduled task {job_id!r} for agent {agent_id!r}")
-    next_ms = _next_slot(svc, agent, agent.fields["cron"], agent.fields.get("scheduleTimezone"))
-    svc.agents.resume(agent_id, job_id, svc.clock.now_ms(), next_ms)
+    svc.agent_store.resume(agent_id, job_id, svc.clock.now_ms(), next_ms)
     svc.scheduler.admit_slot(next_ms)
     svc.events.resumed(agent_id, job_id)  # tells scheduler subscribers too
-    resumed = svc.agents.get(agent_id)
+    resumed = svc.agent_store.get(agent_id)
     return ok({"agentId": agent_id, "jobId": job_id, "status": "resumed",
                "nextRunAt": resumed.schedule_summary()["nextRunAt"]},
               f"Job {job_id} resumed successfully")
 
 
 def scheduler_status(svc: Services) -> dict[str, Any]:
-    return ok(svc.agents.scheduler_stats(svc.settings.max_concurrent_agents, svc.clock.now_ms()))
+    return ok(svc.agent_store.scheduler_stats(svc.settings.max_concurrent_agents, svc.clock.now_ms()))
 
 
 def paused_jobs(svc: Services) -> dict[str, Any]:
-    return ok(svc.agents.paused_jobs())
+    return ok(svc.agent_store.paused_jobs())
 
 
 # -- runs ---------------------------------------------------------------------------
 
 
 def run_now(svc: Services, agent_id: str) -> dict[str, Any]:
-    run_id = svc.agents.run_now(agent_id, svc.clock.now_ms())
+    run_id = svc.run_store.run_now(agent_id, svc.clock.now_ms())
     svc.events.counts_changed()
-    svc.runs.start_waiting()
-    return ok(run_to_dict(svc.agents.get_run(run_id) or {"runId": run_id, "agentId": agent_id}))
+    svc.runner.start_waiting()
+    run = svc.run_store.get_run(run_id)
+    return ok(run.to_dict() if run else {"runId": run_id, "agentId": agent_id})
 
 
 def list_runs(svc: Services, agent_id: str, params: Mapping[str, str]) -> dict[str, Any]:
-    svc.agents.get(agent_id)
+    svc.agent_store.get(agent_id)
     limit = min(page_size(params), MAX_RUNS_LISTED)
-    return ok([run_to_dict(run) for run in svc.agents.recent_runs(agent_id, limit)])
+    return ok([run.to_dict() for run in svc.run_store.recent_runs(agent_id, limit)])
 
 
 def get_run(svc: Services, agent_id: str, run_id: str) -> dict[str, Any]:
-    svc.agents.get(agent_id)  # 404 for a deleted agent: its runs linger only until they expire
-    run = svc.agents.get_run(run_id)
-    if run is None or run.get("agentId") != agent_id or run.get("status") == "scheduled":
+    svc.agent_store.get(agent_id)  # 404 for a deleted agent: its runs linger only until they expire
+    run = svc.run_store.get_run(run_id)
+    if run is None or run.agent_id != agent_id or run.status is RunStatus.SCHEDULED:
         raise NotFound(f"run {run_id!r} of agent {agent_id!r} not found")
-    return ok(run_to_dict(run))
+    return ok(run.to_dict())
 
 
 def _progress_report(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -197,15 +193,15 @@ def report(svc: Services, agent_id: str, run_id: str, action: str, token: str,
     """An agent's report on its run, authorised by the run's callback token."""
     if action not in {"progress", "complete", "fail"}:
         raise NotFound(f"unknown report {action!r}; use progress, complete or fail")
-    svc.agents.authorise_report(agent_id, run_id, token)
+    run = svc.run_store.authorise_report(agent_id, run_id, token)
     body = _optional_object(raw_body)
     if action == "progress":
-        svc.runs.report_progress(agent_id, run_id, token, _progress_report(body))
+        svc.runner.report_progress(run, token, _progress_report(body))
     elif action == "complete":
-        svc.runs.report_complete(agent_id, run_id, token)
+        svc.runner.report_complete(run, token)
     elif action == "fail":
         error = body.get("error")
         if not isinstance(error, str) or not error.strip():
             raise BadRequest("error is required: a string saying what went wrong")
-        svc.runs.report_fail(agent_id, run_id, token, error[:REPORT_TEXT_CHARS])
+        svc.runner.report_fail(run, token, error[:REPORT_TEXT_CHARS])
     return ok()

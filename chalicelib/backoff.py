@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 
@@ -36,3 +37,16 @@ def retry_delay_seconds(
     if retry_after is not None:
         delay = max(delay, retry_after)
     return min(delay, float(cap_seconds))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long apart a failed attempt is tried again (webhooks and agent runs
+    each have one)."""
+
+    max_retries: int
+    base_seconds: int
+    max_delay_seconds: int
+
+    def delay_seconds(self, retry_number: int, retry_after: float | None = None) -> float:
+        return retry_delay_seconds(retry_number, self.base_seconds, self.max_delay_seconds, retry_after)

@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .backoff import RetryPolicy
+
 
 def _int(
     env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None
@@ -75,6 +77,19 @@ class Settings:
     ws_management_endpoint: str | None
     ws_api_id: str | None
     ws_stage: str
+
+    @property
+    def webhook_retries(self) -> RetryPolicy:
+        return RetryPolicy(self.webhook_max_retries, self.retry_base_seconds, self.retry_max_delay_seconds)
+
+    @property
+    def agent_retries(self) -> RetryPolicy:
+        return RetryPolicy(self.agent_max_retries, self.agent_retry_base_seconds,
+                           self.agent_retry_max_delay_seconds)
+
+    @property
+    def queue_grace_ms(self) -> int:
+        return self.queue_grace_seconds * 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

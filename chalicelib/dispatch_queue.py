@@ -10,9 +10,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .claims import Claimed
 from .clock import Clock
 from .errors import Unavailable
-from .store import Claimed
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,25 @@ class DispatchQueue:
             log.warning("sending %d message(s) to SQS failed: %s", len(batch), exc)
             return [item for group in batch for item in group]
         return [item for entry in response.get("Failed", []) for item in batch[int(entry["Id"])]]
+
+
+class Handoff:
+    """Hands claimed items to the dispatch queue. What SQS refuses is already claimed and in the
+    inflight index: it is made due for reclaiming now, so the next tick takes it up at once rather
+    than after the queue grace."""
+
+    def __init__(self, queue: DispatchQueue, store: Store, clock: Clock) -> None:
+        self._queue = queue
+        self._store = store
+        self._clock = clock
+
+    def send(self, items: list[Claimed]) -> int:
+        """Send `items`; returns how many SQS refused."""
+        failed = self._queue.send(items)
+        if failed:
+            log.warning("%d item(s) not sent to SQS; the next tick takes them up", len(failed))
+            self._store.expedite(failed, self._clock.now_ms())
+        return len(failed)
 
 
 def groups(items: Iterable[Claimed]) -> list[list[Claimed]]:

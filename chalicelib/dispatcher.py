@@ -1,4 +1,5 @@
-"""The SQS consumer: waits out the last moment, claims by token, delivers, records the outcome."""
+"""The SQS consumer: parses a batch, runs the scheduler's own work it carries, and starts each
+item at its due instant (webhooks on webhook_delivery.py, runs on agent_runner.py)."""
 
 from __future__ import annotations
 
@@ -10,31 +11,30 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from . import observability, threads
-from .agent_runner import AgentRunner
-from .agent_store import Begun
-from .agents import Agent
-from .backoff import parse_retry_after, retry_delay_seconds
+from . import threads
+from .agent_runner import AgentRunner, Prepared
+from .claims import Claimed, ItemKind, Step
 from .clock import Clock
 from .config import Settings
+from .dispatch_queue import Handoff
 from .errors import PunctualError
-from .keys import MESSAGE_REF, RUN_REF, split_run_ref
-from .messages import Message
+from .run_store import Begun
 from .scheduler import Scheduler
-from .store import Claimed, Store, new_token
-from .webhooks import DeliveryResult, HttpSender, webhook_headers
+from .sender import HttpSender
+from .store import Store
+from .webhook_delivery import WebhookDelivery
 
 log = logging.getLogger(__name__)
 
 
-class LiveSender(Protocol):
+class WsSender(Protocol):
+    """The WebSocket publisher's share of the dispatch queue's work."""
+
     def send_trailing_status(self) -> None: ...
 
     def send_shared(self, body: Mapping[str, Any]) -> None: ...
 
-# How long past the delivery timeout a claimed delivery is held before the
-# tick presumes its dispatcher dead and delivers again.
-LEASE_MARGIN_MS = 30_000
+
 # Deliveries and agent calls at once in one Lambda container. An SQS batch holds up to 10
 # messages of up to dispatch_queue.GROUP_SIZE items; what cannot start in time is handed on.
 DELIVERY_THREADS = 64
@@ -47,25 +47,25 @@ WARM_CONNECT_TIMEOUT_SECONDS = 1.0
 WARM_MAX_HOSTS = 8
 
 
-def _is_fire(item: Claimed) -> bool:
-    return item.ref.startswith(RUN_REF) and not item.kind
-
-
 class Dispatcher:
     def __init__(
         self,
         store: Store,
         scheduler: Scheduler,
-        runs: AgentRunner,
-        events: LiveSender,
+        handoff: Handoff,
+        webhooks: WebhookDelivery,
+        runner: AgentRunner,
+        ws_publisher: WsSender,
         sender: HttpSender,
         clock: Clock,
         settings: Settings,
     ) -> None:
         self._store = store
         self._scheduler = scheduler
-        self._runs = runs
-        self._events = events
+        self._handoff = handoff
+        self._webhooks = webhooks
+        self._runner = runner
+        self._ws_publisher = ws_publisher
         self._sender = sender
         self._clock = clock
         self._settings = settings
@@ -106,21 +106,17 @@ class Dispatcher:
                 raise TypeError("a group's items must be a list")
             items = [Claimed.from_row(row) for row in rows]
         elif "ref" in data:
-            items = [Claimed(ref=str(data["ref"]), due_ms=int(str(data["due"])), token=str(data["token"]),
-                             kind=kind)]
+            items = [Claimed.from_body(data)]
         elif kind == "fanout":
             if not isinstance(data["connections"], list) or not isinstance(data["message"], dict):
                 raise TypeError("a fan-out chunk needs a list of connections and a message")
             if not data["id"] or not data["endpoint"]:
                 raise ValueError("a fan-out chunk needs its fan-out's id and endpoint")
-            return lambda: self._events.send_shared(data)
+            return lambda: self._ws_publisher.send_shared(data)
         else:
             return self._control(kind, int(str(data.get("due") or 0)), deadline_ms)
         for item in items:  # refuse an unknown item before any of the batch runs
-            if _is_fire(item):
-                split_run_ref(item.ref)
-            else:
-                self._handler_for(item)
+            item.check()
         return items
 
     def _control(self, kind: str, due: int, deadline_ms: Callable[[], int]) -> Callable[[], None]:
@@ -131,7 +127,7 @@ class Dispatcher:
             return lambda: self._scheduler.sweep(due)
         controls: dict[str, Callable[[], object]] = {
             "tick": lambda: self._scheduler.tick(deadline_ms()),
-            "status": self._events.send_trailing_status,
+            "status": self._ws_publisher.send_trailing_status,
         }
         action = controls[kind]
 
@@ -150,8 +146,8 @@ class Dispatcher:
         on the pool.
         """
         pending = sorted(items, key=lambda item: item.due_ms)
-        fires = [item for item in pending if _is_fire(item)]
-        prepared = self._runs.prepare_fires(fires) if fires else {}
+        fires = [item for item in pending if item.is_fire]
+        prepared = self._runner.prepare_fires(fires) if fires else {}
         if pending:
             self._warm(pending, prepared)
         started = []
@@ -160,19 +156,19 @@ class Dispatcher:
             now_due: list[Claimed] = []
             fired: list[Claimed] = []
             for item in wave:
-                (fired if _is_fire(item) else now_due).append(item)
+                (fired if item.is_fire else now_due).append(item)
             started += [_POOL.submit(self._run_item, item, deadline_ms) for item in now_due]
             if fired:
                 # Runs that get a slot are begun as they fire only when this invocation has the
                 # time to call them; else they are handed on as start claims.
                 begin = deadline_ms() - self._clock.now_ms() >= self._time_needed_ms(fired[0])
-                for starts in self._runs.fire_group(fired, prepared, begin):
+                for starts in self._runner.fire_group(fired, prepared, begin):
                     started += [_POOL.submit(self._run_item, item, deadline_ms) for item in starts]
         errors = [error for error in (future.exception() for future in started) if error]
         if errors:
             raise errors[0]  # the batch fails and SQS hands it out again; claims stop repeats
 
-    def _warm(self, pending: list[Claimed], prepared: dict[str, tuple[Agent | None, int | None]]) -> None:
+    def _warm(self, pending: list[Claimed], prepared: Prepared) -> None:
         """Open the connections the first due instant's requests will need, while there is time.
 
         At most as many per host as can go out at once: the delivery threads for webhooks, the
@@ -184,15 +180,15 @@ class Dispatcher:
         if lead_s() < WARM_MIN_LEAD_SECONDS:
             return
         first = [item for item in pending if item.due_ms == pending[0].due_ms]
-        webhooks = [item.ref for item in first if item.ref.startswith(MESSAGE_REF) and not item.kind]
+        webhooks = [item.ref for item in first if item.is_delivery]
         try:
             wanted: collections.Counter[str] = collections.Counter(self._store.webhook_urls(webhooks))
         except PunctualError as exc:  # an optimisation only: the deliveries report Redis's state
             log.warning("not opening connections ahead: %s", exc)
             return
         agents = collections.Counter(
-            agent.fields["endpointUrl"]
-            for agent in (prepared[item.ref][0] for item in first if _is_fire(item))
+            agent.endpoint_url
+            for agent in (prepared[item.ref].agent for item in first if item.is_fire)
             if agent is not None  # deleted since its slot was claimed
         )
         for url, count in agents.items():
@@ -208,76 +204,31 @@ class Dispatcher:
     def _run_item(self, item: Begun | Claimed, deadline_ms: Callable[[], int]) -> None:
         """Run an item, then the waiting runs it leaves this thread to start (a run that ends
         frees its concurrency slot, and this thread is free to call the run that takes it)."""
-        todo: list[Claimed] = self._runs.call(item) if isinstance(item, Begun) else [item]
+        todo: list[Claimed] = self._runner.call(item) if isinstance(item, Begun) else [item]
         while todo:
             claimed = todo.pop()
             if deadline_ms() - self._clock.now_ms() < self._time_needed_ms(claimed):
                 # This invocation would time out mid-call: another one takes it, with the same
                 # claim token, so it is still this item's only claim.
                 log.warning("handing %s on: too little time left in this invocation", claimed.ref)
-                self._scheduler.hand_to_queue([claimed])
+                self._handoff.send([claimed])
                 continue
             todo += self._handler_for(claimed)(claimed) or []
 
     def _time_needed_ms(self, item: Claimed) -> int:
         settings = self._settings
-        if item.ref.startswith(MESSAGE_REF):
+        if item.item is ItemKind.MESSAGE:
             return settings.webhook_timeout_seconds * 1000
-        if item.kind in ("", "start"):
+        if item.step in (Step.DUE, Step.START):
             return settings.agent_call_timeout_seconds * 1000
         return 0
 
     def _handler_for(self, claimed: Claimed) -> Callable[[Claimed], list[Claimed] | None]:
         """What runs an item on the pool (runs that fall due are fired in waves instead)."""
-        if claimed.ref.startswith(MESSAGE_REF) and not claimed.kind:
-            return self.deliver_message
-        if claimed.ref.startswith(RUN_REF) and claimed.kind in ("start", "timeout"):
-            split_run_ref(claimed.ref)
-            return self._runs.start if claimed.kind == "start" else self._runs.check_timeout
-        raise ValueError(f"unknown item {claimed.ref!r} of kind {claimed.kind!r}")
-
-    def deliver_message(self, claimed: Claimed) -> None:
-        self._clock.sleep_until(claimed.due_ms)
-        lease = self._clock.now_ms() + self._settings.webhook_timeout_seconds * 1000 + LEASE_MARGIN_MS
-        message = self._store.begin_delivery(claimed, lease)
-        if message is None:
-            log.info("nothing to claim for %s (deleted, duplicate or superseded)", claimed.ref)
-            return
-        lateness = self._clock.now_ms() - claimed.due_ms  # when the request went out
-        result = self._post(message)
-        now = self._clock.now_ms()
-        settings = self._settings
-        if result.ok or not result.retryable or message.attempts > settings.webhook_max_retries:
-            outcome = "delivered" if result.ok else "failed"
-            self._finish(message, claimed.token, outcome, result.error)
-            observability.delivery(message.id, outcome, message.attempts, lateness, result.error)
-            return
-        delay = retry_delay_seconds(
-            message.attempts,
-            settings.retry_base_seconds,
-            settings.retry_max_delay_seconds,
-            parse_retry_after(result.retry_after, now),
-        )
-        retry = Claimed(ref=claimed.ref, due_ms=now + int(delay * 1000), token=new_token())
-        deadline = retry.due_ms + settings.queue_grace_seconds * 1000
-        if self._store.finish_delivery(
-            message, claimed.token, "retry", now, result.error, settings.retention_seconds,
-            retry=retry, inflight_deadline_ms=deadline,
-        ):
-            self._scheduler.hand_to_queue([retry])
-            observability.delivery(message.id, "retry", message.attempts, lateness, result.error)
-
-    def _post(self, message: Message) -> DeliveryResult:
-        body = message.payload_json.encode()
-        timestamp = self._clock.now_ms() // 1000
-        headers = webhook_headers(message.id, timestamp, body, self._settings.webhook_secret)
-        return self._sender.post(message.webhook_url, body, headers, "webhookUrl")
-
-    def _finish(self, message: Message, token: str, outcome: str, error: str | None) -> None:
-        try:
-            self._store.finish_delivery(
-                message, token, outcome, self._clock.now_ms(), error, self._settings.retention_seconds
-            )
-        except PunctualError as exc:
-            # The lease expires and the tick delivers again: at-least-once.
-            log.error("could not record %s for %s: %s", outcome, message.id, exc)
+        if claimed.is_delivery:
+            return self._webhooks.deliver
+        if claimed.item is ItemKind.RUN and claimed.step is Step.START:
+            return self._runner.start
+        if claimed.item is ItemKind.RUN and claimed.step is Step.TIMEOUT:
+            return self._runner.check_timeout
+        raise ValueError(f"no handler for {claimed.ref!r} at step {claimed.step.value!r}")

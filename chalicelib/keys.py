@@ -27,17 +27,15 @@
 | {p}:ws:status:pending      | str  | set while a trailing scheduler:status send is queued (PX)  |
 | {p}:ws:fanout:{id}         | list | one entry per shared-out chunk of a fan-out that was sent  |
 
-A *ref* names an item in the due and inflight indexes: `m:{id}` for a webhook
-message, `r:{agentId}/{runId}` for an agent run. The hash behind a ref is found
-with `item(ref)`; Lua scripts get every key through KEYS, never build one.
+A *ref* (claims.py) names an item in the due and inflight indexes; the hash behind
+it is found with `item(ref)`. Lua scripts get every key through KEYS, never build one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-MESSAGE_REF = "m:"
-RUN_REF = "r:"
+from .claims import ItemKind, kind_of, message_id_of, split_run_ref
 
 
 @dataclass(frozen=True)
@@ -119,24 +117,6 @@ class Keys:
 
     def item(self, ref: str) -> str:
         """The hash that holds the item a due-index ref names."""
-        if ref.startswith(MESSAGE_REF):
-            return self.message(ref[len(MESSAGE_REF):])
-        if ref.startswith(RUN_REF):
-            return self.run(split_run_ref(ref)[1])
-        raise ValueError(f"unknown item ref {ref!r}")
-
-
-def message_ref(message_id: str) -> str:
-    return MESSAGE_REF + message_id
-
-
-def run_ref(agent_id: str, run_id: str) -> str:
-    return f"{RUN_REF}{agent_id}/{run_id}"
-
-
-def split_run_ref(ref: str) -> tuple[str, str]:
-    """(agentId, runId) of a run ref; agent ids never contain '/'."""
-    agent_id, _, run_id = ref[len(RUN_REF):].rpartition("/")
-    if not agent_id or not run_id:
-        raise ValueError(f"malformed run ref {ref!r}")
-    return agent_id, run_id
+        if kind_of(ref) is ItemKind.MESSAGE:
+            return self.message(message_id_of(ref))
+        return self.run(split_run_ref(ref)[1])

@@ -14,8 +14,6 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
 
-
-
 def create_message(svc: Services, raw_body: bytes | None) -> dict[str, Any]:
     new = parse_new_message(raw_body, allow_internal=svc.settings.local_mode, resolver=svc.resolver)
     svc.scheduler.admit(new)
@@ -38,7 +36,7 @@ def page_size(params: Mapping[str, str]) -> int:
 def list_messages(svc: Services, params: Mapping[str, str]) -> dict[str, Any]:
     limit = page_size(params)
     cursor = params.get("cursor") or None
-    page = svc.store.page_pending(limit, cursor)
+    page = svc.message_store.page_pending(limit, cursor)
     return {
         "scheduledJobs": [
             {"messageId": message_id, "nextRun": format_instant(due_ms), "job": "deliver_webhook"}
@@ -50,19 +48,19 @@ def list_messages(svc: Services, params: Mapping[str, str]) -> dict[str, Any]:
 
 
 def get_message(svc: Services, message_id: str) -> dict[str, Any]:
-    return svc.store.get_message(message_id).to_dict()
+    return svc.message_store.get_message(message_id).to_dict()
 
 
 def delete_message(svc: Services, message_id: str) -> dict[str, Any]:
-    svc.store.delete_message(message_id)
+    svc.message_store.delete_message(message_id)
     return {"status": "deleted", "messageId": message_id}
 
 
 def health(svc: Services) -> tuple[dict[str, Any], int]:
     """Healthy when Redis answers and the dispatch queue is reachable; with how long the
     oldest item past its due time has waited (it grows when the tick or dispatch is stuck)."""
-    redis_up = svc.store.ping()
-    queue_up = svc.queue.reachable()
+    redis_up = svc.message_store.ping()
+    queue_up = svc.dispatch_queue.reachable()
     body: dict[str, Any] = {
         "status": "healthy" if redis_up and queue_up else "unhealthy",
         "redis": "connected" if redis_up else "disconnected",
@@ -70,7 +68,7 @@ def health(svc: Services) -> tuple[dict[str, Any], int]:
         "oldestOverdueMs": None,
     }
     if redis_up:
-        oldest = svc.store.oldest_due_ms()
+        oldest = svc.message_store.oldest_due_ms()
         now = svc.clock.now_ms()
         body["oldestOverdueMs"] = max(0, now - oldest) if oldest is not None else 0
     return body, 200 if redis_up and queue_up else 503

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 from . import observability
 from .agent_runner import AgentRunner
+from .claims import Claimed, Created, WayIn, message_ref, new_token
 from .clock import Clock
 from .config import Settings
-from .dispatch_queue import DispatchQueue
+from .dispatch_queue import DispatchQueue, Handoff
 from .errors import PunctualError
-from .keys import message_ref
 from .messages import NewMessage
-from .store import Claimed, Store, new_token
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -46,25 +46,23 @@ class Scheduler:
         self,
         store: Store,
         queue: DispatchQueue,
+        handoff: Handoff,
         clock: Clock,
         settings: Settings,
-        runs: AgentRunner,
+        runner: AgentRunner,
         claim_batch: int = CLAIM_BATCH,
     ) -> None:
         self._store = store
-        self._runs = runs
+        self._runner = runner
         self._batch = claim_batch
         self._queue = queue
+        self._handoff = handoff
         self._clock = clock
         self._settings = settings
 
     @property
     def window_ms(self) -> int:
         return self._settings.tick_window_seconds * 1000
-
-    @property
-    def grace_ms(self) -> int:
-        return self._settings.queue_grace_seconds * 1000
 
     def admit(self, new: NewMessage) -> None:
         """Store a new message and set it on its way to SQS; never waits for the webhook.
@@ -76,16 +74,15 @@ class Scheduler:
         """
         now = self._clock.now_ms()
         until_due = new.due_ms - now
-        mode = self._way_in(until_due)
         claim = Claimed(ref=message_ref(new.id), due_ms=new.due_ms, token=new_token())
-        outcome = self._store.create_message(
-            new, now, mode, claim.token, max(new.due_ms, now) + self.grace_ms,
-            until_due + SWEEP_MARKER_MARGIN_MS,
+        created = self._store.create_message(
+            new, now, self._way_in(until_due), claim.token,
+            max(new.due_ms, now) + self._settings.queue_grace_ms, until_due + SWEEP_MARKER_MARGIN_MS,
         )
         try:
-            if outcome == "claimed":
-                self.hand_to_queue([claim])
-            elif outcome == "sweep":
+            if created is Created.CLAIMED:
+                self._handoff.send([claim])
+            elif created is Created.ASK_SWEEP:
                 self._send_sweep(new.due_ms // 1000 * 1000)
         except PunctualError as exc:
             # Stored and indexed (due or in flight): the tick claims or reclaims it, so the
@@ -101,11 +98,11 @@ class Scheduler:
         of schedules costs one SQS message; a slot due too soon for that is claimed at once.
         """
         until_due = due_ms - self._clock.now_ms()
-        mode = self._way_in(until_due)
-        if mode == "tick":
+        way_in = self._way_in(until_due)
+        if way_in is WayIn.TICK:
             return
         try:
-            if mode == "sweep":
+            if way_in is WayIn.SWEEP:
                 second = due_ms // 1000 * 1000
                 state = self._store.ask_sweep(second, until_due + SWEEP_MARKER_MARGIN_MS)
                 if state == "ask":
@@ -123,15 +120,14 @@ class Scheduler:
             # The next item of that second asks again; the tick claims those before it, late.
             self._store.sweep_marker_lost(second_ms)
 
-    def _way_in(self, until_due_ms: int) -> str:
-        """How an item indexed now reaches SQS: the tick claims it ("tick"), the sweep of its
-        second does ("sweep"), or it is too close for either and is claimed at once ("claim")."""
+    def _way_in(self, until_due_ms: int) -> WayIn:
+        """How an item indexed now, due in `until_due_ms`, reaches SQS."""
         lead_ms = self._settings.lead_seconds * 1000
         if until_due_ms > self.window_ms:
-            return "tick"
+            return WayIn.TICK
         if lead_ms and until_due_ms > lead_ms + 1000:
-            return "sweep"
-        return "claim"
+            return WayIn.SWEEP
+        return WayIn.CLAIM
 
     def sweep(self, second_ms: int) -> int:
         """Claim the messages of one due second that wait for their sweep; hand them out in groups.
@@ -147,19 +143,13 @@ class Scheduler:
         """Claim everything due from `since_ms` to `until_ms` and hand it to SQS."""
         claimed = 0
         while True:
-            batch, more = self._store.claim_due(until_ms, self.grace_ms, self._batch, since_ms=since_ms)
+            batch, more = self._store.claim_due(until_ms, self._settings.queue_grace_ms, self._batch,
+                                                since_ms=since_ms)
             if batch:
-                self.hand_to_queue(batch)
+                self._handoff.send(batch)
             claimed += len(batch)
             if not more:
                 return claimed
-
-    def hand_to_queue(self, items: list[Claimed]) -> int:
-        """Send claimed items to SQS; a failed send is left for the next tick to reclaim."""
-        failed = self._queue.send(items)
-        if failed:
-            self._store.expedite(failed, self._clock.now_ms())
-        return len(failed)
 
     def tick(self, deadline_ms: int) -> TickReport:
         """Claim everything due before now + window, stopping at `deadline_ms`.
@@ -174,7 +164,7 @@ class Scheduler:
 
     def _tick(self, deadline_ms: int) -> TickReport:
         now = self._clock.now_ms()
-        expired = self._runs.heartbeat_and_expire(now)
+        expired = self._runner.heartbeat_and_expire(now)
         reclaimed = claimed = failures = 0
         while True:
             count, more = self._store.reclaim_expired(now, self._batch)
@@ -182,9 +172,10 @@ class Scheduler:
             if not more or self._clock.now_ms() >= deadline_ms:
                 break
         while self._clock.now_ms() < deadline_ms:
-            batch, more = self._store.claim_due(now + self.window_ms, self.grace_ms, self._batch)
+            batch, more = self._store.claim_due(now + self.window_ms, self._settings.queue_grace_ms,
+                                                self._batch)
             claimed += len(batch)
-            failed = self.hand_to_queue(batch) if batch else 0
+            failed = self._handoff.send(batch) if batch else 0
             failures += failed
             if not more or failed:
                 # Done, or SQS is failing: what it did not take is reclaimed next tick.

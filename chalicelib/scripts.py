@@ -8,7 +8,7 @@ several scripts are written once.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,29 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from .errors import PunctualError
+
 _LUA_DIR = Path(__file__).parent / "lua"
 
 
 Call = tuple[Sequence[Any], Sequence[Any]]  # a script's keys and args
+
+
+# A script's refusal codes: the error each stands for, and its message (a str.format template).
+Refusals = Mapping[int, tuple[type[PunctualError], str]]
+
+
+def refuse(refusals: Refusals, code: Any, **names: object) -> None:
+    """Raise what a script's answer `code` stands for, if it is one of its refusals."""
+    refusal = refusals.get(code) if isinstance(code, int) else None
+    if refusal is not None:
+        error, message = refusal
+        raise error(message.format(**names))
+
+
+def hash_of(flat: Sequence[str]) -> dict[str, str]:
+    """A hash a script returned as HGETALL does: a flat field, value list."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 class Scripts:

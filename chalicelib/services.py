@@ -16,16 +16,18 @@ from .agent_runner import AgentRunner
 from .agent_store import AgentStore
 from .clock import Clock, SystemClock
 from .config import Settings
-from .dispatch_queue import DispatchQueue
+from .dispatch_queue import DispatchQueue, Handoff
 from .dispatcher import Dispatcher
 from .events import Events, Publisher
 from .keys import Keys
 from .live import LiveHandlers, ManagementApi, WsPublisher
 from .live_store import LiveStore
+from .run_store import RunStore
 from .scheduler import Scheduler
+from .sender import HttpSender
 from .store import Store
 from .targets import Resolver, system_resolver
-from .webhooks import HttpSender
+from .webhook_delivery import WebhookDelivery
 
 REDIS_MAX_CONNECTIONS = 256
 _DRIVER_INFO = DriverInfo(name="redis-py", lib_version=redis.__version__)
@@ -35,15 +37,16 @@ _DRIVER_INFO = DriverInfo(name="redis-py", lib_version=redis.__version__)
 class Services:
     settings: Settings
     clock: Clock
-    store: Store
-    queue: DispatchQueue
+    message_store: Store  # webhook messages, and the due and inflight indexes every item goes through
+    agent_store: AgentStore
+    run_store: RunStore
+    dispatch_queue: DispatchQueue
     scheduler: Scheduler
     dispatcher: Dispatcher
     resolver: Resolver
-    agents: AgentStore
-    runs: AgentRunner
+    runner: AgentRunner
     events: Events
-    live: LiveHandlers
+    ws_routes: LiveHandlers  # what the WebSocket $connect, $default and $disconnect routes do
 
     @classmethod
     def build(
@@ -93,18 +96,26 @@ class Services:
         fanout_queue = DispatchQueue(
             sqs_client, settings.fanout_queue_name, settings.fanout_queue_url, clock, settings.lead_seconds
         )
+        handoff = Handoff(queue, store, clock)
         sender = HttpSender(settings.webhook_timeout_seconds, allow_internal=settings.local_mode,
                             resolver=resolver)
         agents = AgentStore(store)
+        runs = RunStore(agents)
         live = LiveStore(store)
-        ws = WsPublisher(live, agents, ManagementApi(settings), queue, fanout_queue, clock, settings)
-        events = Events(publisher or ws, clock)
-        runs = AgentRunner(agents, queue, sender, events, clock, settings)
-        scheduler = Scheduler(store, queue, clock, settings, runs)
-        dispatcher = Dispatcher(store, scheduler, runs, ws, sender, clock, settings)
-        live_handlers = LiveHandlers(live, agents, ws, clock, settings)
-        return cls(settings, clock, store, queue, scheduler, dispatcher, resolver, agents, runs, events,
-                   live_handlers)
+        ws_publisher = WsPublisher(live, agents, ManagementApi(settings), queue, fanout_queue, clock,
+                                   settings)
+        events = Events(publisher or ws_publisher, clock)
+        runner = AgentRunner(agents, runs, handoff, sender, events, clock, settings)
+        scheduler = Scheduler(store, queue, handoff, clock, settings, runner)
+        webhooks = WebhookDelivery(store, handoff, sender, clock, settings)
+        dispatcher = Dispatcher(store, scheduler, handoff, webhooks, runner, ws_publisher, sender, clock,
+                                settings)
+        ws_routes = LiveHandlers(live, agents, ws_publisher, clock, settings)
+        return cls(
+            settings=settings, clock=clock, message_store=store, agent_store=agents, run_store=runs,
+            dispatch_queue=queue, scheduler=scheduler, dispatcher=dispatcher, resolver=resolver,
+            runner=runner, events=events, ws_routes=ws_routes,
+        )
 
 
 _lock = threading.Lock()

@@ -7,50 +7,19 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
 
+from .claims import Claimed, Created, Retry, WayIn, message_ref, new_token
 from .errors import BadRequest, Conflict, NotFound, Unavailable
-from .keys import Keys, message_ref
+from .keys import Keys
 from .messages import Message, NewMessage
-from .scripts import Scripts
+from .scripts import Scripts, hash_of
 
 T = TypeVar("T")
-
-
-def new_token() -> str:
-    return secrets.token_hex(8)
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """An item handed to SQS: what the SQS message carries."""
-
-    ref: str
-    due_ms: int
-    token: str
-    # What the dispatcher does with it: "" delivers a message or fires a run;
-    # "start" calls an agent; "timeout" checks a run's timeout.
-    kind: str = ""
-
-    def to_body(self) -> str:
-        body: dict[str, object] = {"ref": self.ref, "token": self.token, "due": self.due_ms}
-        if self.kind:
-            body["kind"] = self.kind
-        return json.dumps(body)
-
-    def to_row(self) -> list[object]:
-        """The compact form an item takes inside a group's body."""
-        return [self.ref, self.token, self.due_ms, self.kind]
-
-    @classmethod
-    def from_row(cls, row: list[object]) -> Claimed:
-        ref, token, due, kind = row
-        return cls(ref=str(ref), due_ms=int(str(due)), token=str(token), kind=str(kind))
 
 
 @dataclass(frozen=True)
@@ -78,10 +47,6 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     except (ValueError, TypeError, RecursionError):
         pass
     raise BadRequest("cursor is not valid; pass the nextCursor of a previous page")
-
-
-def _hash_of(flat: list[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 class Store:
@@ -120,16 +85,12 @@ class Store:
     # -- messages -------------------------------------------------------
 
     def create_message(
-        self, new: NewMessage, now_ms: int, mode: str, claim_token: str, inflight_deadline_ms: int,
+        self, new: NewMessage, now_ms: int, way_in: WayIn, claim_token: str, inflight_deadline_ms: int,
         marker_ttl_ms: int,
-    ) -> str:
-        """Store a message; `mode` is how it reaches SQS (see create_message.lua).
-
-        Returns "indexed" (it waits in the due index), "claimed" (the caller sends it) or
-        "sweep" (the first of its second: the caller sends the sweep of that second).
-        """
+    ) -> Created:
+        """Store a message and set it on its way to SQS as `way_in` says (see create_message.lua)."""
         k = self.keys
-        created = self.call(
+        created = Created(int(self.call(
             lambda: self.scripts.run(
                 "create_message",
                 keys=[k.message(new.id), k.pending_messages, k.due, k.inflight, k.sweep(new.due_ms)],
@@ -140,16 +101,16 @@ class Store:
                     new.due_ms,
                     now_ms,
                     message_ref(new.id),
-                    mode,
+                    way_in.value,
                     claim_token,
                     inflight_deadline_ms,
                     marker_ttl_ms,
                 ],
             )
-        )
-        if not created:
+        )))
+        if created is Created.TAKEN:
             raise Conflict(f"message {new.id!r} already exists")
-        return {1: "indexed", 2: "claimed", 3: "sweep"}[int(created)]
+        return created
 
     def ask_sweep(self, second_ms: int, marker_ttl_ms: int) -> str:
         """For an item indexed in a due second the last tick already covered: "ask" (send the
@@ -225,7 +186,7 @@ class Store:
                 args=[claimed.ref, claimed.token, lease_deadline_ms],
             )
         )
-        return Message.from_hash(_hash_of(flat)) if flat else None
+        return Message.from_hash(hash_of(flat)) if flat else None
 
     def finish_delivery(
         self,
@@ -235,14 +196,13 @@ class Store:
         now_ms: int,
         error: str | None,
         retention_seconds: int,
-        retry: Claimed | None = None,
-        inflight_deadline_ms: int = 0,
+        retry: Retry | None = None,
     ) -> bool:
         k = self.keys
         ref = message_ref(message.id)
         args: list[Any] = [ref, token, outcome, now_ms, error or "", retention_seconds, message.id]
         if retry is not None:
-            args += [retry.token, retry.due_ms, inflight_deadline_ms]
+            args += [retry.claim.token, retry.claim.due_ms, retry.inflight_deadline_ms]
         return bool(
             self.call(
                 lambda: self.scripts.run(

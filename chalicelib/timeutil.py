@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from .errors import BadRequest
@@ -51,3 +52,9 @@ def format_instant(ms: int | None) -> str | None:
     # arithmetic is exact where a float timestamp is not.
     moment = _EPOCH + ms * _ONE_MS
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def stored_ms(fields: Mapping[str, str], name: str) -> int | None:
+    """An instant stored in a Redis hash field (epoch ms, possibly written as a float), if set."""
+    value = fields.get(name)
+    return int(float(value)) if value else None

@@ -134,7 +134,7 @@ class Harness:
 
     @property
     def queue_url(self) -> str:
-        return self.svc.queue.url
+        return self.svc.dispatch_queue.url
 
     @property
     def fanout_url(self) -> str:

@@ -221,7 +221,7 @@ def test_failing_three_times_goes_to_error_and_leaves_the_schedule(
     assert run["status"] == "failed" and run["attempt"] == 4
     assert harness.published.names("broken").count("agent:failed") == 4
     assert stats(harness)["scheduledTasksCount"] == 0
-    assert harness.redis.zcard(harness.svc.store.keys.due) == 0  # its next slot went with it
+    assert harness.redis.zcard(harness.svc.message_store.keys.due) == 0  # its next slot went with it
     # Durably off the schedule: later ticks (or a restart, which reads the same Redis) run nothing.
     for _ in range(3):
         fire_next_slot(harness)
@@ -243,12 +243,12 @@ def test_retry_state_shows_then_a_success_resets_it(harness: Harness, agents: li
     assert details is None
     data = harness.api("GET", "/api/agents/flaky")[1]["data"]
     assert data["status"] == "IDLE"
-    stored = harness.svc.agents.get("flaky").fields
+    stored = harness.svc.agent_store.get("flaky").fields
     assert stored["retryCount"] == "1" and stored["lastError"] == "HTTP 503"
     assert int(stored["backoffUntil"]) == T0 + 1_000
     harness.drain()
     assert agent.called_at == [T0, T0 + 1_000]
-    stored = harness.svc.agents.get("flaky").fields
+    stored = harness.svc.agent_store.get("flaky").fields
     assert stored["retryCount"] == "0" and "lastError" not in stored and stored["status"] == "COMPLETED"
 
 
@@ -287,9 +287,9 @@ def test_concurrency_limit_and_priority_order(harness: Harness, agents: list[Age
 def test_concurrent_starters_never_exceed_the_limit(harness: Harness, agents: list[Agent]) -> None:
     for i in range(20):
         register(harness, agents, f"a{i}", default=202)
-        harness.svc.agents.run_now(f"a{i}", harness.clock.now_ms())  # queued, none started yet
+        harness.svc.run_store.run_now(f"a{i}", harness.clock.now_ms())  # queued, none started yet
     harness.configure(max_concurrent_agents=3)
-    threads = [threading.Thread(target=harness.svc.runs.start_waiting) for _ in range(8)]
+    threads = [threading.Thread(target=harness.svc.runner.start_waiting) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
@@ -369,7 +369,7 @@ def test_the_tick_does_not_time_out_a_retry_begun_after_it_listed_the_old_lease(
     harness.drain(rounds=1)  # attempt 1 called (202); its timeout check waits in SQS
     timeout_check = [m["Body"] for m in harness.receive()]
     harness.clock.set(T0 + 30_001)
-    listed = harness.svc.agents.expired_runs
+    listed = harness.svc.run_store.expired_runs
 
     def listed_then_overtaken(now: int, batch: int) -> list[str]:
         runs_listed = listed(now, batch)
@@ -378,7 +378,7 @@ def test_the_tick_does_not_time_out_a_retry_begun_after_it_listed_the_old_lease(
         harness.drain(hold_timeouts=True)  # the retry begins: attempt 2, leased for 30 s
         return runs_listed
 
-    monkeypatch.setattr(harness.svc.agents, "expired_runs", listed_then_overtaken)
+    monkeypatch.setattr(harness.svc.run_store, "expired_runs", listed_then_overtaken)
     harness.tick()
     [run] = runs(harness, "slow")
     assert (run["attempt"], run["status"]) == (2, "running")
@@ -391,10 +391,10 @@ def test_a_retry_that_sqs_refused_is_taken_up_by_the_next_tick(harness: Harness,
     agent = register(harness, agents, "flaky", answers=[500])
     harness.api("POST", "/api/agents/flaky/run")
     start = [m["Body"] for m in harness.receive()]
-    good_url = harness.svc.queue.url
-    harness.svc.queue.__dict__["_queue_url"] = good_url + "-missing"
+    good_url = harness.svc.dispatch_queue.url
+    harness.svc.dispatch_queue.__dict__["_queue_url"] = good_url + "-missing"
     harness.dispatch(start)  # the call fails, and so does sending its retry
-    harness.svc.queue.__dict__["_queue_url"] = good_url
+    harness.svc.dispatch_queue.__dict__["_queue_url"] = good_url
     assert len(agent.called_at) == 1 and harness.receive() == []
     harness.clock.advance(2_000)  # past the 1 s backoff
     assert harness.tick()["reclaimed"] == 1
@@ -486,7 +486,7 @@ def test_slots_set_after_the_tick_share_the_sweep_of_their_second(
     harness.clock.set(T0 - 10_000)
     schedule(harness, "s1")
     schedule(harness, "s2")
-    due_index = harness.svc.store.keys.due
+    due_index = harness.svc.message_store.keys.due
 
     def delayed() -> int:
         attributes = harness.sqs.get_queue_attributes(
@@ -623,11 +623,11 @@ def test_a_run_left_waiting_by_a_dead_dispatcher_starts_on_the_next_tick(
     with monkeypatch.context() as crash:
         # Every slot is busy when the run fires, so it waits in the ready queue; then the
         # dispatcher dies before it starts anything.
-        fire = harness.svc.agents.fire
-        crash.setattr(harness.svc.agents, "fire",
+        fire = harness.svc.run_store.fire
+        crash.setattr(harness.svc.run_store, "fire",
                       lambda fires, now, retention, max_running, lease, begin:
                       fire(fires, now, retention, 0, lease, begin))
-        crash.setattr(harness.svc.runs, "start_waiting", lambda inline=None: [])
+        crash.setattr(harness.svc.runner, "start_waiting", lambda inline=None: [])
         harness.drain()
     assert agent.called_at == []
     assert stats(harness)["queuedTasksCount"] == 1 and stats(harness)["runningAgentsCount"] == 0

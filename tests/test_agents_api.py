@@ -54,10 +54,10 @@ def test_register_read_update_list_delete(harness: Harness) -> None:
 def test_a_cancelled_slot_leaves_nothing_behind(harness: Harness, method: str, path: str) -> None:
     make_agent(harness)
     harness.api("POST", "/api/agents/agent-123/schedule", {"cronExpression": "0 0 1 1 *"})  # a year away
-    assert harness.redis.zcard(harness.svc.store.keys.due) == 1
+    assert harness.redis.zcard(harness.svc.message_store.keys.due) == 1
     assert harness.api(method, path)[0] == 200
-    assert harness.redis.zcard(harness.svc.store.keys.due) == 0
-    assert harness.redis.keys(harness.svc.store.keys.run("*")) == []
+    assert harness.redis.zcard(harness.svc.message_store.keys.due) == 0
+    assert harness.redis.keys(harness.svc.message_store.keys.run("*")) == []
 
 
 @pytest.mark.parametrize(
@@ -151,8 +151,8 @@ def test_schedule_in_a_time_zone_and_replace(harness: Harness) -> None:
     info = harness.api("GET", "/api/agents/agent-123/schedule")[1]["data"]
     assert info["taskDetails"]["jobId"] == "job-456" and info["taskDetails"]["priority"] == 2
     # The replaced slot is gone with its run: one pending slot in the due index, one run hash.
-    assert harness.redis.zcard(harness.svc.store.keys.due) == 1
-    assert len(harness.redis.keys(harness.svc.store.keys.run("*"))) == 1
+    assert harness.redis.zcard(harness.svc.message_store.keys.due) == 1
+    assert len(harness.redis.keys(harness.svc.message_store.keys.run("*"))) == 1
     assert harness.tick()["claimed"] == 0
 
 
@@ -162,9 +162,9 @@ def test_a_new_agent_time_zone_moves_the_pending_slot(harness: Harness) -> None:
     assert body["data"]["nextRunAt"] == "2030-01-01T09:00:00.000Z"
     status, body = harness.api("PATCH", "/api/agents/agent-123", {"timezone": "America/New_York"})
     assert status == 200 and body["data"]["nextRunAt"] == "2030-01-01T14:00:00.000Z"  # 09:00 at -05:00
-    due = harness.redis.zrange(harness.svc.store.keys.due, 0, -1, withscores=True)
+    due = harness.redis.zrange(harness.svc.message_store.keys.due, 0, -1, withscores=True)
     assert [score for _, score in due] == [1_893_506_400_000]  # the old slot is gone, not doubled
-    assert len(harness.redis.keys(harness.svc.store.keys.run("*"))) == 1
+    assert len(harness.redis.keys(harness.svc.message_store.keys.run("*"))) == 1
     # A schedule with its own zone keeps its slot.
     harness.api("POST", "/api/agents/agent-123/schedule", {"cronExpression": "0 9 * * *", "timezone": "UTC"})
     body = harness.api("PATCH", "/api/agents/agent-123", {"timezone": "Asia/Tokyo"})[1]
@@ -193,7 +193,7 @@ def test_schedule_refused(harness: Harness, body: dict, fragment: str) -> None:
     status, answer = harness.api("POST", "/api/agents/agent-123/schedule", body)
     assert status == 400 and fragment in answer["error"], answer
     assert harness.api("GET", "/api/agents/agent-123/schedule")[0] == 404
-    assert harness.redis.zcard(harness.svc.store.keys.due) == 0
+    assert harness.redis.zcard(harness.svc.message_store.keys.due) == 0
 
 
 def test_unknown_agents_and_missing_schedules_are_404(harness: Harness) -> None:

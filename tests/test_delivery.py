@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from chalicelib.claims import message_ref
 from chalicelib.clock import FakeClock
-from chalicelib.keys import message_ref
+from chalicelib.dispatch_queue import Handoff
 from chalicelib.scheduler import Scheduler, TickReport
-from chalicelib.webhooks import HttpSender
+from chalicelib.sender import HttpSender
 from tests.conftest import T0, Harness, message
 from tests.receiver import Receiver
 
@@ -53,7 +54,7 @@ def test_message_due_soon_is_delivered_once_on_time_with_headers(
     listing = json.loads(harness.get("/messages").body)
     assert listing["count"] == 0 and listing["scheduledJobs"] == []
     # Delivered messages stay readable for the retention period only.
-    ttl = harness.redis.ttl(harness.svc.store.keys.message("m1"))
+    ttl = harness.redis.ttl(harness.svc.message_store.keys.message("m1"))
     assert 86_000 < ttl <= 86_400
 
 
@@ -212,11 +213,11 @@ def test_crashed_dispatcher_lease_expires_and_the_tick_redelivers(
     harness.post(message("crash", SOON, receiver.url))
     [sqs_message] = harness.receive()
     body = json.loads(sqs_message["Body"])
-    from chalicelib.store import Claimed
+    from chalicelib.claims import Claimed
 
     # A dispatcher claims it and dies before posting.
     claimed = Claimed(ref=body["ref"], due_ms=body["due"], token=body["token"])
-    assert harness.svc.store.begin_delivery(claimed, T0 + 60_000) is not None
+    assert harness.svc.message_store.begin_delivery(claimed, T0 + 60_000) is not None
     assert status_of(harness, "crash")["status"] == "delivering"
     assert harness.delete("/messages/crash").status_code == 409
     harness.clock.set(T0 + 60_001)
@@ -242,11 +243,11 @@ def test_lost_sqs_message_is_reclaimed_after_the_grace(harness: Harness, receive
 
 
 def test_failed_sqs_send_keeps_the_message(harness: Harness, receiver: Receiver) -> None:
-    good_url = harness.svc.queue.url
-    harness.svc.queue.__dict__["_queue_url"] = good_url + "-missing"
+    good_url = harness.svc.dispatch_queue.url
+    harness.svc.dispatch_queue.__dict__["_queue_url"] = good_url + "-missing"
     response = harness.post(message("kept", SOON, receiver.url))
     assert response.status_code == 200  # accepted: it is stored, and the tick recovers it
-    harness.svc.queue.__dict__["_queue_url"] = good_url
+    harness.svc.dispatch_queue.__dict__["_queue_url"] = good_url
     assert harness.receive() == []
     report = harness.tick()
     assert report["reclaimed"] == 1 and report["claimed"] == 1
@@ -259,9 +260,10 @@ def tick_in_twos_beside_a_rival(
 ) -> tuple[TickReport, Any]:
     """A tick that claims two at a time while another tick runs `script` on the first ref this
     one has just read, just before this one's own call; returns the report and the rival's answer."""
-    store = harness.svc.store
-    scheduler = Scheduler(store, harness.svc.queue, harness.clock, harness.svc.settings, harness.svc.runs,
-                          claim_batch=2)
+    store = harness.svc.message_store
+    queue = harness.svc.dispatch_queue
+    scheduler = Scheduler(store, queue, Handoff(queue, store, harness.clock), harness.clock,
+                          harness.svc.settings, harness.svc.runner, claim_batch=2)
     run_script = store.scripts.run
     rival: list[Any] = []
 
@@ -285,7 +287,7 @@ def test_a_tick_goes_on_when_another_claimer_took_part_of_its_batch(
     harness.clock.set(T0 + 3_600_000 - 60_000)
     report, rival = tick_in_twos_beside_a_rival(harness, monkeypatch, "claim_due", 4)
     assert report.claimed == 4 and len(rival) == 3  # and the rival claimed one (ref, due, token)
-    assert harness.redis.zcard(harness.svc.store.keys.due) == 0
+    assert harness.redis.zcard(harness.svc.message_store.keys.due) == 0
 
 
 def test_a_tick_goes_on_reclaiming_when_another_took_part_of_its_batch(
@@ -387,10 +389,10 @@ def test_a_lost_sweep_is_asked_for_again_and_the_tick_is_the_backstop(
     harness: Harness, receiver: Receiver
 ) -> None:
     harness.configure(lead_seconds=2)
-    good_url = harness.svc.queue.url
-    harness.svc.queue.__dict__["_queue_url"] = good_url + "-missing"
+    good_url = harness.svc.dispatch_queue.url
+    harness.svc.dispatch_queue.__dict__["_queue_url"] = good_url + "-missing"
     assert harness.post(message("x1", at(50_100), receiver.url)).status_code == 200
-    harness.svc.queue.__dict__["_queue_url"] = good_url
+    harness.svc.dispatch_queue.__dict__["_queue_url"] = good_url
     # The sweep was not sent: the next message of that second asks for it again.
     harness.post(message("x2", at(50_200), receiver.url))
     assert delayed_in_queue(harness) == 1

@@ -116,7 +116,7 @@ def ws(harness: Harness) -> Iterator[Ws]:
 def test_connect_needs_the_token(ws: Ws, query: dict | None, headers: dict | None, status: int) -> None:
     cid, answer = ws.connect(query, headers)
     assert answer["statusCode"] == status
-    assert ws.h.redis.exists(ws.h.svc.store.keys.ws_connection(cid)) == (status == 200)
+    assert ws.h.redis.exists(ws.h.svc.message_store.keys.ws_connection(cid)) == (status == 200)
 
 
 def test_protocol_answers_and_errors(ws: Ws) -> None:
@@ -221,7 +221,7 @@ def test_a_cron_slot_tells_those_subscribed_when_it_fired(ws: Ws) -> None:
         for cid in (watcher, ghost):
             ws.send(cid, {"action": "subscribe-agent-updates", "agentId": "cron"})
         ws.send(counts, {"action": "subscribe-scheduler-updates"})
-        keys = h.svc.store.keys
+        keys = h.svc.message_store.keys
         h.redis.delete(keys.ws_connection(ghost))
         h.redis.delete(keys.ws_status_lock)
         h.tick()
@@ -255,7 +255,7 @@ def test_scheduler_status_is_sent_and_throttled(ws: Ws) -> None:
     [status] = frames(cid)[1:]
     assert status["event"] == "scheduler:status" and set(status["data"]) == {"stats", "timestamp"}
     assert status["data"]["stats"]["maxConcurrentAgents"] == 5
-    h.redis.delete(h.svc.store.keys.ws_status_lock)
+    h.redis.delete(h.svc.message_store.keys.ws_status_lock)
     for i in range(5):  # a burst of changes
         h.api("POST", "/api/agents", {"id": f"s{i}", "name": "A", "endpointUrl": "http://127.0.0.1:9/"})
         h.api("POST", f"/api/agents/s{i}/schedule", {"cronExpression": "* * * * *"})
@@ -267,9 +267,9 @@ def test_scheduler_status_is_sent_and_throttled(ws: Ws) -> None:
     # The trailing send comes when the window has passed, and opens a window of its own: a change
     # just after it waits for the next trailing send rather than going out at once (8 sends a
     # second instead of 4).
-    h.redis.delete(h.svc.store.keys.ws_status_lock)
+    h.redis.delete(h.svc.message_store.keys.ws_status_lock)
     h.dispatch(trailing)
-    assert h.redis.pttl(h.svc.store.keys.ws_status_lock) > 0
+    assert h.redis.pttl(h.svc.message_store.keys.ws_status_lock) > 0
     last = [f for f in frames(cid) if f["event"] == "scheduler:status"][-1]
     assert last["data"]["stats"]["scheduledTasksCount"] == 5
 
@@ -292,9 +292,9 @@ def test_a_gone_connection_is_removed_on_the_first_failed_send(ws: Ws) -> None:
         )
         stub.add_response("post_to_connection", {}, expected_params={"ConnectionId": alive, "Data": _any()})
         h.svc.events._publisher.send_to([gone, alive], {"event": "x", "data": {}})  # type: ignore[attr-defined]
-    topic = h.svc.store.keys.ws_topic("agent:g")
+    topic = h.svc.message_store.keys.ws_topic("agent:g")
     assert h.redis.smembers(topic) == {alive}
-    assert not h.redis.exists(h.svc.store.keys.ws_connection(gone))
+    assert not h.redis.exists(h.svc.message_store.keys.ws_connection(gone))
 
 
 def started_frames(cids: list[str]) -> list[int]:
@@ -338,7 +338,7 @@ def test_a_large_fan_out_is_shared_out_through_the_queue_and_waited_for(
     thread.join(10)
     assert publisher_done.is_set()
     assert started_frames(cids) == [1] * 5
-    assert h.redis.keys(h.svc.store.keys.ws_fanout("*")) == []
+    assert h.redis.keys(h.svc.message_store.keys.ws_fanout("*")) == []
 
 
 def test_a_fan_out_the_queue_does_not_take_is_sent_by_the_publisher(
@@ -358,7 +358,7 @@ def test_disconnect_and_expiry_clean_up(ws: Ws) -> None:
     cid = ws.client()
     ws.send(cid, {"action": "subscribe-agent-updates", "agentId": "d"})
     ws.send(cid, {"action": "subscribe-scheduler-updates"})
-    keys = h.svc.store.keys
+    keys = h.svc.message_store.keys
     assert 0 < h.redis.ttl(keys.ws_connection(cid)) <= 600
     assert 0 < h.redis.ttl(keys.ws_topic("agent:d")) <= 7200
     ws.invoke("ws_disconnect", ws_event("$disconnect", cid))
@@ -369,7 +369,7 @@ def test_disconnect_and_expiry_clean_up(ws: Ws) -> None:
     ghost = ws.client()
     ws.send(ghost, {"action": "subscribe-agent-updates", "agentId": "d"})
     h.redis.delete(keys.ws_connection(ghost))
-    assert h.svc.live._live.subscribers("agent:d") == []  # type: ignore[attr-defined]
+    assert h.svc.ws_routes._live.subscribers("agent:d") == []  # type: ignore[attr-defined]
     assert h.redis.smembers(keys.ws_topic("agent:d")) == set()
 
 

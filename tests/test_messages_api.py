@@ -170,8 +170,8 @@ def test_health_and_writes_when_redis_is_down(harness: Harness) -> None:
     from chalicelib.store import Store
 
     dead = redis.Redis(host="127.0.0.1", port=1, decode_responses=True, retry=Retry(NoBackoff(), 0))
-    dead_store = Store(dead, harness.svc.store.keys)
-    harness.svc.__dict__["store"] = dead_store
+    dead_store = Store(dead, harness.svc.message_store.keys)
+    harness.svc.__dict__["message_store"] = dead_store
     harness.svc.scheduler.__dict__["_store"] = dead_store
     response = harness.client.http.get("/health")
     assert response.status_code == 503

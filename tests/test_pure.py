@@ -13,10 +13,11 @@ from chalicelib.config import Settings
 from chalicelib.dispatch_queue import delay_seconds
 from chalicelib.errors import BadRequest, PayloadTooLarge
 from chalicelib.messages import MAX_PAYLOAD_BYTES, parse_new_message
+from chalicelib.sender import classify
+from chalicelib.standard_webhooks import webhook_headers
 from chalicelib.store import decode_cursor, encode_cursor
 from chalicelib.targets import check_target_url
 from chalicelib.timeutil import format_instant, parse_instant
-from chalicelib.webhooks import classify, webhook_headers
 
 T0 = 1_893_456_000_000  # 2030-01-01T00:00:00Z
 

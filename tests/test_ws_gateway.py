@@ -162,7 +162,7 @@ def test_a_subscriber_sees_a_run_through_the_gateway(gateway: Gateway, harness: 
 
 def test_a_vanished_client_is_cleaned_up(gateway: Gateway, harness: Harness) -> None:
     harness.api("POST", "/api/agents", {"id": "v", "name": "A", "endpointUrl": "http://127.0.0.1:9/"})
-    keys = harness.svc.store.keys
+    keys = harness.svc.message_store.keys
 
     async def vanish() -> None:
         session = aiohttp.ClientSession()
@@ -191,7 +191,7 @@ def test_a_vanished_client_is_cleaned_up(gateway: Gateway, harness: Harness) -> 
 
 def test_connections_are_closed_when_idle_or_too_old(short_lived_gateway: Gateway, harness: Harness) -> None:
     gateway = short_lived_gateway  # idle limit 0.6 s, maximum 1.5 s
-    keys = harness.svc.store.keys
+    keys = harness.svc.message_store.keys
 
     async def until_closed(ws: aiohttp.ClientWebSocketResponse) -> list[Any]:
         """Read until the gateway closes the socket: the close frame, and how long the socket lived."""
@@ -263,7 +263,7 @@ def test_a_client_that_stops_reading_is_cut_off_not_waited_for(harness: Harness)
                         "Sec-WebSocket-Version: 13\r\n\r\n").encode())
         assert b" 101 " in client.recv(1024).split(b"\r\n")[0]  # and it reads nothing more
         [connection_id] = wait_for(lambda: list(gw.gateway._connections), 10)
-        record = harness.svc.store.keys.ws_connection(connection_id)
+        record = harness.svc.message_store.keys.ws_connection(connection_id)
         assert harness.redis.exists(record)
         frame = {"event": "agent:progress", "data": {"message": "x" * 100_000}}
         sent = 0

@@ -1,10 +1,7 @@
-"""HTTP delivery with Standard Webhooks headers (https://www.standardwebhooks.com)."""
+"""The outbound HTTP client: POSTs webhooks and agent calls, refusing targets inside the network."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from concurrent import futures
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -16,7 +13,6 @@ from .errors import BadRequest
 from .targets import Resolver, check_target_url, system_resolver
 
 RETRYABLE_STATUS = {408, 429}
-_USER_AGENT = "Punctual-Webhooks/1.0"
 
 
 @dataclass(frozen=True)
@@ -28,32 +24,6 @@ class DeliveryResult:
     retry_after: str | None = None
     # The target may not be called (it resolves inside the network): trying again cannot help.
     refused: bool = False
-
-
-def _secret_bytes(secret: str) -> bytes:
-    # Standard Webhooks secrets are base64 behind a `whsec_` prefix; any other
-    # string is used as it is.
-    if secret.startswith("whsec_"):
-        return base64.b64decode(secret[len("whsec_"):])
-    return secret.encode()
-
-
-def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
-    signed = f"{webhook_id}.{timestamp}.".encode() + body
-    digest = hmac.new(_secret_bytes(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
-
-
-def webhook_headers(webhook_id: str, timestamp: int, body: bytes, secret: str | None) -> dict[str, str]:
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": _USER_AGENT,
-        "webhook-id": webhook_id,
-        "webhook-timestamp": str(timestamp),
-    }
-    if secret:
-        headers["webhook-signature"] = sign(secret, webhook_id, timestamp, body)
-    return headers
 
 
 def classify(status_code: int) -> DeliveryResult:

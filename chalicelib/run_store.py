@@ -1,0 +1,235 @@
+"""The Redis layer for agent runs: firing, the ready queue, attempts, reports. Lua in lua/agents/."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .agent_store import AgentStore
+from .agents import DEFAULT_TIMEOUT_SECONDS, Agent
+from .claims import Retry, new_token, run_ref
+from .errors import Conflict, NotFound, PunctualError, Unauthorized
+from .events import Audience
+from .live_store import SCHEDULER_TOPIC, agent_topic
+from .runs import Run, new_run_id
+from .scripts import Refusals, hash_of, refuse
+
+
+@dataclass(frozen=True)
+class SlotFire:
+    """A run whose message came due, and the slot that follows it (None: no schedule)."""
+
+    agent_id: str
+    run_id: str
+    token: str
+    next_slot_ms: int | None
+
+
+@dataclass(frozen=True)
+class Begun:
+    """A run that is running under this dispatcher: what calling its agent needs."""
+
+    agent: Agent
+    run: Run
+    token: str
+    callback_token: str
+    audience: Audience | None = None  # who listens for its events, read as it began
+
+    @property
+    def lease_ms(self) -> int:
+        """Until when it holds its concurrency slot: its start plus the agent's timeout."""
+        return (self.run.started_ms or 0) + self.agent.timeout_seconds * 1000
+
+
+@dataclass(frozen=True)
+class Fired:
+    """What firing one run did: 'running' (begun: `begun` says what to call), 'starting'
+    (holds a slot under `token`, to be begun), 'waiting', 'skipped', 'stale' or 'none'."""
+
+    outcome: str
+    token: str
+    begun: Begun | None = None
+
+
+def new_callback_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def _fired(answer: Any, token: str, callback_token: str) -> Fired:
+    if isinstance(answer, list):  # ['running', run hash, agent hash, agent's subscribers, scheduler's]
+        _, run, agent, subscribers, scheduler = answer
+        audience = Audience(tuple(subscribers), bool(scheduler))
+        begun = Begun(Agent(hash_of(agent)), Run.from_hash(hash_of(run)), token, callback_token, audience)
+        return Fired("running", token, begun)
+    return Fired(str(answer), token)
+
+
+# What report_checks.lua answers for a report (or a dispatcher's outcome) it refuses.
+REPORT_REFUSALS: Refusals = {
+    0: (NotFound, "run not found: {run_id}"),
+    -1: (Conflict, "the run has already finished: {run_id}"),
+    -2: (Conflict, "the run is not running: {run_id}"),
+    -3: (Unauthorized, "invalid callback token for this run: {run_id}"),
+}
+RUN_NOW_REFUSALS: Refusals = {
+    0: (NotFound, "agent {agent_id!r} not found"),
+    -1: (Conflict, "agent {agent_id!r} already has a run in progress"),
+}
+
+
+def report_error(code: int, run_id: str) -> PunctualError:
+    error, message = REPORT_REFUSALS[code]
+    return error(message.format(run_id=run_id))
+
+
+class RunStore:
+    def __init__(self, agents: AgentStore) -> None:
+        self._agents = agents
+        self.client = agents.client
+        self.keys = agents.keys
+        self._scripts = agents.scripts
+        self.call = agents.call
+
+    def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return self.call(lambda: self._scripts.run(f"agents/{name}", keys, args))
+
+    def run_now(self, agent_id: str, now: int) -> str:
+        k = self.keys
+        run_id = new_run_id()
+        result = self._script(
+            "run_now", [k.agent(agent_id), k.run(run_id), k.ready, k.runs_of(agent_id)],
+            [agent_id, run_id, now],
+        )
+        refuse(RUN_NOW_REFUSALS, result, agent_id=agent_id)
+        return run_id
+
+    def fire(
+        self, fires: Sequence[SlotFire], now: int, retention: int, max_running: int, start_lease_ms: int,
+        begin: bool,
+    ) -> list[Fired]:
+        """Runs' messages came due: fire each (one script each, in one round trip).
+
+        A run that gets a concurrency slot is begun at once when `begin` (the caller calls its
+        agent now), else left 'starting' for whoever calls it.
+        """
+        k = self.keys
+        tokens = [new_token() for _ in fires]
+        callback_tokens = [new_callback_token() if begin else "" for _ in fires]
+        calls = []
+        for fire, token, callback_token in zip(fires, tokens, callback_tokens, strict=True):
+            next_id = new_run_id()
+            calls.append((
+                [k.run(fire.run_id), k.agent(fire.agent_id), k.due, k.inflight, k.ready,
+                 k.runs_of(fire.agent_id), k.run(next_id), k.running,
+                 k.ws_topic(agent_topic(fire.agent_id)), k.ws_topic(SCHEDULER_TOPIC)],
+                [fire.run_id, fire.token, now, run_ref(fire.agent_id, fire.run_id),
+                 "" if fire.next_slot_ms is None else fire.next_slot_ms, next_id,
+                 run_ref(fire.agent_id, next_id), retention, max_running, start_lease_ms, token,
+                 callback_token, DEFAULT_TIMEOUT_SECONDS],
+            ))
+        answers = self.call(lambda: self._scripts.run_many("agents/fire", calls)) if fires else []
+        return [_fired(*answer) for answer in zip(answers, tokens, callback_tokens, strict=True)]
+
+    def start_ready(self, max_running: int, lease_deadline_ms: int) -> list[tuple[str, str]]:
+        """Give waiting runs free concurrency slots; (run id, claim token) of each started."""
+        k = self.keys
+        started: list[tuple[str, str]] = []
+        while True:
+            def candidates() -> list[str]:
+                free = max_running - int(self.client.zcard(k.running))
+                return self.client.zrange(k.ready, 0, free - 1) if free > 0 else []
+
+            run_ids = self.call(candidates)
+            if not run_ids:
+                return started
+            args: list[Any] = [max_running, lease_deadline_ms]
+            for run_id in run_ids:
+                args += [run_id, new_token()]
+            flat = self._script("start_ready", [k.ready, k.running, *(k.run(r) for r in run_ids)], args)
+            if not flat:
+                return started
+            started += list(zip(flat[::2], flat[1::2], strict=True))
+
+    def begin_run(
+        self, run_id: str, agent_id: str, token: str, now: int, lease_ms: int, callback_token: str
+    ) -> Run | None:
+        k = self.keys
+        flat = self._script(
+            "begin_run", [k.run(run_id), k.agent(agent_id), k.running],
+            [run_id, token, now, lease_ms, callback_token],
+        )
+        return Run.from_hash(hash_of(flat)) if flat else None
+
+    def authorise_report(self, agent_id: str, run_id: str, token: str) -> Run:
+        """Refuse a report before its body is read: unknown run, wrong token, finished run (in
+        that order: a caller without the token learns nothing of the run's state).
+
+        The scripts that record a report check again, atomically.
+        """
+        run = self.get_run(run_id)
+        if run is None or run.agent_id != agent_id:
+            raise report_error(0, run_id)
+        expected = run.callback_token
+        if not expected or not hmac.compare_digest(expected.encode(), token.encode()):
+            raise report_error(-3, run_id)
+        if run.status.finished:
+            raise report_error(-1, run_id)
+        return run
+
+    def report_progress(self, agent_id: str, run_id: str, token: str, progress: dict[str, Any]) -> None:
+        code = self._script(
+            "progress", [self.keys.run(run_id)], [agent_id, token, json.dumps(progress), "callback"]
+        )
+        refuse(REPORT_REFUSALS, code, run_id=run_id)
+
+    def finish_run(
+        self,
+        run: Run,
+        token: str,
+        token_kind: str,
+        outcome: str,
+        now: int,
+        error: str | None,
+        retention: int,
+        retry: Retry | None = None,
+    ) -> int:
+        """Record how an attempt ended; returns report_checks.lua's code (1: recorded)."""
+        k = self.keys
+        agent_id, run_id = run.agent_id, run.id
+        # Only a run whose retries are spent takes the agent off its schedule.
+        no_slot: tuple[list[str], list[str]] = ([k.run(""), k.due], ["", ""])
+        slot_keys, slot_args = self._agents.pending_slot(agent_id) if outcome == "failed" else no_slot
+        code = self._script(
+            "finish_run",
+            [k.run(run_id), k.agent(agent_id), k.running, k.inflight, k.schedules, *slot_keys, k.paused],
+            [agent_id, token, run_id, outcome, now, error or "", retention, run.ref,
+             retry.claim.due_ms if retry else "", retry.claim.token if retry else "",
+             retry.inflight_deadline_ms if retry else 0, *slot_args, token_kind],
+        )
+        return int(code)
+
+    def get_run(self, run_id: str) -> Run | None:
+        fields = self.call(lambda: self.client.hgetall(self.keys.run(run_id)))
+        return Run.from_hash(fields) if fields else None
+
+    def recent_runs(self, agent_id: str, limit: int) -> list[Run]:
+        def read() -> list[dict[str, str]]:
+            run_ids = self.client.zrevrange(self.keys.runs_of(agent_id), 0, limit - 1)
+            pipe = self.client.pipeline(transaction=False)
+            for run_id in run_ids:
+                pipe.hgetall(self.keys.run(run_id))
+            return [f for f in pipe.execute() if f]
+
+        return [Run.from_hash(fields) for fields in self.call(read)]
+
+    def expired_runs(self, now: int, batch: int) -> list[str]:
+        running = self.keys.running
+        return self.call(lambda: self.client.zrangebyscore(running, "-inf", now, start=0, num=batch))
+
+    def requeue_start(self, run_id: str, now: int) -> bool:
+        k = self.keys
+        return bool(self._script("requeue_start", [k.run(run_id), k.running, k.ready], [run_id, now]))

@@ -1,0 +1,78 @@
+"""Webhook delivery: one claimed message POSTed, its outcome recorded, its retry sent on.
+
+The counterpart of agent_runner.py for webhook messages; the dispatcher hands each one here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from . import observability
+from .backoff import parse_retry_after
+from .claims import Claimed, plan_retry
+from .clock import Clock
+from .config import Settings
+from .dispatch_queue import Handoff
+from .errors import PunctualError
+from .messages import Message
+from .sender import DeliveryResult, HttpSender
+from .standard_webhooks import webhook_headers
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+# How long past the delivery timeout a claimed delivery is held before the
+# tick presumes its dispatcher dead and delivers again.
+LEASE_MARGIN_MS = 30_000
+
+
+class WebhookDelivery:
+    def __init__(
+        self, store: Store, handoff: Handoff, sender: HttpSender, clock: Clock, settings: Settings
+    ) -> None:
+        self._store = store
+        self._handoff = handoff
+        self._sender = sender
+        self._clock = clock
+        self._settings = settings
+
+    def deliver(self, claimed: Claimed) -> None:
+        self._clock.sleep_until(claimed.due_ms)
+        lease = self._clock.now_ms() + self._settings.webhook_timeout_seconds * 1000 + LEASE_MARGIN_MS
+        message = self._store.begin_delivery(claimed, lease)
+        if message is None:
+            log.info("nothing to claim for %s (deleted, duplicate or superseded)", claimed.ref)
+            return
+        lateness = self._clock.now_ms() - claimed.due_ms  # when the request went out
+        result = self._post(message)
+        now = self._clock.now_ms()
+        settings = self._settings
+        retry = None
+        if not result.ok and result.retryable:
+            retry = plan_retry(claimed.ref, message.attempts, now, settings.webhook_retries,
+                               settings.queue_grace_ms, parse_retry_after(result.retry_after, now))
+        if retry is None:
+            outcome = "delivered" if result.ok else "failed"
+            self._finish(message, claimed.token, outcome, result.error)
+            observability.delivery(message.id, outcome, message.attempts, lateness, result.error)
+            return
+        if self._store.finish_delivery(
+            message, claimed.token, "retry", now, result.error, settings.retention_seconds, retry=retry
+        ):
+            self._handoff.send([retry.claim])
+            observability.delivery(message.id, "retry", message.attempts, lateness, result.error)
+
+    def _post(self, message: Message) -> DeliveryResult:
+        body = message.payload_json.encode()
+        timestamp = self._clock.now_ms() // 1000
+        headers = webhook_headers(message.id, timestamp, body, self._settings.webhook_secret)
+        return self._sender.post(message.webhook_url, body, headers, "webhookUrl")
+
+    def _finish(self, message: Message, token: str, outcome: str, error: str | None) -> None:
+        try:
+            self._store.finish_delivery(
+                message, token, outcome, self._clock.now_ms(), error, self._settings.retention_seconds
+            )
+        except PunctualError as exc:
+            # The lease expires and the tick delivers again: at-least-once.
+            log.error("could not record %s for %s: %s", outcome, message.id, exc)
