@@ -8,6 +8,7 @@ from typing import Any
 from chalice import Chalice, Rate, Response
 
 from chalicelib import agents_api, messages_api, observability, openapi, services
+from chalicelib.config import DEFAULT_DISPATCH_QUEUE, DEFAULT_FANOUT_QUEUE
 from chalicelib.http import (
     api_error,
     bearer_token,
@@ -24,8 +25,8 @@ app.experimental_feature_flags.update(["WEBSOCKETS"])
 
 # Fixed when the app is packaged; the same names reach the code as DISPATCH_QUEUE_NAME and
 # FANOUT_QUEUE_NAME.
-DISPATCH_QUEUE = os.environ.get("DISPATCH_QUEUE_NAME", "punctual-dispatch")
-FANOUT_QUEUE = os.environ.get("FANOUT_QUEUE_NAME", "punctual-fanout")
+DISPATCH_QUEUE = os.environ.get("DISPATCH_QUEUE_NAME", DEFAULT_DISPATCH_QUEUE)
+FANOUT_QUEUE = os.environ.get("FANOUT_QUEUE_NAME", DEFAULT_FANOUT_QUEUE)
 ANY_BODY = ["*/*"]  # bodies are read as JSON whatever their declared type
 
 

@@ -8,6 +8,11 @@ from dataclasses import dataclass
 
 from .backoff import RetryPolicy
 
+# The queues' names unless DISPATCH_QUEUE_NAME / FANOUT_QUEUE_NAME say otherwise; the packaged
+# stack (deploy/) creates queues of these names.
+DEFAULT_DISPATCH_QUEUE = "punctual-dispatch"
+DEFAULT_FANOUT_QUEUE = "punctual-fanout"
+
 
 def _int(
     env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None
@@ -105,9 +110,9 @@ class Settings:
             api_token=env.get("API_TOKEN", ""),
             aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             aws_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
-            dispatch_queue_name=env.get("DISPATCH_QUEUE_NAME", "punctual-dispatch"),
+            dispatch_queue_name=env.get("DISPATCH_QUEUE_NAME", DEFAULT_DISPATCH_QUEUE),
             dispatch_queue_url=env.get("DISPATCH_QUEUE_URL") or None,
-            fanout_queue_name=env.get("FANOUT_QUEUE_NAME", "punctual-fanout"),
+            fanout_queue_name=env.get("FANOUT_QUEUE_NAME", DEFAULT_FANOUT_QUEUE),
             fanout_queue_url=env.get("FANOUT_QUEUE_URL") or None,
             local_mode=_flag(env, "PUNCTUAL_LOCAL"),
             webhook_secret=env.get("WEBHOOK_SECRET") or None,

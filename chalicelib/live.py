@@ -37,9 +37,9 @@ _FANOUT = ThreadPoolExecutor(max_workers=FANOUT_THREADS, thread_name_prefix="ws-
 # A fan-out to more connections than this is shared out: the publisher sends the first chunk and
 # hands the others through the fan-out queue to other invocations (other Lambda containers), then
 # waits for them, so a run's events still reach each subscriber in order. One invocation's sends
-# are bound by its one interpreter (~1 ms of CPU per post_to_connection), so that queue's event
-# source takes one chunk per invocation: in batches, the chunks of one event arrived together in
-# one container and went out one after another.
+# are bound by its one interpreter (every post_to_connection costs botocore CPU), so that queue's
+# event source takes one chunk per invocation: in batches, the chunks of one event arrived
+# together in one container and went out one after another.
 FANOUT_CHUNK = 100
 # How long a publisher waits for its shared-out chunks before it goes on regardless (events are
 # best-effort; a chunk that no dispatcher took in time is still sent when one does).
@@ -47,10 +47,10 @@ FANOUT_WAIT_SECONDS = 5.0
 # A shared-out chunk's SQS body stays well under SQS's 256 KB; a larger event is sent here.
 MAX_SHARED_BODY = 200_000
 # A fan-out is one post_to_connection per subscriber, so botocore's per-call CPU is what a
-# large one costs (about 1 ms a call on a 2-core machine). Two settings cut it by a fifth
-# without changing the request: a fixed User-Agent (else botocore rebuilds its default one
-# from some twenty components on every call) and no client-side parameter validation (the
-# parameters are always a connection id from our own records and bytes we just encoded).
+# large one costs. Two settings cut it without changing the request: a fixed User-Agent (else
+# botocore rebuilds its default one from some twenty components on every call) and no
+# client-side parameter validation (the parameters are always a connection id from our own
+# records and bytes we just encoded).
 _USER_AGENT = f"punctual Boto3/{boto3.__version__} Botocore/{botocore.__version__}"
 
 

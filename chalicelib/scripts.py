@@ -67,10 +67,10 @@ class Scripts:
         """Run one script once, in one round trip with whatever other threads run of it now.
 
         Every script call goes this way. A burst runs the same script from dozens of threads at
-        once. Sent one by one, each call costs ~100 µs of CPU in redis-py (pool checkout, a poll,
-        a send and a receive), twice that when the threads contend for the GIL; in a pipeline
-        ~10 µs. A call that finds no other in flight is sent at once, so a lone call waits for
-        nothing.
+        once. Sent one by one, each call pays redis-py's pool checkout, a poll, a send and a
+        receive, more when the threads contend for the GIL; in a pipeline a small fraction of
+        that (README, Benchmarks). A call that finds no other in flight is sent at once, so a
+        lone call waits for nothing.
         """
         group = self._groups.get(name)
         if group is None:

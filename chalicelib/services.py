@@ -75,8 +75,8 @@ class Services:
                 # rather than hanging on redis-py's default retries.
                 retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
                 # Else every new connection looks redis-py's version up in the installed package
-                # metadata (~1 ms of CPU): a burst that opens dozens of connections at once
-                # spends that on its first deliveries.
+                # metadata: a burst that opens dozens of connections at once spends that CPU on
+                # its first deliveries.
                 driver_info=_DRIVER_INFO,
             )
             redis_client = redis.Redis(connection_pool=pool)

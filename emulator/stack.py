@@ -19,6 +19,8 @@ from types import FrameType
 
 from dotenv import load_dotenv
 
+from chalicelib.config import DEFAULT_DISPATCH_QUEUE, DEFAULT_FANOUT_QUEUE
+
 from .aws_local import ensure_endpoint, ensure_queues, sqs_client
 from .ports import wait_for_port
 from .processes import Supervisor, configure_logging
@@ -68,8 +70,8 @@ def start(env: dict[str, str], supervisor: Supervisor) -> dict[str, str]:
     data_dir = Path(env.get("PUNCTUAL_DATA_DIR") or ROOT / ".local")
     env["REDIS_URL"] = ensure_redis(env, data_dir, supervisor)
     env["AWS_ENDPOINT_URL"] = ensure_endpoint(env, supervisor, data_dir)
-    queues = ensure_queues(sqs_client(env), env.get("DISPATCH_QUEUE_NAME", "punctual-dispatch"),
-                           env.get("FANOUT_QUEUE_NAME", "punctual-fanout"))
+    queues = ensure_queues(sqs_client(env), env.get("DISPATCH_QUEUE_NAME", DEFAULT_DISPATCH_QUEUE),
+                           env.get("FANOUT_QUEUE_NAME", DEFAULT_FANOUT_QUEUE))
     env["DISPATCH_QUEUE_URL"] = queues.dispatch_url
     env["FANOUT_QUEUE_URL"] = queues.fanout_url
     if not env.get("API_TOKEN"):
@@ -83,8 +85,7 @@ def start(env: dict[str, str], supervisor: Supervisor) -> dict[str, str]:
     supervisor.spawn("ws-gateway", [py, "-m", "emulator.ws_gateway"], env)
     # Two worker processes per core: each is a container's worth of dispatch "Lambdas", and the
     # threads of one process share one interpreter lock, so one process per core left the cores
-    # idle while its threads waited for the lock (burst of 5,000 on 2 cores, one run each: 4.1 s
-    # with 2 processes, 3.2 s with 3, 2.5 s with 4).
+    # idle while its threads waited for the lock (README, Benchmarks).
     for i in range(int(env.get("WORKER_PROCESSES") or 2 * (os.cpu_count() or 1))):
         argv = [py, "-m", "emulator.workers"] + (["--ticker"] if i == 0 else [])
         supervisor.spawn("workers", argv, env)

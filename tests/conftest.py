@@ -17,7 +17,7 @@ from moto import mock_aws
 import app as app_module
 from chalicelib import services
 from chalicelib.clock import FakeClock
-from chalicelib.config import Settings
+from chalicelib.config import DEFAULT_DISPATCH_QUEUE, DEFAULT_FANOUT_QUEUE, Settings
 from chalicelib.services import Services
 from emulator.redis_server import RedisServer
 from tests.receiver import Receiver
@@ -72,7 +72,7 @@ def moto_sqs() -> Iterator[Any]:
 @pytest.fixture
 def aws(moto_sqs: Any) -> Iterator[Any]:
     """moto's SQS with fresh, empty dispatch and fan-out queues."""
-    names = ("punctual-dispatch", "punctual-fanout")
+    names = (DEFAULT_DISPATCH_QUEUE, DEFAULT_FANOUT_QUEUE)
     urls = [moto_sqs.create_queue(QueueName=name)["QueueUrl"] for name in names]
     yield moto_sqs
     for url in urls:
@@ -178,7 +178,7 @@ class Harness:
 
     def dispatch(self, bodies: list[str], handler: str = "dispatch") -> None:
         """Invoke an SQS handler (`dispatch`, or `fanout`) with these message bodies."""
-        queue = {"dispatch": "punctual-dispatch", "fanout": "punctual-fanout"}[handler]
+        queue = {"dispatch": DEFAULT_DISPATCH_QUEUE, "fanout": DEFAULT_FANOUT_QUEUE}[handler]
         event = self.client.events.generate_sqs_event(message_bodies=bodies, queue_name=queue)
         # Chalice's test client gives every Lambda 3 s; the dispatcher hands on what it could not
         # finish in the time left, so give it the deployed timeout (.chalice/config.json).

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from chalicelib import observability
+from chalicelib.config import DEFAULT_DISPATCH_QUEUE
 from tests.conftest import T0, TOKEN, Harness, message
 from tests.receiver import Receiver
 
@@ -72,7 +73,7 @@ def test_health_is_503_when_the_dispatch_queue_is_gone(harness: Harness) -> None
     status, body = health(harness)
     assert status == 503
     assert body == {"status": "unhealthy", "redis": "connected", "queue": "unreachable", "oldestOverdueMs": 0}
-    harness.sqs.create_queue(QueueName="punctual-dispatch")  # the fixture deletes it
+    harness.sqs.create_queue(QueueName=DEFAULT_DISPATCH_QUEUE)  # the fixture deletes it
 
 
 def test_a_delivery_writes_a_json_line_and_metrics_without_secrets(
