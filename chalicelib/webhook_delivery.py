@@ -43,7 +43,9 @@ class WebhookDelivery:
         if message is None:
             log.info("nothing to claim for %s (deleted, duplicate or superseded)", claimed.ref)
             return
-        lateness = self._clock.now_ms() - claimed.due_ms  # when the request went out
+        # When the request went out, against when it could first have gone out: a message
+        # accepted with a scheduleTo in the past is due at its acceptance, not years ago.
+        lateness = self._clock.now_ms() - max(claimed.due_ms, message.created_ms)
         result = self._post(message)
         now = self._clock.now_ms()
         settings = self._settings

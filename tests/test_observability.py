@@ -96,6 +96,20 @@ def test_a_delivery_writes_a_json_line_and_metrics_without_secrets(
     assert "4111-secret" not in logged and TOKEN not in logged
 
 
+def test_a_past_dated_message_is_late_from_when_it_was_accepted(
+    harness: Harness, receiver: Receiver, lines: Lines, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Delivered at once, as documented: its lateness is the time since the POST, not the years
+    since its scheduleTo, in the log line and in the metric alike."""
+    harness.post(message("old", "2020-01-01T00:00:00Z", receiver.url))
+    harness.clock.advance(250)
+    harness.drain()
+    receiver.wait_for(1)
+    [delivery] = lines.of("delivery")
+    assert delivery["outcome"] == "delivered" and delivery["latenessMs"] == 250
+    assert metric_values(emf_blobs(capsys.readouterr().out), "WebhookLateness") == [250.0]
+
+
 def test_retries_and_failures_are_counted(harness: Harness, lines: Lines,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     rcv = Receiver(responder=lambda path, n: (503, {}))
