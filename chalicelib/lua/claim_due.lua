@@ -1,22 +1,28 @@
 -- Move items that fall due out of the due index and mark them handed to SQS.
 -- Each ref is re-checked here, so concurrent ticks never claim an item twice.
--- KEYS[1] due index zset   KEYS[2] inflight zset   KEYS[2+i] hash of item i
+-- KEYS[1] due index zset   KEYS[2] inflight zset
 -- ARGV[1] claim up to this due time (ms)   ARGV[2] queue grace (ms)
--- ARGV[1+2i] ref of item i   ARGV[2+2i] fresh claim token for item i
+-- Then, for each item i (from 1): KEYS[2+i] its hash;
+-- ARGV[1+2i] its ref   ARGV[2+2i] a fresh claim token for it.
 -- Returns a flat list: ref, due ms, token for each item claimed.
+local due_key = KEYS[1]
+local inflight_key = KEYS[2]
+local until_ms = ARGV[1]
+local grace_ms = ARGV[2]
+
 local claimed = {}
-local limit = tonumber(ARGV[1])
-local grace = tonumber(ARGV[2])
+local limit = tonumber(until_ms)
+local grace = tonumber(grace_ms)
 for i = 1, #KEYS - 2 do
   local ref = ARGV[1 + 2 * i]
   local token = ARGV[2 + 2 * i]
-  local score = redis.call('ZSCORE', KEYS[1], ref)
+  local score = redis.call('ZSCORE', due_key, ref)
   if score and tonumber(score) <= limit then
-    redis.call('ZREM', KEYS[1], ref)
+    redis.call('ZREM', due_key, ref)
     local hash = KEYS[2 + i]
     if redis.call('EXISTS', hash) == 1 then
       redis.call('HSET', hash, 'status', 'queued', 'token', token, 'nextAttemptAt', score)
-      redis.call('ZADD', KEYS[2], tonumber(score) + grace, ref)
+      redis.call('ZADD', inflight_key, tonumber(score) + grace, ref)
       table.insert(claimed, ref)
       table.insert(claimed, score)
       table.insert(claimed, token)

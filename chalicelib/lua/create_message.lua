@@ -2,8 +2,8 @@
 -- KEYS[1] message hash        KEYS[2] pending-messages zset
 -- KEYS[3] due index zset      KEYS[4] inflight zset
 -- KEYS[5] the sweep marker of the message's due second (used in 'sweep' mode)
--- ARGV[1] id   ARGV[2] webhook url   ARGV[3] payload json   ARGV[4] due ms
--- ARGV[5] now ms   ARGV[6] ref in the due index
+-- ARGV[1] message id   ARGV[2] webhook url   ARGV[3] payload json   ARGV[4] due ms
+-- ARGV[5] now ms   ARGV[6] message ref (in the due index)
 -- ARGV[7] how it reaches SQS:
 --   'tick'  the due index only: a later tick claims it
 --   'claim' claimed now, the caller sends it (due too soon for anything else)
@@ -15,26 +15,41 @@
 -- Returns 0 when the id exists; else 1 (waits in the due index), 2 (claimed: send it)
 -- or 3 (first of its second: send the sweep).
 --#include sweep_marker
-if redis.call('EXISTS', KEYS[1]) == 1 then
+local message_key = KEYS[1]
+local pending_messages_key = KEYS[2]
+local due_key = KEYS[3]
+local inflight_key = KEYS[4]
+local sweep_key = KEYS[5]
+local message_id = ARGV[1]
+local webhook_url = ARGV[2]
+local payload_json = ARGV[3]
+local due_ms = ARGV[4]
+local now_ms = ARGV[5]
+local message_ref = ARGV[6]
+local mode = ARGV[7]
+local claim_token = ARGV[8]
+local inflight_deadline_ms = ARGV[9]
+local marker_ttl_ms = ARGV[10]
+
+if redis.call('EXISTS', message_key) == 1 then
   return 0
 end
-local mode = ARGV[7]
 local result = 1
 if mode == 'sweep' then
-  local state = ask_sweep(KEYS[5], ARGV[10])
+  local state = ask_sweep(sweep_key, marker_ttl_ms)
   if state == 'ask' then
     result = 3
   elseif state == 'swept' then
     mode = 'claim'
   end
 end
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'url', ARGV[2], 'payload', ARGV[3],
-  'due', ARGV[4], 'createdAt', ARGV[5], 'status', 'scheduled', 'attempts', 0)
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('HSET', message_key, 'id', message_id, 'url', webhook_url, 'payload', payload_json,
+  'due', due_ms, 'createdAt', now_ms, 'status', 'scheduled', 'attempts', 0)
+redis.call('ZADD', pending_messages_key, due_ms, message_id)
 if mode == 'claim' then
-  redis.call('HSET', KEYS[1], 'status', 'queued', 'token', ARGV[8], 'nextAttemptAt', ARGV[4])
-  redis.call('ZADD', KEYS[4], ARGV[9], ARGV[6])
+  redis.call('HSET', message_key, 'status', 'queued', 'token', claim_token, 'nextAttemptAt', due_ms)
+  redis.call('ZADD', inflight_key, inflight_deadline_ms, message_ref)
   return 2
 end
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[6])
+redis.call('ZADD', due_key, due_ms, message_ref)
 return result

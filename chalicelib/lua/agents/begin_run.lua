@@ -4,7 +4,16 @@
 -- ARGV[1] run id   ARGV[2] claim token   ARGV[3] now ms   ARGV[4] lease deadline ms
 -- ARGV[5] callback token for the agent's reports
 -- Returns the run hash as a flat list, or an empty list when there is nothing to take.
-if redis.call('HGET', KEYS[1], 'status') ~= 'starting' then return {} end
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then return {} end
-begin_run(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[3], ARGV[4], ARGV[5])
-return redis.call('HGETALL', KEYS[1])
+local run_key = KEYS[1]
+local agent_key = KEYS[2]
+local running_key = KEYS[3]
+local run_id = ARGV[1]
+local claim_token = ARGV[2]
+local now_ms = ARGV[3]
+local lease_deadline_ms = ARGV[4]
+local callback_token = ARGV[5]
+
+if redis.call('HGET', run_key, 'status') ~= 'starting' then return {} end
+if redis.call('HGET', run_key, 'token') ~= claim_token then return {} end
+begin_run(run_key, agent_key, running_key, run_id, now_ms, lease_deadline_ms, callback_token)
+return redis.call('HGETALL', run_key)

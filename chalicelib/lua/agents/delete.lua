@@ -5,11 +5,22 @@
 -- KEYS[6] the pending slot's run hash   KEYS[7] due index
 -- ARGV[1] agent id   ARGV[2] the pending slot's run id ('' none)   ARGV[3] its ref
 -- Returns 1 when deleted, 0 when unknown, -1 while a run is in progress.
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('HGET', KEYS[1], 'currentRun') then return -1 end
-cancel_slot(KEYS[1], KEYS[6], KEYS[7], ARGV[2], ARGV[3])
-redis.call('DEL', KEYS[1], KEYS[5])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('SREM', KEYS[3], ARGV[1])
-redis.call('SREM', KEYS[4], ARGV[1])
+local agent_key = KEYS[1]
+local agents_key = KEYS[2]
+local schedules_key = KEYS[3]
+local paused_key = KEYS[4]
+local recent_runs_key = KEYS[5]
+local pending_slot_key = KEYS[6]
+local due_key = KEYS[7]
+local agent_id = ARGV[1]
+local pending_slot_run_id = ARGV[2]
+local pending_slot_ref = ARGV[3]
+
+if redis.call('EXISTS', agent_key) == 0 then return 0 end
+if redis.call('HGET', agent_key, 'currentRun') then return -1 end
+cancel_slot(agent_key, pending_slot_key, due_key, pending_slot_run_id, pending_slot_ref)
+redis.call('DEL', agent_key, recent_runs_key)
+redis.call('ZREM', agents_key, agent_id)
+redis.call('SREM', schedules_key, agent_id)
+redis.call('SREM', paused_key, agent_id)
 return 1

@@ -1,5 +1,5 @@
--- Helpers shared by the agent scripts; scripts.py prepends this file to each
--- script that starts with `--#include lib`. Every key still comes from KEYS.
+-- Helpers shared by the agent scripts, included by each that starts with `--#include lib`.
+-- They read no KEYS or ARGV: the script that includes them passes what it bound.
 
 -- Ready-queue score: higher priority first, then earlier due time.
 local function ready_score(priority, due)

@@ -1,6 +1,12 @@
 -- Record a new WebSocket connection.
 -- KEYS[1] connection hash
 -- ARGV[1] connection id   ARGV[2] now ms   ARGV[3] idle expiry seconds
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'connectedAt', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+-- Returns 1.
+local connection_key = KEYS[1]
+local connection_id = ARGV[1]
+local now_ms = ARGV[2]
+local expiry_seconds = ARGV[3]
+
+redis.call('HSET', connection_key, 'id', connection_id, 'connectedAt', now_ms)
+redis.call('EXPIRE', connection_key, expiry_seconds)
 return 1

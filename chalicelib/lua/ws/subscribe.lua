@@ -3,10 +3,18 @@
 -- ARGV[1] connection id   ARGV[2] topic   ARGV[3] expiry seconds for the connection's records
 -- ARGV[4] expiry seconds for the topic set (the longest a connection can live)
 -- Returns 1, or 0 when the connection is unknown (expired or gone).
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('EXPIRE', KEYS[3], ARGV[4])
-redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
+local connection_key = KEYS[1]
+local subscriptions_key = KEYS[2]
+local topic_key = KEYS[3]
+local connection_id = ARGV[1]
+local topic = ARGV[2]
+local expiry_seconds = ARGV[3]
+local topic_expiry_seconds = ARGV[4]
+
+if redis.call('EXISTS', connection_key) == 0 then return 0 end
+redis.call('SADD', topic_key, connection_id)
+redis.call('EXPIRE', topic_key, topic_expiry_seconds)
+redis.call('SADD', subscriptions_key, topic)
+redis.call('EXPIRE', connection_key, expiry_seconds)
+redis.call('EXPIRE', subscriptions_key, expiry_seconds)
 return 1
