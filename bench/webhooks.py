@@ -112,9 +112,10 @@ def tick_with_pending(total: int = 1_000_000) -> None:
     """The tick's own time with `total` pending messages, none due: private Redis, moto in-process."""
     from moto import mock_aws
 
-    from chalicelib.claims import message_ref
+    from chalicelib.claims import WayIn, message_ref
     from chalicelib.clock import SystemClock
     from chalicelib.config import Settings
+    from chalicelib.script_calls import CreateMessage
     from chalicelib.services import Services
     from emulator.redis_server import RedisServer
 
@@ -136,11 +137,15 @@ def tick_with_pending(total: int = 1_000_000) -> None:
                 calls = []
                 for i in range(base, min(total, base + 20_000)):
                     due, mid = now + 86_400_000 + i, f"t-{i}"  # a day on: nothing due
-                    calls.append((
-                        [keys.message(mid), keys.pending_messages, keys.due, keys.inflight, keys.sweep(due)],
-                        [mid, "http://127.0.0.1:9/", "{}", due, now, message_ref(mid), "tick", "", 0, 0],
+                    calls.append(CreateMessage(
+                        message_key=keys.message(mid), pending_messages_key=keys.pending_messages,
+                        due_key=keys.due, inflight_key=keys.inflight, sweep_key=keys.sweep(due),
+                        message_id=mid, webhook_url="http://127.0.0.1:9/", payload_json="{}", due_ms=due,
+                        now_ms=now,
+                        message_ref=message_ref(mid), mode=WayIn.TICK.value, claim_token="",
+                        inflight_deadline_ms=0, marker_ttl_ms=0,
                     ))
-                store.scripts.run_many("create_message", calls)
+                store.scripts.call_many(calls)
             print(f"  loaded in {time.perf_counter() - started:.0f} s")
             times = []
             for _ in range(50):

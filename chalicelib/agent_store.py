@@ -11,6 +11,16 @@ from .agents import Agent, ScheduleRequest
 from .claims import run_ref
 from .errors import BadRequest, Conflict, NotFound
 from .runs import new_run_id
+from .script_calls import (
+    CreateAgent,
+    DeleteAgent,
+    DeleteSchedule,
+    MoveSlot,
+    Pause,
+    Resume,
+    SetSchedule,
+    UpdateAgent,
+)
 from .scripts import Refusals, refuse
 from .store import Page, Store
 
@@ -27,8 +37,13 @@ class Stats:
     last_tick_ms: int | None
 
 
-def _flat(fields: dict[str, str]) -> list[str]:
-    return [x for pair in fields.items() for x in pair]
+@dataclass(frozen=True)
+class PendingSlot:
+    """An agent's pending cron slot as a script that may cancel it takes it ('' ids: none)."""
+
+    key: str
+    run_id: str
+    ref: str
 
 
 CREATE_REFUSALS: Refusals = {0: (Conflict, "agent {agent_id!r} already exists")}
@@ -56,40 +71,43 @@ class AgentStore:
         self.scripts = store.scripts
         self.call = store.call
 
-    def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return self.call(lambda: self.scripts.run(f"agents/{name}", keys, args))
-
-    def pending_slot(self, agent_id: str) -> tuple[list[str], list[str]]:
-        """The agent's pending cron slot as the extra (KEYS, ARGV) of a script that cancels it.
+    def pending_slot(self, agent_id: str) -> PendingSlot:
+        """The agent's pending cron slot, for a script that cancels it.
 
         Read before the script; the script drops the slot only if it is still the agent's.
         """
         slot = self.call(lambda: self.client.hget(self.keys.agent(agent_id), "slotRun")) or ""
-        ref = run_ref(agent_id, slot) if slot else ""
-        return [self.keys.run(slot), self.keys.due], [slot, ref]
+        return PendingSlot(self.keys.run(slot), slot, run_ref(agent_id, slot) if slot else "")
 
     # -- agents -----------------------------------------------------------
 
     def create(self, agent_id: str, fields: dict[str, str], now: int) -> Agent:
         k = self.keys
-        created = self._script("create", [k.agent(agent_id), k.agents], [agent_id, now, *_flat(fields)])
+        created = self._store.script(CreateAgent(
+            agent_key=k.agent(agent_id), agents_key=k.agents, agent_id=agent_id, now_ms=now,
+            fields=tuple(fields.items()),
+        ))
         refuse(CREATE_REFUSALS, created, agent_id=agent_id)
         return self.get(agent_id)
 
     def update(self, agent_id: str, fields: dict[str, str], now: int) -> Agent:
-        updated = self._script("update", [self.keys.agent(agent_id)], [now, *_flat(fields)])
+        updated = self._store.script(UpdateAgent(
+            agent_key=self.keys.agent(agent_id), now_ms=now, fields=tuple(fields.items())
+        ))
         refuse(NO_AGENT, updated, agent_id=agent_id)
         return self.get(agent_id)
 
     def move_slot(self, agent: Agent, next_ms: int, now: int) -> None:
         """Move the agent's pending cron slot to `next_ms` (its time zone changed)."""
         k = self.keys
-        slot_keys, slot_args = self.pending_slot(agent.id)
+        slot = self.pending_slot(agent.id)
         run_id = new_run_id()
-        self._script(
-            "move_slot", [k.agent(agent.id), k.due, k.run(run_id), slot_keys[0]],
-            [agent.id, now, *slot_args, next_ms, run_id, run_ref(agent.id, run_id)],
-        )
+        self._store.script(MoveSlot(
+            agent_key=k.agent(agent.id), due_key=k.due, next_slot_key=k.run(run_id),
+            pending_slot_key=slot.key, agent_id=agent.id, now_ms=now, pending_slot_run_id=slot.run_id,
+            pending_slot_ref=slot.ref,
+            next_slot_ms=next_ms, next_slot_run_id=run_id, next_slot_ref=run_ref(agent.id, run_id),
+        ))
 
     def find(self, agent_id: str) -> Agent | None:
         fields = self.call(lambda: self.client.hgetall(self.keys.agent(agent_id)))
@@ -103,11 +121,12 @@ class AgentStore:
 
     def delete(self, agent_id: str) -> None:
         k = self.keys
-        slot_keys, slot_args = self.pending_slot(agent_id)
-        result = self._script(
-            "delete", [k.agent(agent_id), k.agents, k.schedules, k.paused, k.runs_of(agent_id), *slot_keys],
-            [agent_id, *slot_args],
-        )
+        slot = self.pending_slot(agent_id)
+        result = self._store.script(DeleteAgent(
+            agent_key=k.agent(agent_id), agents_key=k.agents, schedules_key=k.schedules, paused_key=k.paused,
+            recent_runs_key=k.runs_of(agent_id), pending_slot_key=slot.key, due_key=k.due, agent_id=agent_id,
+            pending_slot_run_id=slot.run_id, pending_slot_ref=slot.ref,
+        ))
         refuse(DELETE_REFUSALS, result, agent_id=agent_id)
 
     def page(self, limit: int, cursor: str | None) -> tuple[Page, list[Agent]]:
@@ -126,40 +145,46 @@ class AgentStore:
     def set_schedule(self, agent: Agent, request: ScheduleRequest, next_ms: int, now: int) -> None:
         k = self.keys
         run_id = new_run_id()
-        slot_keys, slot_args = self.pending_slot(agent.id)
-        ok = self._script(
-            "schedule_set",
-            [k.agent(agent.id), k.schedules, k.paused, k.due, k.run(run_id), slot_keys[0]],
-            [agent.id, now, request.cron_expression, int(request.priority),
-             "1" if request.enabled else "0", request.job_id or agent.id, request.timezone or "",
-             next_ms, run_id, run_ref(agent.id, run_id), *slot_args],
-        )
+        slot = self.pending_slot(agent.id)
+        ok = self._store.script(SetSchedule(
+            agent_key=k.agent(agent.id), schedules_key=k.schedules, paused_key=k.paused, due_key=k.due,
+            next_slot_key=k.run(run_id), pending_slot_key=slot.key, agent_id=agent.id, now_ms=now,
+            cron_expression=request.cron_expression, priority=int(request.priority),
+            enabled="1" if request.enabled else "0", job_id=request.job_id or agent.id,
+            schedule_timezone=request.timezone or "", next_slot_ms=next_ms, next_slot_run_id=run_id,
+            next_slot_ref=run_ref(agent.id, run_id), pending_slot_run_id=slot.run_id,
+            pending_slot_ref=slot.ref,
+        ))
         refuse(NO_AGENT, ok, agent_id=agent.id)
 
     def delete_schedule(self, agent_id: str, now: int) -> None:
         k = self.keys
-        slot_keys, slot_args = self.pending_slot(agent_id)
-        result = self._script(
-            "schedule_delete", [k.agent(agent_id), k.schedules, k.paused, *slot_keys],
-            [agent_id, now, *slot_args],
-        )
+        slot = self.pending_slot(agent_id)
+        result = self._store.script(DeleteSchedule(
+            agent_key=k.agent(agent_id), schedules_key=k.schedules, paused_key=k.paused,
+            pending_slot_key=slot.key, due_key=k.due, agent_id=agent_id, now_ms=now,
+            pending_slot_run_id=slot.run_id, pending_slot_ref=slot.ref,
+        ))
         refuse(UNSCHEDULE_REFUSALS, result, agent_id=agent_id)
 
     def pause(self, agent_id: str, job_id: str, now: int) -> None:
         k = self.keys
-        slot_keys, slot_args = self.pending_slot(agent_id)
-        result = self._script(
-            "pause", [k.agent(agent_id), k.paused, *slot_keys], [agent_id, job_id, now, *slot_args]
-        )
+        slot = self.pending_slot(agent_id)
+        result = self._store.script(Pause(
+            agent_key=k.agent(agent_id), paused_key=k.paused, pending_slot_key=slot.key, due_key=k.due,
+            agent_id=agent_id, job_id=job_id, now_ms=now, pending_slot_run_id=slot.run_id,
+            pending_slot_ref=slot.ref,
+        ))
         refuse(PAUSE_REFUSALS, result, agent_id=agent_id, job_id=job_id)
 
     def resume(self, agent_id: str, job_id: str, now: int, next_ms: int) -> None:
         k = self.keys
         run_id = new_run_id()
-        result = self._script(
-            "resume", [k.agent(agent_id), k.paused, k.due, k.run(run_id)],
-            [agent_id, job_id, now, next_ms, run_id, run_ref(agent_id, run_id)],
-        )
+        result = self._store.script(Resume(
+            agent_key=k.agent(agent_id), paused_key=k.paused, due_key=k.due, next_slot_key=k.run(run_id),
+            agent_id=agent_id, job_id=job_id, now_ms=now, next_slot_ms=next_ms, next_slot_run_id=run_id,
+            next_slot_ref=run_ref(agent_id, run_id),
+        ))
         refuse(RESUME_REFUSALS, result, agent_id=agent_id, job_id=job_id)
 
     def find_many(self, agent_ids: Iterable[str]) -> dict[str, Agent]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from .script_calls import Connect, Disconnect, Subscribe, Unsubscribe
 from .store import Store
 
 IDLE_SECONDS = 600
@@ -25,9 +26,9 @@ def agent_topic(agent_id: str) -> str:
 
 class LiveStore:
     def __init__(self, store: Store) -> None:
+        self._store = store
         self.client = store.client
         self.keys = store.keys
-        self._scripts = store.scripts
         self.call = store.call
 
     def _expiry(self, connected_ms: int, now: int) -> int:
@@ -35,8 +36,8 @@ class LiveStore:
         return max(1, min(IDLE_SECONDS, left))
 
     def connect(self, connection_id: str, now: int) -> None:
-        key = self.keys.ws_connection(connection_id)
-        self.call(lambda: self._scripts.run("ws/connect", [key], [connection_id, now, IDLE_SECONDS]))
+        self._store.script(Connect(connection_key=self.keys.ws_connection(connection_id),
+                                   connection_id=connection_id, now_ms=now, expiry_seconds=IDLE_SECONDS))
 
     def connected_at(self, connection_id: str) -> int | None:
         value = self.call(lambda: self.client.hget(self.keys.ws_connection(connection_id), "connectedAt"))
@@ -47,9 +48,12 @@ class LiveStore:
         if connected is None:
             return False
         k = self.keys
-        keys = [k.ws_connection(connection_id), k.ws_subscriptions(connection_id), k.ws_topic(topic)]
-        args = [connection_id, topic, self._expiry(connected, now), MAX_CONNECTION_SECONDS]
-        return bool(self.call(lambda: self._scripts.run("ws/subscribe", keys, args)))
+        return bool(self._store.script(Subscribe(
+            connection_key=k.ws_connection(connection_id),
+            subscriptions_key=k.ws_subscriptions(connection_id), topic_key=k.ws_topic(topic),
+            connection_id=connection_id, topic=topic,
+            expiry_seconds=self._expiry(connected, now), topic_expiry_seconds=MAX_CONNECTION_SECONDS,
+        )))
 
     def touch(self, connection_id: str, now: int) -> bool:
         """A message arrived: the connection is not idle."""
@@ -70,15 +74,17 @@ class LiveStore:
 
     def unsubscribe(self, connection_id: str, topic: str) -> None:
         k = self.keys
-        keys = [k.ws_subscriptions(connection_id), k.ws_topic(topic)]
-        self.call(lambda: self._scripts.run("ws/unsubscribe", keys, [connection_id, topic]))
+        self._store.script(Unsubscribe(subscriptions_key=k.ws_subscriptions(connection_id),
+                                       topic_key=k.ws_topic(topic), connection_id=connection_id, topic=topic))
 
     def disconnect(self, connection_id: str) -> None:
         k = self.keys
         topics = self.call(lambda: self.client.smembers(k.ws_subscriptions(connection_id)))
-        keys = [k.ws_connection(connection_id), k.ws_subscriptions(connection_id),
-                *(k.ws_topic(t) for t in sorted(topics))]
-        self.call(lambda: self._scripts.run("ws/disconnect", keys, [connection_id]))
+        self._store.script(Disconnect(
+            connection_key=k.ws_connection(connection_id),
+            subscriptions_key=k.ws_subscriptions(connection_id),
+            topic_keys=tuple(k.ws_topic(t) for t in sorted(topics)), connection_id=connection_id,
+        ))
 
     def subscribers(self, topic: str) -> list[str]:
         """Live subscribers of a topic; ones whose records expired are dropped on the way."""

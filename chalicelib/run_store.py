@@ -9,14 +9,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .agent_store import AgentStore
+from .agent_store import AgentStore, PendingSlot
 from .agents import DEFAULT_TIMEOUT_SECONDS, Agent
 from .claims import Retry, new_token, run_ref
 from .errors import Conflict, NotFound, PunctualError, Unauthorized
 from .events import Audience
 from .live_store import SCHEDULER_TOPIC, agent_topic
 from .runs import Run, new_run_id
+from .script_calls import BeginRun, FinishRun, Fire, Progress, RequeueStart, RunNow, StartReady
 from .scripts import Refusals, hash_of, refuse
+from .store import Store
 
 
 @dataclass(frozen=True)
@@ -87,23 +89,20 @@ def report_error(code: int, run_id: str) -> PunctualError:
 
 
 class RunStore:
-    def __init__(self, agents: AgentStore) -> None:
+    def __init__(self, store: Store, agents: AgentStore) -> None:
+        self._store = store
         self._agents = agents
-        self.client = agents.client
-        self.keys = agents.keys
-        self._scripts = agents.scripts
-        self.call = agents.call
-
-    def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return self.call(lambda: self._scripts.run(f"agents/{name}", keys, args))
+        self.client = store.client
+        self.keys = store.keys
+        self.call = store.call
 
     def run_now(self, agent_id: str, now: int) -> str:
         k = self.keys
         run_id = new_run_id()
-        result = self._script(
-            "run_now", [k.agent(agent_id), k.run(run_id), k.ready, k.runs_of(agent_id)],
-            [agent_id, run_id, now],
-        )
+        result = self._store.script(RunNow(
+            agent_key=k.agent(agent_id), run_key=k.run(run_id), ready_key=k.ready,
+            recent_runs_key=k.runs_of(agent_id), agent_id=agent_id, run_id=run_id, now_ms=now,
+        ))
         refuse(RUN_NOW_REFUSALS, result, agent_id=agent_id)
         return run_id
 
@@ -122,16 +121,19 @@ class RunStore:
         calls = []
         for fire, token, callback_token in zip(fires, tokens, callback_tokens, strict=True):
             next_id = new_run_id()
-            calls.append((
-                [k.run(fire.run_id), k.agent(fire.agent_id), k.due, k.inflight, k.ready,
-                 k.runs_of(fire.agent_id), k.run(next_id), k.running,
-                 k.ws_topic(agent_topic(fire.agent_id)), k.ws_topic(SCHEDULER_TOPIC)],
-                [fire.run_id, fire.token, now, run_ref(fire.agent_id, fire.run_id),
-                 "" if fire.next_slot_ms is None else fire.next_slot_ms, next_id,
-                 run_ref(fire.agent_id, next_id), retention, max_running, start_lease_ms, token,
-                 callback_token, DEFAULT_TIMEOUT_SECONDS],
+            calls.append(Fire(
+                run_key=k.run(fire.run_id), agent_key=k.agent(fire.agent_id), due_key=k.due,
+                inflight_key=k.inflight, ready_key=k.ready, recent_runs_key=k.runs_of(fire.agent_id),
+                next_slot_key=k.run(next_id), running_key=k.running,
+                agent_topic_key=k.ws_topic(agent_topic(fire.agent_id)),
+                scheduler_topic_key=k.ws_topic(SCHEDULER_TOPIC), run_id=fire.run_id, claim_token=fire.token,
+                now_ms=now, run_ref=run_ref(fire.agent_id, fire.run_id),
+                next_slot_ms="" if fire.next_slot_ms is None else fire.next_slot_ms, next_slot_run_id=next_id,
+                next_slot_ref=run_ref(fire.agent_id, next_id), retention_seconds=retention,
+                max_running=max_running, start_lease_deadline_ms=start_lease_ms, start_claim_token=token,
+                callback_token=callback_token, default_timeout_seconds=DEFAULT_TIMEOUT_SECONDS,
             ))
-        answers = self.call(lambda: self._scripts.run_many("agents/fire", calls)) if fires else []
+        answers = self.call(lambda: self._store.scripts.call_many(calls))
         return [_fired(*answer) for answer in zip(answers, tokens, callback_tokens, strict=True)]
 
     def start_ready(self, max_running: int, lease_deadline_ms: int) -> list[tuple[str, str]]:
@@ -146,10 +148,11 @@ class RunStore:
             run_ids = self.call(candidates)
             if not run_ids:
                 return started
-            args: list[Any] = [max_running, lease_deadline_ms]
-            for run_id in run_ids:
-                args += [run_id, new_token()]
-            flat = self._script("start_ready", [k.ready, k.running, *(k.run(r) for r in run_ids)], args)
+            flat = self._store.script(StartReady(
+                ready_key=k.ready, running_key=k.running, run_keys=tuple(k.run(r) for r in run_ids),
+                max_running=max_running, start_lease_deadline_ms=lease_deadline_ms,
+                runs=tuple((run_id, new_token()) for run_id in run_ids),
+            ))
             if not flat:
                 return started
             started += list(zip(flat[::2], flat[1::2], strict=True))
@@ -158,10 +161,10 @@ class RunStore:
         self, run_id: str, agent_id: str, token: str, now: int, lease_ms: int, callback_token: str
     ) -> Run | None:
         k = self.keys
-        flat = self._script(
-            "begin_run", [k.run(run_id), k.agent(agent_id), k.running],
-            [run_id, token, now, lease_ms, callback_token],
-        )
+        flat = self._store.script(BeginRun(
+            run_key=k.run(run_id), agent_key=k.agent(agent_id), running_key=k.running, run_id=run_id,
+            claim_token=token, now_ms=now, lease_deadline_ms=lease_ms, callback_token=callback_token,
+        ))
         return Run.from_hash(hash_of(flat)) if flat else None
 
     def authorise_report(self, agent_id: str, run_id: str, token: str) -> Run:
@@ -181,9 +184,10 @@ class RunStore:
         return run
 
     def report_progress(self, agent_id: str, run_id: str, token: str, progress: dict[str, Any]) -> None:
-        code = self._script(
-            "progress", [self.keys.run(run_id)], [agent_id, token, json.dumps(progress), "callback"]
-        )
+        code = self._store.script(Progress(
+            run_key=self.keys.run(run_id), agent_id=agent_id, token=token, progress_json=json.dumps(progress),
+            token_kind="callback",
+        ))
         refuse(REPORT_REFUSALS, code, run_id=run_id)
 
     def finish_run(
@@ -201,15 +205,18 @@ class RunStore:
         k = self.keys
         agent_id, run_id = run.agent_id, run.id
         # Only a run whose retries are spent takes the agent off its schedule.
-        no_slot: tuple[list[str], list[str]] = ([k.run(""), k.due], ["", ""])
-        slot_keys, slot_args = self._agents.pending_slot(agent_id) if outcome == "failed" else no_slot
-        code = self._script(
-            "finish_run",
-            [k.run(run_id), k.agent(agent_id), k.running, k.inflight, k.schedules, *slot_keys, k.paused],
-            [agent_id, token, run_id, outcome, now, error or "", retention, run.ref,
-             retry.claim.due_ms if retry else "", retry.claim.token if retry else "",
-             retry.inflight_deadline_ms if retry else 0, *slot_args, token_kind],
-        )
+        no_slot = PendingSlot(k.run(""), "", "")
+        slot = self._agents.pending_slot(agent_id) if outcome == "failed" else no_slot
+        code = self._store.script(FinishRun(
+            run_key=k.run(run_id), agent_key=k.agent(agent_id), running_key=k.running,
+            inflight_key=k.inflight, schedules_key=k.schedules, pending_slot_key=slot.key, due_key=k.due,
+            paused_key=k.paused, agent_id=agent_id, token=token, run_id=run_id, outcome=outcome, now_ms=now,
+            error_text=error or "", retention_seconds=retention, run_ref=run.ref,
+            retry_due_ms=retry.claim.due_ms if retry else "",
+            retry_claim_token=retry.claim.token if retry else "",
+            inflight_deadline_ms=retry.inflight_deadline_ms if retry else 0,
+            pending_slot_run_id=slot.run_id, pending_slot_ref=slot.ref, token_kind=token_kind,
+        ))
         return int(code)
 
     def get_run(self, run_id: str) -> Run | None:
@@ -232,4 +239,6 @@ class RunStore:
 
     def requeue_start(self, run_id: str, now: int) -> bool:
         k = self.keys
-        return bool(self._script("requeue_start", [k.run(run_id), k.running, k.ready], [run_id, now]))
+        return bool(self._store.script(RequeueStart(
+            run_key=k.run(run_id), running_key=k.running, ready_key=k.ready, run_id=run_id, now_ms=now
+        )))

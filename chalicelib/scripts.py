@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 from redis.commands.core import Script
@@ -22,6 +23,54 @@ _LUA_DIR = Path(__file__).parent / "lua"
 
 
 Call = tuple[Sequence[Any], Sequence[Any]]  # a script's keys and args
+
+
+def key() -> Any:
+    """A ScriptCall field that goes to KEYS; the others go to ARGV."""
+    return field(metadata={"key": True})
+
+
+def keys_tail() -> Any:
+    """The last KEYS field of a variadic script: a tuple of keys, one per repeated item."""
+    return field(metadata={"key": True, "tail": True})
+
+
+def args_tail() -> Any:
+    """The last ARGV field of a variadic script: a tuple of items, each a value or a tuple of
+    values (sent flat, in order)."""
+    return field(metadata={"tail": True})
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """One call of a Lua script, with its keys and arguments named.
+
+    A subclass is a frozen dataclass that names its script; its key fields, in order, are the
+    script's KEYS, its other fields, in order, its ARGV, under the names the script binds them
+    to (tests/test_lua_layout.py holds them to that).
+    """
+
+    script: ClassVar[str]
+
+    def keys(self) -> list[Any]:
+        return _flat_values(self, keys=True)
+
+    def args(self) -> list[Any]:
+        return _flat_values(self, keys=False)
+
+
+def _flat_values(call: ScriptCall, keys: bool) -> list[Any]:
+    values: list[Any] = []
+    for spec in fields(call):
+        if spec.metadata.get("key", False) != keys:
+            continue
+        value = getattr(call, spec.name)
+        if spec.metadata.get("tail"):
+            for item in value:
+                values.extend(item if isinstance(item, tuple) else (item,))
+        else:
+            values.append(value)
+    return values
 
 
 # A script's refusal codes: the error each stands for, and its message (a str.format template).
@@ -54,6 +103,16 @@ class Scripts:
             script = self._client.register_script(_source(_LUA_DIR / f"{name}.lua"))
             self._cache[name] = script
         return script
+
+    def call(self, call: ScriptCall) -> Any:
+        """Run one script call (see `run`)."""
+        return self.run(call.script, call.keys(), call.args())
+
+    def call_many(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Calls of one script, all in one round trip (see `run_many`)."""
+        if not calls:
+            return []
+        return self.run_many(calls[0].script, [(call.keys(), call.args()) for call in calls])
 
     def run_many(self, name: str, calls: Sequence[Call]) -> list[Any]:
         """Run one script once per (keys, args), all in one round trip; the first error raises."""

@@ -100,7 +100,7 @@ class Services:
         sender = HttpSender(settings.webhook_timeout_seconds, allow_internal=settings.local_mode,
                             resolver=resolver)
         agents = AgentStore(store)
-        runs = RunStore(agents)
+        runs = RunStore(store, agents)
         live = LiveStore(store)
         ws_publisher = WsPublisher(live, agents, ManagementApi(settings), queue, fanout_queue, clock,
                                    settings)

@@ -17,9 +17,24 @@ from .claims import Claimed, Created, Retry, WayIn, message_ref, new_token
 from .errors import BadRequest, Conflict, NotFound, Unavailable
 from .keys import Keys
 from .messages import Message, NewMessage
-from .scripts import Scripts, hash_of
+from .script_calls import (
+    AskSweep,
+    BeginDelivery,
+    ClaimDue,
+    CreateMessage,
+    DeleteMessage,
+    FinishDelivery,
+    PageAfter,
+    Reclaim,
+)
+from .scripts import Refusals, ScriptCall, Scripts, hash_of, refuse
 
 T = TypeVar("T")
+
+DELETE_REFUSALS: Refusals = {
+    0: (NotFound, "message {message_id!r} not found"),
+    -1: (Conflict, "message {message_id!r} is being delivered right now and cannot be deleted"),
+}
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,10 @@ class Store:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise Unavailable(f"storage is unavailable: {exc}") from None
 
+    def script(self, call: ScriptCall) -> Any:
+        """Run one Lua script call (a lost connection is a 503, as in `call`)."""
+        return self.call(lambda: self.scripts.call(call))
+
     def ping(self) -> bool:
         try:
             return bool(self.client.ping())
@@ -90,24 +109,13 @@ class Store:
     ) -> Created:
         """Store a message and set it on its way to SQS as `way_in` says (see create_message.lua)."""
         k = self.keys
-        created = Created(int(self.call(
-            lambda: self.scripts.run(
-                "create_message",
-                keys=[k.message(new.id), k.pending_messages, k.due, k.inflight, k.sweep(new.due_ms)],
-                args=[
-                    new.id,
-                    new.webhook_url,
-                    new.payload_json,
-                    new.due_ms,
-                    now_ms,
-                    message_ref(new.id),
-                    way_in.value,
-                    claim_token,
-                    inflight_deadline_ms,
-                    marker_ttl_ms,
-                ],
-            )
-        )))
+        created = Created(int(self.script(CreateMessage(
+            message_key=k.message(new.id), pending_messages_key=k.pending_messages, due_key=k.due,
+            inflight_key=k.inflight, sweep_key=k.sweep(new.due_ms), message_id=new.id,
+            webhook_url=new.webhook_url, payload_json=new.payload_json, due_ms=new.due_ms, now_ms=now_ms,
+            message_ref=message_ref(new.id), mode=way_in.value, claim_token=claim_token,
+            inflight_deadline_ms=inflight_deadline_ms, marker_ttl_ms=marker_ttl_ms,
+        ))))
         if created is Created.TAKEN:
             raise Conflict(f"message {new.id!r} already exists")
         return created
@@ -115,9 +123,7 @@ class Store:
     def ask_sweep(self, second_ms: int, marker_ttl_ms: int) -> str:
         """For an item indexed in a due second the last tick already covered: "ask" (send the
         sweep of that second), "pending" (a sweep is on its way) or "swept" (claim it now)."""
-        return str(self.call(
-            lambda: self.scripts.run("ask_sweep", keys=[self.keys.sweep(second_ms)], args=[marker_ttl_ms])
-        ))
+        return str(self.script(AskSweep(sweep_key=self.keys.sweep(second_ms), marker_ttl_ms=marker_ttl_ms)))
 
     def sweep_marker_lost(self, second_ms: int) -> None:
         """The sweep of a second could not be sent: the next message of that second asks again."""
@@ -135,17 +141,11 @@ class Store:
 
     def delete_message(self, message_id: str) -> None:
         k = self.keys
-        result = self.call(
-            lambda: self.scripts.run(
-                "delete_message",
-                keys=[k.message(message_id), k.pending_messages, k.due, k.inflight],
-                args=[message_id, message_ref(message_id)],
-            )
-        )
-        if result == 0:
-            raise NotFound(f"message {message_id!r} not found")
-        if result == -1:
-            raise Conflict(f"message {message_id!r} is being delivered right now and cannot be deleted")
+        result = self.script(DeleteMessage(
+            message_key=k.message(message_id), pending_messages_key=k.pending_messages, due_key=k.due,
+            inflight_key=k.inflight, message_id=message_id, message_ref=message_ref(message_id),
+        ))
+        refuse(DELETE_REFUSALS, result, message_id=message_id)
 
     def page_pending(self, limit: int, cursor: str | None) -> Page:
         return self.page(self.keys.pending_messages, limit, cursor)
@@ -159,7 +159,8 @@ class Store:
                 flat = [x for row in rows for x in row]
             else:
                 score, member = decode_cursor(cursor)
-                flat = self.scripts.run("page_after", keys=[key], args=[score, member, limit])
+                flat = self.scripts.call(PageAfter(zset_key=key, cursor_score=score, cursor_member=member,
+                                                   page_size=limit))
             return flat, int(self.client.zcard(key))
 
         flat, total = self.call(read)
@@ -179,13 +180,10 @@ class Store:
         return [url for url in (self.call(read) if refs else []) if url]
 
     def begin_delivery(self, claimed: Claimed, lease_deadline_ms: int) -> Message | None:
-        flat = self.call(
-            lambda: self.scripts.run(
-                "begin_delivery",
-                keys=[self.keys.item(claimed.ref), self.keys.inflight],
-                args=[claimed.ref, claimed.token, lease_deadline_ms],
-            )
-        )
+        flat = self.script(BeginDelivery(
+            message_key=self.keys.item(claimed.ref), inflight_key=self.keys.inflight, message_ref=claimed.ref,
+            claim_token=claimed.token, lease_deadline_ms=lease_deadline_ms,
+        ))
         return Message.from_hash(hash_of(flat)) if flat else None
 
     def finish_delivery(
@@ -199,17 +197,14 @@ class Store:
         retry: Retry | None = None,
     ) -> bool:
         k = self.keys
-        ref = message_ref(message.id)
-        args: list[Any] = [ref, token, outcome, now_ms, error or "", retention_seconds, message.id]
-        if retry is not None:
-            args += [retry.claim.token, retry.claim.due_ms, retry.inflight_deadline_ms]
-        return bool(
-            self.call(
-                lambda: self.scripts.run(
-                    "finish_delivery", keys=[k.message(message.id), k.inflight, k.pending_messages], args=args
-                )
-            )
-        )
+        return bool(self.script(FinishDelivery(
+            message_key=k.message(message.id), inflight_key=k.inflight,
+            pending_messages_key=k.pending_messages, message_ref=message_ref(message.id), claim_token=token,
+            outcome=outcome, now_ms=now_ms, error_text=error or "", retention_seconds=retention_seconds,
+            message_id=message.id, retry_claim_token=retry.claim.token if retry else "",
+            retry_due_ms=retry.claim.due_ms if retry else "",
+            inflight_deadline_ms=retry.inflight_deadline_ms if retry else "",
+        )))
 
     # -- the due and inflight indexes ------------------------------------
 
@@ -229,15 +224,10 @@ class Store:
         )
         if not refs:
             return [], False
-        args: list[Any] = [until_ms, grace_ms]
-        for ref in refs:
-            args += [ref, new_token()]
-        flat = self.call(
-            lambda: self.scripts.run(
-                "claim_due",
-                keys=[k.due, k.inflight, *(k.item(ref) for ref in refs)], args=args
-            )
-        )
+        flat = self.script(ClaimDue(
+            due_key=k.due, inflight_key=k.inflight, item_keys=tuple(k.item(ref) for ref in refs),
+            until_ms=until_ms, grace_ms=grace_ms, items=tuple((ref, new_token()) for ref in refs),
+        ))
         claimed = [
             Claimed(ref=flat[i], due_ms=int(float(flat[i + 1])), token=flat[i + 2])
             for i in range(0, len(flat), 3)
@@ -259,10 +249,9 @@ class Store:
         )
         if not refs:
             return 0, False
-        count = self.call(
-            lambda: self.scripts.run(
-                "reclaim", keys=[k.inflight, k.due, *(k.item(ref) for ref in refs)], args=[now_ms, *refs]
-            )
-        )
+        count = self.script(Reclaim(
+            inflight_key=k.inflight, due_key=k.due, item_keys=tuple(k.item(ref) for ref in refs),
+            now_ms=now_ms, refs=tuple(refs),
+        ))
         return int(count), len(refs) == batch
 

@@ -7,10 +7,13 @@ drift apart. No Redis needed: this reads the source.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
 
+from chalicelib import script_calls
+from chalicelib.scripts import ScriptCall
 from tests.lua_bindings import (
     LITERAL_INDEX,
     LUA_DIR,
@@ -109,3 +112,44 @@ def test_script_bindings_names_a_script_s_keys_and_args() -> None:
     )
     with pytest.raises(ValueError):
         script_bindings("agents/lib")
+
+
+def _calls() -> dict[str, type[ScriptCall]]:
+    calls = [cls for cls in vars(script_calls).values()
+             if isinstance(cls, type) and issubclass(cls, ScriptCall) and cls is not ScriptCall]
+    return {cls.script: cls for cls in calls}
+
+
+def test_every_script_has_one_named_call_and_every_call_a_script() -> None:
+    calls = [cls for cls in vars(script_calls).values()
+             if isinstance(cls, type) and issubclass(cls, ScriptCall) and cls is not ScriptCall]
+    assert sorted(cls.script for cls in calls) == sorted(SCRIPTS)
+    assert len(_calls()) == len(calls)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_the_python_call_names_the_keys_and_args_as_the_script_binds_them(name: str) -> None:
+    specs = [spec for spec in dataclasses.fields(_calls()[name]) if not spec.metadata.get("tail")]
+    keys = [spec.name for spec in specs if spec.metadata.get("key")]
+    args = [spec.name for spec in specs if not spec.metadata.get("key")]
+    assert (keys, args) == script_bindings(name)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_a_variadic_script_s_repeated_part_comes_last(name: str) -> None:
+    """A tail field (the repeated keys or arguments) must be the last of its kind, or its
+    values would land before fixed ones in KEYS or ARGV."""
+    specs = dataclasses.fields(_calls()[name])
+    for kind in (True, False):
+        of_kind = [spec for spec in specs if bool(spec.metadata.get("key")) is kind]
+        tails = [i for i, spec in enumerate(of_kind) if spec.metadata.get("tail")]
+        assert tails in ([], [len(of_kind) - 1]), f"{name}: a tail field is not last"
+
+
+def test_a_call_sends_its_keys_and_args_in_order_with_the_tails_flattened() -> None:
+    call = script_calls.ClaimDue(
+        due_key="d", inflight_key="i", item_keys=("h1", "h2"), until_ms=5, grace_ms=6,
+        items=(("r1", "t1"), ("r2", "t2")),
+    )
+    assert call.keys() == ["d", "i", "h1", "h2"]
+    assert call.args() == [5, 6, "r1", "t1", "r2", "t2"]
