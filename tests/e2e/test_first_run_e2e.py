@@ -1,15 +1,19 @@
 """A newcomer's first run: `make run`'s stack with nothing set (no token, no Redis settings) on a
-machine where a Redis full of strangers' keys already runs, a restart, and a second stack on the
-same ports."""
+machine where a Redis full of strangers' keys already runs, then the README's own examples
+against it, a restart, and a second stack on the same ports."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import selectors
 import socket
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ from emulator.launcher import ROOT, Stack
 from emulator.redis_server import RedisServer
 
 USER_LINES = "# my own settings\nGREETING=hello"  # no newline at the end: the token goes below it
+NOT_RUN = re.compile(r"<!-- not run: (.+) -->")
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,139 @@ def test_without_redis_settings_the_stack_uses_its_own_and_leaves_the_running_on
     assert redis.Redis.from_url(newcomer.redis_url).ping()
     # Nothing of ours connected to the stranger's Redis, let alone changed it.
     assert stranger.snapshot() == before
+
+
+@dataclass(frozen=True)
+class Block:
+    language: str
+    code: str
+    line: int
+    not_run: str | None  # the reason given just above it
+
+
+def readme_blocks() -> list[Block]:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    blocks: list[Block] = []
+    i = 0
+    while i < len(lines):
+        fence = re.fullmatch(r"```(\w*)", lines[i])
+        if fence is None:
+            i += 1
+            continue
+        end = lines.index("```", i + 1)
+        above = next((x for x in reversed(lines[:i]) if x.strip()), "")
+        reason = NOT_RUN.fullmatch(above.strip())
+        blocks.append(Block(fence.group(1), "\n".join(lines[i + 1:end]) + "\n", i + 1,
+                            reason.group(1) if reason else None))
+        i = end + 1
+    return blocks
+
+
+def first_lines(process: subprocess.Popen[str], count: int, seconds: float) -> list[str]:
+    """The first `count` lines a process prints (it may go on forever), or fail after `seconds`."""
+    assert process.stdout is not None
+    got: list[str] = []
+    deadline = time.monotonic() + seconds
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while len(got) < count and (left := deadline - time.monotonic()) > 0:
+            if selector.select(left):
+                line = process.stdout.readline()
+                if not line:
+                    break
+                got.append(line)
+    return got
+
+
+def run_bash(code: str, env: dict[str, str]) -> str:
+    done = subprocess.run(["bash", "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def run_python(code: str, env: dict[str, str], tmp_path: Path) -> list[str]:
+    """A client that prints frames until stopped: its first two lines."""
+    script = tmp_path / "client.py"
+    script.write_text(code)
+    process = subprocess.Popen([sys.executable, "-u", str(script)], env=env, cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = first_lines(process, 2, 20)
+    finally:
+        process.kill()
+        _, errors = process.communicate(timeout=10)
+    assert len(lines) == 2, errors
+    return lines
+
+
+def check_health(out: str) -> None:
+    assert json.loads(out) == {"status": "healthy", "redis": "connected", "queue": "reachable",
+                               "oldestOverdueMs": 0}
+
+
+def check_message(out: str) -> None:
+    assert json.loads(out) == {"status": "scheduled", "messageId": "order-42-reminder"}
+
+
+def check_agent(out: str) -> None:
+    body = json.loads(out)
+    assert body["success"] is True
+    assert {k: body["data"][k] for k in ("id", "name", "status")} == {
+        "id": "agent-123", "name": "Content Creator Agent", "status": "IDLE"}
+
+
+def check_schedule(out: str) -> None:
+    body = json.loads(out)
+    assert body["success"] is True
+    assert body["data"]["scheduleExpression"] == "*/5 * * * *" and body["data"]["scheduleEnabled"] is True
+    assert body["data"]["nextRunAt"].endswith("Z")
+
+
+def check_live(lines: list[str]) -> None:
+    assert json.loads(lines[0]) == {"event": "subscribed", "data": {"topic": "scheduler-updates"}}
+    status = json.loads(lines[1])
+    assert status["event"] == "scheduler:status" and status["data"]["stats"]["isRunning"] is True
+
+
+# Each runnable block is known by a string in it; what it prints is checked as a user would.
+CHECKS: list[tuple[str, Callable[[Any], None]]] = [
+    ("curl -s $API/health", check_health),
+    ('"id": "order-42-reminder"', check_message),
+    ('"endpointUrl": "https://agents.example.com/run"', check_agent),
+    ("/api/agents/agent-123/schedule", check_schedule),
+    ("websockets.connect", check_live),
+]
+
+
+def test_the_readme_examples_run_as_written(newcomer: Stack, tmp_path: Path) -> None:
+    blocks = readme_blocks()
+    # The README's export line is the banner's, with the banner's values.
+    [export] = [b for b in blocks if b.code.startswith("export API=")]
+    assert export.not_run
+    banner_line = next(x for x in newcomer.banner.splitlines() if x.strip().startswith("export "))
+    assert re.findall(r"(\w+)=", export.code) == re.findall(r"(\w+)=", banner_line) == ["API", "WS", "TOKEN"]
+    env = {k: v for k, v in os.environ.items() if k not in {"API_TOKEN", "REDIS_URL"}}
+    env.update(newcomer.exported)
+    ran = []
+    for block in blocks:
+        if block.language in {"json", "text", ""}:
+            continue  # answers, samples and diagrams
+        if block.not_run:
+            continue
+        assert block.language in {"bash", "python"}, f"README line {block.line}: <!-- not run: why -->?"
+        [check] = [c for key, c in CHECKS if key in block.code] or [None]
+        assert check is not None, f"README line {block.line}: no check for this block in {__name__}"
+        if block.language == "bash":
+            check(run_bash(block.code, env))
+        else:
+            check(run_python(block.code, env, tmp_path))
+        ran.append(check)
+    assert ran == [check for _, check in CHECKS]
+    # What is not run needs Docker, AWS, a browser, or is `make` itself; the list stays short.
+    assert len([b for b in blocks if b.not_run]) <= 8
+    # At LOG_LEVEL=WARNING the gateway's boto3 client (it pushed scheduler:status) said nothing.
+    assert "Found credentials" not in newcomer.log.read_text()
 
 
 def test_the_generated_token_is_saved_to_env_and_survives_a_restart(newcomer: Stack) -> None:
