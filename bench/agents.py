@@ -54,7 +54,7 @@ def services_of(stack: Stack, moto_port: int) -> Any:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
         os.environ[name] = stack.env[name]  # boto3 reads credentials from the process
     endpoint = stack.env.get("AWS_ENDPOINT_URL") or f"http://127.0.0.1:{moto_port}"
-    env = {**stack.env, "REDIS_URL": f"redis://127.0.0.1:{stack.redis_port}/0",
+    env = {**stack.env, "REDIS_URL": stack.redis_url,
            "AWS_ENDPOINT_URL": endpoint, "PUNCTUAL_LOCAL": "1"}
     return Services.build(Settings.from_env(env))
 

@@ -80,9 +80,15 @@ def tick(report: dict[str, object], duration_ms: float) -> None:
 _DELIVERY_METRICS = {"delivered": "WebhookDeliveries", "failed": "WebhookFailures", "retry": "WebhookRetries"}
 
 
+def _at_level(outcome: str) -> Callable[..., None]:
+    """A final failure is a WARNING, so that LOG_LEVEL=WARNING still shows every webhook and run
+    given up on; a retry is INFO (another attempt follows)."""
+    return logger.warning if outcome == "failed" else logger.info
+
+
 def delivery(message_id: str, outcome: str, attempt: int, lateness_ms: int, error: str | None) -> None:
     """One webhook delivery attempt: `delivered`, `retry` (another attempt follows) or `failed`."""
-    logger.info(
+    _at_level(outcome)(
         "delivery",
         extra={"kind": "delivery", "messageId": message_id, "outcome": outcome, "attempt": attempt,
                "latenessMs": lateness_ms, "error": _cut(error)},
@@ -110,7 +116,7 @@ def run(
     error: str | None = None,
 ) -> None:
     """One agent run attempt: `started`, then `completed`, `retry` or `failed`; or `skipped`."""
-    logger.info(
+    _at_level(outcome)(
         "run",
         extra={"kind": "run", "agentId": agent_id, "runId": run_id, "outcome": outcome,
                "attempt": attempt, "latenessMs": lateness_ms, "durationMs": duration_ms,

@@ -1,19 +1,27 @@
-"""The REST API, served by Chalice's own local gateway: `python -m emulator.api_server`.
+"""The REST API, served by Chalice's own local gateway: `python -m emulator.api_server --listen-fd N`.
 
-Several of these processes can share API_PORT (SO_REUSEPORT; the kernel spreads connections),
-which is how the local stack serves more than one core's worth of requests.
+The supervisor binds API_PORT once and every API process serves `accept` on the socket it
+inherits (emulator/listeners.py), which is how the local stack serves more than one core's
+worth of requests without letting another program share the port.
 """
 
 from __future__ import annotations
 
-import functools
-import os
+import argparse
 import signal
+import socket
 import sys
 from typing import Any
 
+from chalice.app import Chalice
 from chalice.config import Config
-from chalice.local import ChaliceRequestHandler, ThreadedHTTPServer, create_local_server
+from chalice.local import (
+    ChaliceRequestHandler,
+    CustomLocalChalice,
+    LocalChalice,
+    LocalDevServer,
+    ThreadedHTTPServer,
+)
 
 from .processes import configure_logging
 
@@ -37,17 +45,44 @@ class QuietHandler(ChaliceRequestHandler):
         pass
 
 
+class InheritedSocketServer(ThreadedHTTPServer):
+    """Chalice's threaded server on a listening socket bound by the supervisor."""
+
+    def __init__(self, listener: socket.socket, handler: Any) -> None:
+        super().__init__(listener.getsockname(), handler, bind_and_activate=False)
+        self.socket.close()  # the one socketserver made; the inherited one is served instead
+        self.socket = listener
+        self.server_name, self.server_port = listener.getsockname()[:2]
+        # Every API process waits on this socket and all wake for a connection: the ones that
+        # lose the race get EAGAIN and go back to waiting, instead of blocking in accept.
+        listener.setblocking(False)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = self.socket.accept()
+        connection.setblocking(True)  # on BSD and macOS it inherits the listener's O_NONBLOCK
+        return connection, address
+
+
+def local_server(app: Chalice, config: Config, listener: socket.socket) -> LocalDevServer:
+    """What chalice.local.create_local_server builds, on the inherited socket."""
+    # As create_local_server does: the app reads current_request from a thread-local.
+    CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)
+    app.__class__ = CustomLocalChalice
+    host, port = listener.getsockname()[:2]
+    return LocalDevServer(app, config, host, port, handler_cls=QuietHandler,
+                          server_cls=lambda _address, handler: InheritedSocketServer(listener, handler))
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--listen-fd", type=int, required=True, help="the listening socket to serve")
+    args = parser.parse_args()
     configure_logging()
     from app import app
 
-    host = os.environ.get("API_HOST", "127.0.0.1")
-    port = int(os.environ.get("API_PORT", "8000"))
     config = Config.create(chalice_stage="local", app_name="punctual", lambda_timeout=60,
                            lambda_memory_size=512)
-    ThreadedHTTPServer.allow_reuse_port = True
-    server = create_local_server(app, config, host, port)
-    server.server.RequestHandlerClass = functools.partial(QuietHandler, app_object=app, config=config)
+    server = local_server(app, config, socket.socket(fileno=args.listen_fd))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.server.serve_forever()

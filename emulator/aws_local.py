@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from .ports import free_port, wait_for_port
+from .ports import wait_for_http
 from .processes import Supervisor
 
 # Lambda's timeout is 60 s (.chalice/config.json); a batch a handler is still working on
@@ -35,21 +36,26 @@ class Queues:
     fanout_url: str
 
 
-def ensure_endpoint(env: Mapping[str, str], supervisor: Supervisor, log_dir: Path) -> str:
-    """AWS_ENDPOINT_URL when given (LocalStack, say); else an embedded moto server."""
+def ensure_endpoint(env: Mapping[str, str], supervisor: Supervisor, log_dir: Path,
+                    listener: socket.socket | None) -> str:
+    """AWS_ENDPOINT_URL when given (LocalStack, say); else an embedded moto server on `listener`
+    (MOTO_PORT, bound by the supervisor)."""
     explicit = env.get("AWS_ENDPOINT_URL", "").strip()
     if explicit:
         return explicit
-    port = int(env.get("MOTO_PORT") or free_port())
+    assert listener is not None
+    port = listener.getsockname()[1]
     supervisor.spawn(
-        "moto", [sys.executable, "-m", "emulator.moto_server", str(port)],
+        "moto", [sys.executable, "-m", "emulator.moto_server", str(listener.fileno())],
         env=dict(env),
         output=log_dir / "moto.log",
+        pass_fds=[listener.fileno()],
     )
-    if not wait_for_port("127.0.0.1", port, 30):
-        raise SystemExit(f"the moto server did not start on port {port}")
-    print(f"aws: embedded moto server on 127.0.0.1:{port}", file=sys.stderr)
-    return f"http://127.0.0.1:{port}"
+    listener.close()  # the moto server holds it now
+    url = f"http://127.0.0.1:{port}"
+    if wait_for_http(url + "/moto-api/", 30, supervisor.why_exited) is None:
+        raise SystemExit(f"the moto server did not answer on port {port}; see {log_dir / 'moto.log'}")
+    return url
 
 
 def sqs_client(env: Mapping[str, str], pool: int = 10) -> Any:

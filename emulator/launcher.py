@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 
 import requests
 
+from .banner import END, UP
 from .ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,14 +52,20 @@ def alive(pid: int) -> bool:
 
 
 class Stack:
-    def __init__(self, data_dir: Path, **settings: str) -> None:
+    """`make run`'s stack with the data folder and .env file in `data_dir`, on free ports.
+
+    `settings` are set in its environment; a setting given as None is taken out of it.
+    """
+
+    def __init__(self, data_dir: Path, **settings: str | None) -> None:
         self.data_dir = data_dir
         self.api_port = free_port()
         self.ws_port = free_port()
-        self.redis_port = free_port()
         # AWS_ENDPOINT_URL is kept: `make test-localstack` points it at a LocalStack, where each
         # stack gets a queue of its own. Without it, each stack embeds a fresh moto server.
-        env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "API_TOKEN"}}
+        # Without REDIS_* settings, each stack starts a private redis-server in data_dir.
+        inherited = {"REDIS_URL", "REDIS_HOST", "REDIS_PORT", "API_TOKEN", "PUNCTUAL_ENV_FILE"}
+        env = {k: v for k, v in os.environ.items() if k not in inherited}
         if env.get("AWS_ENDPOINT_URL"):
             run = uuid.uuid4().hex[:8]
             env["DISPATCH_QUEUE_NAME"] = f"punctual-e2e-{run}"
@@ -67,9 +75,8 @@ class Stack:
             API_PORT=str(self.api_port),
             WS_HOST="127.0.0.1",
             WS_PORT=str(self.ws_port),
-            REDIS_HOST="127.0.0.1",
-            REDIS_PORT=str(self.redis_port),  # nothing answers there: the stack starts its own
             PUNCTUAL_DATA_DIR=str(data_dir),
+            PUNCTUAL_ENV_FILE=str(data_dir / ".env"),  # never the repository's own .env
             API_TOKEN=TOKEN,
             WEBHOOK_SECRET=SECRET,
             TICK_INTERVAL_SECONDS="1",
@@ -77,10 +84,15 @@ class Stack:
             API_PROCESSES="1",
             LOG_LEVEL="WARNING",
         )
-        env.update(settings)
+        for name, value in settings.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "stack.log"
+        self.banner = ""  # what the last start printed once every part answered
 
     @property
     def url(self) -> str:
@@ -89,6 +101,19 @@ class Stack:
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.ws_port}/api"
+
+    @property
+    def exported(self) -> dict[str, str]:
+        """The variables of the banner's `export` line (API, WS, TOKEN)."""
+        line = next(x for x in self.banner.splitlines() if x.strip().startswith("export "))
+        return dict(pair.split("=", 1) for pair in line.split()[1:])
+
+    @property
+    def redis_url(self) -> str:
+        """The Redis the stack uses, as its banner says."""
+        match = re.search(r"^  Redis +(\S+)", self.banner, re.MULTILINE)
+        assert match, self.banner
+        return match.group(1)
 
     def start(self) -> Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +126,9 @@ class Stack:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the stack exited early:\n{self.log.read_text()}")
-            if b"punctual is up" in self.log.read_bytes()[offset:]:  # every part answers
+            output = self.log.read_bytes()[offset:].decode(errors="replace")
+            if END in output:  # every part answers, and the banner is out
+                self.banner = output[output.index(UP):output.index(END) + len(END)]
                 return self
             time.sleep(0.1)
         raise RuntimeError(f"the stack did not come up:\n{self.log.read_text()}")

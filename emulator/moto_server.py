@@ -2,12 +2,13 @@
 
 werkzeug writes a response's headers and body separately; on a keep-alive connection (boto3
 keeps them) Nagle's algorithm and the client's delayed ACK then add 40 ms to every SQS call.
-`python -m emulator.moto_server PORT`
+`python -m emulator.moto_server FD` serves the listening socket the supervisor bound.
 """
 
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 
 from moto.moto_server.werkzeug_app import (
@@ -23,9 +24,12 @@ class NoDelayHandler(MotoRequestHandler):
 
 
 def main() -> None:
-    port = int(sys.argv[1])
+    listener = socket.socket(fileno=int(sys.argv[1]))
+    host, port = listener.getsockname()[:2]
     app = DomainDispatcherApplication(create_backend_app)
-    server = make_server("127.0.0.1", port, app, threaded=True, request_handler=NoDelayHandler)
+    server = make_server(host, port, app, threaded=True, request_handler=NoDelayHandler,
+                         fd=listener.fileno())
+    listener.close()  # werkzeug serves a duplicate of it
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.serve_forever()

@@ -20,10 +20,13 @@ _PR_SET_PDEATHSIG = 1
 
 
 def configure_logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("botocore").setLevel(logging.WARNING)
+    """Plain lines for the emulator's own loggers, at the app's level. botocore's INFO lines ("Found
+    credentials in environment variables.", one per new client) stay off at any level."""
+    # Read as Powertools reads them.
+    name = os.environ.get("POWERTOOLS_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "INFO"
+    level = logging.getLevelNamesMapping().get(name.strip().upper(), logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("botocore").setLevel(max(level, logging.WARNING))
 
 
 def _die_with_parent() -> None:
@@ -49,9 +52,11 @@ class Supervisor:
         self._children: list[Child] = []
 
     def spawn(
-        self, name: str, argv: Sequence[str], env: Mapping[str, str], output: Path | None = None
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], output: Path | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> subprocess.Popen[bytes]:
-        """Start a child; its output goes to ours, or to the file `output` (noisy servers)."""
+        """Start a child; its output goes to ours, or to the file `output` (noisy servers).
+        `pass_fds`: descriptors it inherits (the listening sockets the supervisor bound)."""
         sink = None
         if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
@@ -62,6 +67,7 @@ class Supervisor:
             stdout=sink,
             stderr=sink,
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         if sink is not None:
@@ -73,6 +79,13 @@ class Supervisor:
     def exited(self) -> Child | None:
         """A child that has stopped on its own, if any."""
         return next((c for c in self._children if c.process.poll() is not None), None)
+
+    def why_exited(self) -> str | None:
+        """While starting: the line to stop with when a child has already exited."""
+        gone = self.exited()
+        if gone is None:
+            return None
+        return f"{gone.name} exited with status {gone.process.returncode} while the stack was starting"
 
     def stop_all(self, grace_seconds: float = 15.0) -> None:
         """Stop the children in reverse order of start; processes of one kind stop together.

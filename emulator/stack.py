@@ -1,32 +1,35 @@
 """`make run`: the whole stack, offline, in the foreground. Ctrl-C stops every part.
 
-Redis (the one at REDIS_URL / REDIS_HOST:REDIS_PORT, else a private redis-server that keeps its
-data under .local/), an AWS endpoint (AWS_ENDPOINT_URL, else an embedded moto server), the SQS
+Redis (a private redis-server keeping its data under .local/, unless REDIS_URL / REDIS_HOST /
+REDIS_PORT names one), an AWS endpoint (AWS_ENDPOINT_URL, else an embedded moto server), the SQS
 queues, the REST API (Chalice's local gateway), the SQS pollers and the ticker that feed the
-dispatch and tick handlers, and the WebSocket gateway.
+dispatch and tick handlers, and the WebSocket gateway. Every port is bound before anything
+starts: a busy one stops the run with one line naming the setting to change.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import signal
+import socket
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from types import FrameType
 
-from dotenv import load_dotenv
-
 from chalicelib.config import DEFAULT_DISPATCH_QUEUE, DEFAULT_FANOUT_QUEUE
 
+from . import redis_local
 from .aws_local import ensure_endpoint, ensure_queues, sqs_client
-from .ports import wait_for_port
+from .banner import Banner
+from .env_file import LocalEnvironment, Token, ensure_token
+from .listeners import Port, PortsInUse, bind_all, close
+from .ports import wait_for_http
 from .processes import Supervisor, configure_logging
-from .redis_local import ensure_redis
+from .redis_local import RedisPlan
 
 ROOT = Path(__file__).resolve().parent.parent
+WILDCARD_HOSTS = {"", "0.0.0.0"}
 
 
 class Stop(Exception):
@@ -37,9 +40,8 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise Stop()
 
 
-def _environment() -> dict[str, str]:
-    load_dotenv(ROOT / ".env", override=False)  # the environment wins over the file
-    env = dict(os.environ)
+def _with_defaults(values: dict[str, str]) -> dict[str, str]:
+    env = dict(values)
     env.setdefault("AWS_ACCESS_KEY_ID", "test")
     env.setdefault("AWS_SECRET_ACCESS_KEY", "test")
     env.setdefault("AWS_REGION", env.get("AWS_DEFAULT_REGION", "us-east-1"))
@@ -54,35 +56,42 @@ def _environment() -> dict[str, str]:
     return env
 
 
-def _wait_for_api(url: str, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            time.sleep(0.1)
-    return False
+def _port(env: dict[str, str], variable: str, host: str, default: str = "0") -> Port:
+    raw = env.get(variable, "").strip() or default
+    if not raw.isdigit() or int(raw) > 65535:
+        raise SystemExit(f"{variable} must be a port number, got {raw!r}")
+    return Port(variable, host, int(raw))
 
 
-def start(env: dict[str, str], supervisor: Supervisor) -> dict[str, str]:
-    """Start every part; returns the environment the app's processes run with."""
-    data_dir = Path(env.get("PUNCTUAL_DATA_DIR") or ROOT / ".local")
-    env["REDIS_URL"] = ensure_redis(env, data_dir, supervisor)
-    env["AWS_ENDPOINT_URL"] = ensure_endpoint(env, supervisor, data_dir)
-    queues = ensure_queues(sqs_client(env), env.get("DISPATCH_QUEUE_NAME", DEFAULT_DISPATCH_QUEUE),
-                           env.get("FANOUT_QUEUE_NAME", DEFAULT_FANOUT_QUEUE))
-    env["DISPATCH_QUEUE_URL"] = queues.dispatch_url
-    env["FANOUT_QUEUE_URL"] = queues.fanout_url
-    if not env.get("API_TOKEN"):
-        env["API_TOKEN"] = secrets.token_urlsafe(24)
-        print(f"API_TOKEN was not set; this run's token is: {env['API_TOKEN']}", file=sys.stderr)
-    env.setdefault("WS_MANAGEMENT_ENDPOINT", f"http://{env['WS_HOST']}:{env['WS_PORT']}/{env['WS_STAGE']}")
+def _bind_ports(env: dict[str, str], redis: RedisPlan) -> dict[str, socket.socket]:
+    """Every port the stack needs, bound now; SystemExit naming each busy one."""
+    ports = [_port(env, "API_PORT", env["API_HOST"]), _port(env, "WS_PORT", env["WS_HOST"])]
+    if not env.get("AWS_ENDPOINT_URL", "").strip():
+        ports.append(_port(env, "MOTO_PORT", "127.0.0.1"))
+    if redis.port is not None:
+        ports.append(redis.port)
+    try:
+        return bind_all(ports)
+    except PortsInUse as exc:
+        raise SystemExit(str(exc)) from None
 
+
+def _url(scheme: str, host: str, listener: socket.socket, path: str = "") -> str:
+    shown_host = "127.0.0.1" if host in WILDCARD_HOSTS else host
+    return f"{scheme}://{shown_host}:{listener.getsockname()[1]}{path}"
+
+
+def _start_servers(env: dict[str, str], sockets: dict[str, socket.socket], supervisor: Supervisor) -> None:
+    """The API processes and the WebSocket gateway on the sockets bound for them, then the workers."""
     py = sys.executable
+    api = sockets.pop("API_PORT")
     for _ in range(int(env.get("API_PROCESSES", "2"))):
-        supervisor.spawn("api", [py, "-m", "emulator.api_server"], env)
-    supervisor.spawn("ws-gateway", [py, "-m", "emulator.ws_gateway"], env)
+        supervisor.spawn("api", [py, "-m", "emulator.api_server", "--listen-fd", str(api.fileno())], env,
+                         pass_fds=[api.fileno()])
+    ws = sockets.pop("WS_PORT")
+    supervisor.spawn("ws-gateway", [py, "-m", "emulator.ws_gateway", "--listen-fd", str(ws.fileno())], env,
+                     pass_fds=[ws.fileno()])
+    close([api, ws])  # the children hold them now
     # Two worker processes per core: each is a container's worth of dispatch "Lambdas", and the
     # threads of one process share one interpreter lock, so one process per core left the cores
     # idle while its threads waited for the lock (README, Benchmarks).
@@ -90,20 +99,55 @@ def start(env: dict[str, str], supervisor: Supervisor) -> dict[str, str]:
         argv = [py, "-m", "emulator.workers"] + (["--ticker"] if i == 0 else [])
         supervisor.spawn("workers", argv, env)
 
-    api = f"http://{env['API_HOST']}:{env['API_PORT']}"
-    if not _wait_for_api(api, 30):
-        raise SystemExit(f"the REST API did not answer on {api}")
-    if not wait_for_port(env["WS_HOST"], int(env["WS_PORT"]), 30):
-        raise SystemExit(f"the WebSocket gateway did not listen on {env['WS_HOST']}:{env['WS_PORT']}")
-    print(
-        f"punctual is up\n  REST API   {api}\n"
-        f"  WebSocket  ws://{env['WS_HOST']}:{env['WS_PORT']}/{env['WS_STAGE']}\n"
-        f"  Redis      {env['REDIS_URL']}\n  AWS        {env['AWS_ENDPOINT_URL']}\n"
-        f"  queue      {queues.dispatch_url}\nCtrl-C stops everything.",
-        file=sys.stderr,
-        flush=True,
-    )
-    return env
+
+def _wait_until_serving(api_url: str, ws_url: str, supervisor: Supervisor) -> None:
+    status = wait_for_http(api_url + "/health", 30, supervisor.why_exited)
+    if status != 200:
+        raise SystemExit(f"the REST API's /health answered {status} on {api_url}")
+    # An unknown connection's management URL: 410 from the gateway, without invoking a handler.
+    probe = ws_url.replace("ws://", "http://") + "/@connections/none"
+    if wait_for_http(probe, 30, supervisor.why_exited) is None:
+        raise SystemExit(f"the WebSocket gateway did not answer on {ws_url}")
+
+
+def _redis_line(redis: RedisPlan, keys: redis_local.KeyCount, prefix: str) -> str:
+    url = redis_local.redacted(redis.url)
+    if redis.private:
+        return f"{url} (private redis-server, {keys.text(prefix)})"
+    return f"{url} (shared, named by {redis.chosen_by}, {keys.text(prefix)})"
+
+
+def start(local: LocalEnvironment, supervisor: Supervisor) -> Banner:
+    """Start every part; returns the banner to print once all answer."""
+    env = _with_defaults(local.values)
+    data_dir = Path(env.get("PUNCTUAL_DATA_DIR") or ROOT / ".local")
+    redis = redis_local.plan(env, data_dir)
+    sockets = _bind_ports(env, redis)  # before anything starts: a busy port starts nothing
+    try:
+        held = sockets.pop("REDIS_PORT", None)
+        if held is not None:
+            redis = redis.on_port(held.getsockname()[1])
+        token: Token = ensure_token(local)
+        env["API_TOKEN"] = token.value
+        redis_local.start(redis, supervisor, held)
+        env["REDIS_URL"] = redis.url
+        prefix = env.get("REDIS_KEY_PREFIX", "punctual")
+        keys = redis_local.count_keys(redis.url, prefix)
+        env["AWS_ENDPOINT_URL"] = ensure_endpoint(env, supervisor, data_dir, sockets.pop("MOTO_PORT", None))
+        queues = ensure_queues(sqs_client(env), env.get("DISPATCH_QUEUE_NAME", DEFAULT_DISPATCH_QUEUE),
+                               env.get("FANOUT_QUEUE_NAME", DEFAULT_FANOUT_QUEUE))
+        env["DISPATCH_QUEUE_URL"] = queues.dispatch_url
+        env["FANOUT_QUEUE_URL"] = queues.fanout_url
+        api_url = _url("http", env["API_HOST"], sockets["API_PORT"])
+        ws_url = _url("ws", env["WS_HOST"], sockets["WS_PORT"], "/" + env["WS_STAGE"])
+        env.setdefault("WS_MANAGEMENT_ENDPOINT", ws_url.replace("ws://", "http://"))
+        _start_servers(env, sockets, supervisor)
+    finally:
+        close(sockets.values())
+    _wait_until_serving(api_url, ws_url, supervisor)
+    aws = "embedded moto server" if not local.values.get("AWS_ENDPOINT_URL") else "AWS_ENDPOINT_URL"
+    return Banner(api_url, ws_url, token.value, token.note(), _redis_line(redis, keys, prefix), redis.cli(),
+                  f"{aws}: {env['AWS_ENDPOINT_URL']}, queue {queues.dispatch_url}")
 
 
 def main() -> int:
@@ -112,7 +156,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     supervisor = Supervisor()
     try:
-        start(_environment(), supervisor)
+        banner = start(LocalEnvironment.read(os.environ, ROOT / ".env"), supervisor)
+        print(banner.text(), file=sys.stderr, flush=True)
         while (gone := supervisor.exited()) is None:
             time.sleep(0.2)
         print(f"{gone.name} exited with status {gone.process.returncode}; stopping the stack",

@@ -4,7 +4,8 @@
 only in its paid tier, so this gateway invokes the app's very own
 `ws_connect` / `ws_message` / `ws_disconnect` handlers with API Gateway's event
 shape, and answers the management API (`POST|GET|DELETE /@connections/{id}`)
-that the app's production code calls through boto3. One port serves both.
+that the app's production code calls through boto3. One port serves both;
+clients connect at `/{stage}` (`ws://127.0.0.1:8001/api?token=…`), as on AWS.
 Like API Gateway, it closes a connection (1001 "going away") after 10 minutes
 without a frame from the client or 2 hours in all (WS_IDLE_TIMEOUT_SECONDS,
 WS_MAX_CONNECTION_SECONDS), and runs $disconnect for it; it closes one that sends a
@@ -13,11 +14,13 @@ binary frame (1003).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
 import os
 import secrets
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -28,6 +31,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from .lambda_runtime import LambdaContext
+from .processes import configure_logging
 
 log = logging.getLogger("punctual.ws")
 
@@ -97,7 +101,8 @@ class WsGateway:
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_get("/", self._socket)
+        # Clients connect at /{stage}, as to API Gateway's wss://{id}.execute-api.{region}.amazonaws.com/{stage};
+        # a URL that works here only would fail there.
         app.router.add_get(f"/{self._stage}", self._socket)
         for prefix in ("", f"/{self._stage}"):
             app.router.add_post(prefix + "/@connections/{id}", self._post)
@@ -278,13 +283,14 @@ def _iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + ".000Z"
 
 
-def serve(host: str, port: int, stage: str = "api") -> None:
-    """Run the gateway in the foreground with the app's own handlers.
+def serve(listener: socket.socket, stage: str = "api") -> None:
+    """Run the gateway in the foreground on `listener` with the app's own handlers.
 
     WS_IDLE_TIMEOUT_SECONDS and WS_MAX_CONNECTION_SECONDS change the connection limits.
     """
     from app import app as chalice_app  # the very same handlers Lambda runs
 
+    host, port = listener.getsockname()[:2]
     handlers = {name: chalice_app.handler_map[name] for name in ("ws_connect", "ws_message", "ws_disconnect")}
     gateway = WsGateway(
         handlers["ws_connect"],
@@ -293,7 +299,7 @@ def serve(host: str, port: int, stage: str = "api") -> None:
         stage=stage,
         domain=f"{host}:{port}",
     )
-    web.run_app(gateway.app(), host=host, port=port, print=None, handle_signals=True, access_log=None,
+    web.run_app(gateway.app(), sock=listener, print=None, handle_signals=True, access_log=None,
                 loop=_event_loop())
 
 
@@ -308,12 +314,18 @@ def _event_loop() -> asyncio.AbstractEventLoop | None:
     return uvloop.new_event_loop()
 
 
-if __name__ == "__main__":
-    import os
+def main() -> None:
+    parser = argparse.ArgumentParser(description="The local API Gateway WebSocket API.")
+    parser.add_argument("--listen-fd", type=int, help="a listening socket to serve (the stack binds WS_PORT)")
+    args = parser.parse_args()
+    configure_logging()
+    if args.listen_fd is not None:
+        listener = socket.socket(fileno=args.listen_fd)
+    else:
+        port = int(os.environ.get("WS_PORT", "8001"))
+        listener = socket.create_server((os.environ.get("WS_HOST", "127.0.0.1"), port))
+    serve(listener, os.environ.get("WS_STAGE", "api"))
 
-    logging.basicConfig(level=logging.INFO)
-    serve(
-        os.environ.get("WS_HOST", "127.0.0.1"),
-        int(os.environ.get("WS_PORT", "8001")),
-        os.environ.get("WS_STAGE", "api"),
-    )
+
+if __name__ == "__main__":
+    main()

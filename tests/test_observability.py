@@ -120,8 +120,8 @@ def test_retries_and_failures_are_counted(harness: Harness, lines: Lines,
         rcv.wait_for(2)
     finally:
         rcv.stop()
-    assert [(x["outcome"], x["attempt"], x["error"]) for x in lines.of("delivery")] == [
-        ("retry", 1, "HTTP 503"), ("failed", 2, "HTTP 503"),
+    assert [(x["outcome"], x["attempt"], x["error"], x["level"]) for x in lines.of("delivery")] == [
+        ("retry", 1, "HTTP 503", "INFO"), ("failed", 2, "HTTP 503", "WARNING"),
     ]
     blobs = emf_blobs(capsys.readouterr().out)
     assert metric_values(blobs, "WebhookRetries") == [1.0]
@@ -165,3 +165,30 @@ def test_an_agents_error_text_is_cut(lines: Lines) -> None:
     observability.run("a", "r", "failed", 1, 0, 5, "x" * 5_000)
     [line] = lines.of("run")
     assert len(line["error"]) == observability.MAX_ERROR_CHARS + 1
+
+
+def test_final_failures_are_warnings_and_survive_log_level_warning(
+    lines: Lines, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def attempts() -> None:
+        observability.delivery("m", "retry", 1, 0, "HTTP 503")
+        observability.delivery("m", "failed", 2, 0, "HTTP 503")
+        observability.run("a", "r", "retry", 1, 0, 5, "boom")
+        observability.run("a", "r", "failed", 2, 0, 5, "boom")
+
+    attempts()
+    seen = [(x["kind"], x["outcome"], x["level"]) for x in lines.of("delivery") + lines.of("run")]
+    assert seen == [("delivery", "retry", "INFO"), ("delivery", "failed", "WARNING"),
+                    ("run", "retry", "INFO"), ("run", "failed", "WARNING")]
+    lines.lines.clear()
+    before = observability.logger.log_level
+    observability.logger.setLevel("WARNING")  # as LOG_LEVEL=WARNING sets it
+    try:
+        attempts()
+    finally:
+        observability.logger.setLevel(before)
+    assert [(x["kind"], x["outcome"]) for x in lines.of("delivery") + lines.of("run")] == [
+        ("delivery", "failed"), ("run", "failed"),
+    ]
+    observability.flush_metrics()  # this test's counts go no further
+    capsys.readouterr()

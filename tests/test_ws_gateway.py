@@ -111,10 +111,12 @@ def test_refused_without_the_token(gateway: Gateway) -> None:
             except aiohttp.WSServerHandshakeError as exc:
                 return exc.status
 
-    assert asyncio.run(attempt("/", {})) == 401
-    assert asyncio.run(attempt("/?token=nope", {})) == 401
-    assert asyncio.run(attempt("/", {"Authorization": f"Bearer {TOKEN}"})) == 101
-    assert asyncio.run(attempt(f"/?token={TOKEN}", {})) == 101
+    assert asyncio.run(attempt("/api", {})) == 401
+    assert asyncio.run(attempt("/api?token=nope", {})) == 401
+    assert asyncio.run(attempt("/api", {"Authorization": f"Bearer {TOKEN}"})) == 101
+    assert asyncio.run(attempt(f"/api?token={TOKEN}", {})) == 101
+    # Only the stage's path, as on API Gateway: a URL that worked here alone would fail on AWS.
+    assert asyncio.run(attempt(f"/?token={TOKEN}", {})) == 404
 
 
 def test_a_subscriber_sees_a_run_through_the_gateway(gateway: Gateway, harness: Harness) -> None:
@@ -124,8 +126,8 @@ def test_a_subscriber_sees_a_run_through_the_gateway(gateway: Gateway, harness: 
     async def scenario() -> tuple[list[dict], list[dict], list[dict]]:
         async with aiohttp.ClientSession() as session:
             async with (
-                session.ws_connect(f"{gateway.url}/?token={TOKEN}") as ws,
-                session.ws_connect(f"{gateway.url}/?token={TOKEN}") as watcher,
+                session.ws_connect(f"{gateway.url}/api?token={TOKEN}") as ws,
+                session.ws_connect(f"{gateway.url}/api?token={TOKEN}") as watcher,
             ):
                 await ws.send_json({"action": "subscribe-agent-updates", "agentId": "agent-123"})
                 acks = await _receive(ws, 1)
@@ -166,7 +168,7 @@ def test_a_vanished_client_is_cleaned_up(gateway: Gateway, harness: Harness) -> 
 
     async def vanish() -> None:
         session = aiohttp.ClientSession()
-        ws = await session.ws_connect(f"{gateway.url}/?token={TOKEN}")
+        ws = await session.ws_connect(f"{gateway.url}/api?token={TOKEN}")
         await ws.send_json({"action": "subscribe-agent-updates", "agentId": "v"})
         await _receive(ws, 1)
         # Drop the TCP connection without a close frame.
@@ -211,8 +213,8 @@ def test_connections_are_closed_when_idle_or_too_old(short_lived_gateway: Gatewa
     async def scenario() -> list[list[Any]]:
         async with aiohttp.ClientSession() as session:
             async with (
-                session.ws_connect(f"{gateway.url}/?token={TOKEN}") as quiet,
-                session.ws_connect(f"{gateway.url}/?token={TOKEN}") as chatty,
+                session.ws_connect(f"{gateway.url}/api?token={TOKEN}") as quiet,
+                session.ws_connect(f"{gateway.url}/api?token={TOKEN}") as chatty,
             ):
                 pinging = asyncio.create_task(keep_pinging(chatty))
                 closes = await asyncio.gather(until_closed(quiet), until_closed(chatty))
@@ -242,7 +244,7 @@ def test_a_binary_frame_closes_the_connection_as_api_gateway_does(gateway: Gatew
 
     async def send_binary() -> tuple[aiohttp.WSMsgType, int | None]:
         async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(f"{gateway.url}/?token={TOKEN}") as ws:
+            async with session.ws_connect(f"{gateway.url}/api?token={TOKEN}") as ws:
                 await ws.send_bytes(b'{"action": "ping"}')
                 frame = await asyncio.wait_for(ws.receive(), 10)
                 return frame.type, ws.close_code
@@ -258,7 +260,7 @@ def test_a_client_that_stops_reading_is_cut_off_not_waited_for(harness: Harness)
     try:
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         key = base64.b64encode(b"0123456789abcdef").decode()
-        client.sendall((f"GET /?token={TOKEN} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        client.sendall((f"GET /api?token={TOKEN} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                         "Sec-WebSocket-Version: 13\r\n\r\n").encode())
         assert b" 101 " in client.recv(1024).split(b"\r\n")[0]  # and it reads nothing more

@@ -157,7 +157,7 @@ def _vanish_after_subscribing(stack: Stack, agent_id: str) -> None:
 
 def test_a_vanished_client_is_cleaned_up(stack: Stack, agent_endpoint: Receiver) -> None:
     register(stack, "e2e-vanish", agent_endpoint.url + "/sync")
-    store = redis.Redis(port=stack.redis_port, decode_responses=True)
+    store = redis.Redis.from_url(stack.redis_url, decode_responses=True)
     topic = "punctual:ws:agent:e2e-vanish"
     _vanish_after_subscribing(stack, "e2e-vanish")
     deadline = time.monotonic() + 10
