@@ -9,6 +9,7 @@ from typing import Any
 
 import urllib3
 
+from .deadline_http import deadline, passed, pool_manager
 from .errors import BadRequest
 from .targets import Resolver, check_target_url, system_resolver
 
@@ -56,7 +57,7 @@ class HttpSender:
         self._allow_internal = allow_internal
         self._resolver = resolver
         self._max_per_host = max_per_host
-        self._pool = urllib3.PoolManager(num_pools=256, maxsize=max_per_host, retries=False)
+        self._pool = pool_manager(num_pools=256, maxsize=max_per_host, retries=False)
 
     def warm(self, url: str, connections: int, timeout: float, executor: Executor) -> int:
         """Have `connections` kept-alive connections to `url`'s host open within `timeout`;
@@ -113,13 +114,16 @@ class HttpSender:
                 return DeliveryResult(ok=False, retryable=False, error=exc.message, refused=True)
         timeout = timeout or self._timeout
         try:
-            response = self._pool.request(
-                "POST", url, body=body, headers=headers, timeout=urllib3.Timeout(total=timeout),
-                redirect=False, preload_content=False,
-            )
-            # The answer's body is not ours to keep; read it so the connection can be reused.
-            response.drain_conn()
-            response.release_conn()
+            with deadline(timeout) as at:
+                response = self._pool.request(
+                    "POST", url, body=body, headers=headers, timeout=urllib3.Timeout(total=timeout),
+                    redirect=False, preload_content=False,
+                )
+                # The answer's body is not ours to keep; read it so the connection can be reused.
+                response.drain_conn()
+                if passed(at):
+                    response.close()  # cut off mid-body: the connection cannot be reused
+                response.release_conn()
         except urllib3.exceptions.NewConnectionError as exc:
             # Before TimeoutError: urllib3 makes a refused connection a kind of connect timeout.
             return DeliveryResult(ok=False, retryable=True, error=f"connection failed: {type(exc).__name__}")
