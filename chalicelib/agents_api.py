@@ -53,10 +53,14 @@ def list_agents(svc: Services, params: Mapping[str, str]) -> dict[str, Any]:
 def agent_or_registered(svc: Services, agent_id: str) -> Agent:
     """The agent; one never registered is registered first when AGENT_ENDPOINT_TEMPLATE is set, so
     the spec's flow (schedule an agent, then watch it run) needs no registration step."""
-    agent = svc.agent_store.find(check_agent_id(agent_id))
+    agent = svc.agent_store.find(agent_id)
     if agent is not None:
         return agent
     template = svc.settings.agent_endpoint_template
+    try:
+        check_agent_id(agent_id)
+    except BadRequest as exc:  # no agent can have this id: it is not found, as ever
+        raise NotFound(f"agent {agent_id!r} not found ({exc.message})") from None
     if template is None:
         raise NotFound(
             f"agent {agent_id!r} not found: register it first (POST /api/agents with its id, name and "

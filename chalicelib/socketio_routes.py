@@ -190,7 +190,8 @@ class SocketIoRoutes:
                 pinged.append((connection_id, Protocol.SOCKETIO))
             elif now - record.connected_ms >= CONNECT_TIMEOUT_MS:
                 stale.append(connection_id)
-        self._publisher.send_frames(pinged, {Protocol.SOCKETIO: PING_FRAME})
+        # Pings need no order among themselves: the tick does not wait for shared-out chunks.
+        self._publisher.send_frames(pinged, {Protocol.SOCKETIO: PING_FRAME}, wait=False)
         for connection_id in stale:
             log.info("closing Socket.IO connection %s: no valid CONNECT within %d s", connection_id,
                      CONNECT_TIMEOUT_MS // 1000)

@@ -332,6 +332,8 @@ def test_an_agent_never_registered_is_registered_from_the_template(harness: Harn
     # Running one registers it too; the id goes into the URL percent-encoded.
     assert harness.api("POST", "/api/agents/a:b@c/run")[0] == 202
     assert harness.api("GET", "/api/agents/a:b@c")[1]["data"]["endpointUrl"] == "http://127.0.0.1:9/run/a%3Ab%40c"
+    # An id no agent can have is not registered: it is not found, as without the template.
+    assert harness.api("POST", "/api/agents/%C3%99/run")[0] == 404
     # A registered agent keeps its own endpoint.
     make_agent(harness, "own")
     harness.api("POST", "/api/agents/own/schedule", {"cronExpression": "* * * * *"})
