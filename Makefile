@@ -23,7 +23,12 @@ run: setup
 lint: setup
 	$(PY) -m ruff check .
 
-test: lint
+# The agent spec's JavaScript client (socket.io-client, pinned by the lockfile) for its e2e test.
+JS_DEPS := tests/js/node_modules/.package-lock.json
+$(JS_DEPS): tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund
+
+test: lint $(JS_DEPS)
 	$(PY) -m pytest
 
 # LocalStack in its own virtualenv (it pins its own dependencies, and downloads a lot).
@@ -50,4 +55,4 @@ test-localstack: setup $(LS_VENV)/.installed
 	bash localstack/with_localstack.sh $(PY) -m pytest tests/e2e
 
 clean:
-	rm -rf $(VENV) $(LS_VENV) .local dist .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LS_VENV) .local dist .pytest_cache .ruff_cache tests/js/node_modules

@@ -9,6 +9,7 @@ from chalice import Chalice, Rate, Response
 
 from chalicelib import agents_api, messages_api, observability, openapi, services
 from chalicelib.config import DEFAULT_DISPATCH_QUEUE, DEFAULT_FANOUT_QUEUE
+from chalicelib.events import best_effort
 from chalicelib.http import (
     api_error,
     bearer_token,
@@ -203,8 +204,9 @@ def report_run(agentId: str, runId: str, report: str) -> Response:  # noqa: N803
 @app.on_ws_connect()
 def ws_connect(event: Any) -> dict[str, Any]:
     raw = event.to_dict()
+    endpoint = management_endpoint(services.get().settings, event.domain_name, event.stage)
     return services.get().ws_routes.connect(
-        event.connection_id, raw.get("queryStringParameters"), raw.get("headers")
+        event.connection_id, raw.get("queryStringParameters"), raw.get("headers"), endpoint
     )
 
 
@@ -225,7 +227,9 @@ def ws_disconnect(event: Any) -> None:
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def tick(event: Any) -> dict[str, object]:
     svc = services.get()
-    return svc.scheduler.tick(deadline_from(event.context, svc.clock)).to_dict()
+    report = svc.scheduler.tick(deadline_from(event.context, svc.clock)).to_dict()
+    best_effort("the Socket.IO heartbeat", svc.ws_routes.socketio.heartbeat)
+    return report
 
 
 @app.on_sqs_message(queue=DISPATCH_QUEUE, batch_size=10)

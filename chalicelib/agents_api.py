@@ -5,9 +5,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
-from .agents import check_agent_id, parse_agent_fields, parse_schedule
-from .errors import BadRequest, NotFound
+from .agents import Agent, check_agent_id, parse_agent_fields, parse_schedule
+from .errors import BadRequest, Conflict, NotFound
 from .messages import parse_json_object
 from .messages_api import page_size
 from .runs import RunStatus
@@ -49,6 +50,35 @@ def list_agents(svc: Services, params: Mapping[str, str]) -> dict[str, Any]:
     return {**ok([a.to_dict() for a in agents]), "count": page.total, "nextCursor": page.next_cursor}
 
 
+def agent_or_registered(svc: Services, agent_id: str) -> Agent:
+    """The agent; one never registered is registered first when AGENT_ENDPOINT_TEMPLATE is set, so
+    the spec's flow (schedule an agent, then watch it run) needs no registration step."""
+    agent = svc.agent_store.find(agent_id)
+    if agent is not None:
+        return agent
+    template = svc.settings.agent_endpoint_template
+    try:
+        check_agent_id(agent_id)
+    except BadRequest as exc:  # no agent can have this id: it is not found, as ever
+        raise NotFound(f"agent {agent_id!r} not found ({exc.message})") from None
+    if template is None:
+        raise NotFound(
+            f"agent {agent_id!r} not found: register it first (POST /api/agents with its id, name and "
+            "endpointUrl), or set AGENT_ENDPOINT_TEMPLATE (e.g. https://agents.internal/run/{agentId}) "
+            "to register agents as they are first scheduled or run"
+        )
+    url = template.replace("{agentId}", quote(agent_id, safe=""))
+    try:
+        fields = parse_agent_fields({"name": agent_id, "endpointUrl": url}, creating=True,
+                                    allow_internal=svc.settings.local_mode, resolver=svc.resolver)
+    except BadRequest as exc:
+        raise BadRequest(f"AGENT_ENDPOINT_TEMPLATE gives {url!r} for this agent: {exc.message}") from None
+    try:
+        return svc.agent_store.create(agent_id, fields, svc.clock.now_ms())
+    except Conflict:  # registered by a concurrent request meanwhile
+        return svc.agent_store.get(agent_id)
+
+
 def get_agent(svc: Services, agent_id: str) -> dict[str, Any]:
     return ok(svc.agent_store.get(agent_id).to_dict())
 
@@ -83,7 +113,7 @@ def delete_agent(svc: Services, agent_id: str) -> dict[str, Any]:
 
 def schedule_agent(svc: Services, agent_id: str, raw_body: bytes | None) -> dict[str, Any]:
     request = parse_schedule(parse_json_object(raw_body))
-    agent = svc.agent_store.get(agent_id)
+    agent = agent_or_registered(svc, agent_id)
     next_ms = agent.first_slot(request, svc.clock.now_ms())
     svc.agent_store.set_schedule(agent, request, next_ms, svc.clock.now_ms())
     if request.enabled:
@@ -99,8 +129,8 @@ def schedule_agent(svc: Services, agent_id: str, raw_body: bytes | None) -> dict
 
 def get_schedule(svc: Services, agent_id: str) -> dict[str, Any]:
     agent = svc.agent_store.get(agent_id)
-    if not agent.has_schedule:
-        raise NotFound(f"agent {agent_id!r} has no schedule")
+    # An agent without a schedule answers too, with scheduleEnabled false and nextRunAt null: the
+    # spec's monitoring loop reads every listed agent's schedule this way.
     run = svc.run_store.get_run(agent.current_run) if agent.current_run else None
     return ok(agent.schedule_info(run))
 
@@ -144,6 +174,7 @@ def paused_jobs(svc: Services) -> dict[str, Any]:
 
 
 def run_now(svc: Services, agent_id: str) -> dict[str, Any]:
+    agent_or_registered(svc, agent_id)
     run_id = svc.run_store.run_now(agent_id, svc.clock.now_ms())
     svc.events.counts_changed()
     svc.runner.start_waiting()

@@ -82,6 +82,9 @@ class Settings:
     ws_management_endpoint: str | None
     ws_api_id: str | None
     ws_stage: str
+    # Where an agent that was never registered runs when it is first scheduled or run: a URL in
+    # which `{agentId}` stands for its id. None: such an agent is a 404.
+    agent_endpoint_template: str | None = None
 
     @property
     def webhook_retries(self) -> RetryPolicy:
@@ -136,4 +139,5 @@ class Settings:
             ws_management_endpoint=env.get("WS_MANAGEMENT_ENDPOINT", "").strip().rstrip("/") or None,
             ws_api_id=env.get("WS_API_ID", "").strip() or None,
             ws_stage=env.get("WS_STAGE", "").strip() or "api",
+            agent_endpoint_template=env.get("AGENT_ENDPOINT_TEMPLATE", "").strip() or None,
         )

@@ -34,6 +34,8 @@ class WsSender(Protocol):
 
     def send_shared(self, body: Mapping[str, Any]) -> None: ...
 
+    def send_open(self, body: Mapping[str, Any]) -> None: ...
+
 
 # Deliveries and agent calls at once in one Lambda container. An SQS batch holds up to 10
 # messages of up to dispatch_queue.GROUP_SIZE items; what cannot start in time is handed on.
@@ -108,11 +110,15 @@ class Dispatcher:
         elif "ref" in data:
             items = [Claimed.from_body(data)]
         elif kind == "fanout":
-            if not isinstance(data["connections"], list) or not isinstance(data["message"], dict):
-                raise TypeError("a fan-out chunk needs a list of connections and a message")
+            if not isinstance(data["connections"], list) or not isinstance(data["frames"], dict):
+                raise TypeError("a fan-out chunk needs a list of connections and their frames")
             if not data["id"] or not data["endpoint"]:
                 raise ValueError("a fan-out chunk needs its fan-out's id and endpoint")
             return lambda: self._ws_publisher.send_shared(data)
+        elif kind == "socketio-open":
+            if not data["connection"] or not data["endpoint"]:
+                raise ValueError("an open packet needs its connection and endpoint")
+            return lambda: self._ws_publisher.send_open(data)
         else:
             return self._control(kind, int(str(data.get("due") or 0)), deadline_ms)
         for item in items:  # refuse an unknown item before any of the batch runs

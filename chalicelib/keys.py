@@ -23,6 +23,7 @@
 | {p}:ws:subs:{connId}       | set  | what a connection subscribes to: `agent:{id}`, `scheduler` |
 | {p}:ws:agent:{agentId}     | set  | connection ids subscribed to one agent's events            |
 | {p}:ws:scheduler           | set  | connection ids subscribed to scheduler:status              |
+| {p}:ws:engineio            | set  | Socket.IO connections, which the tick pings (heartbeat)    |
 | {p}:ws:status:lock         | str  | set while a scheduler:status send is throttled (PX)        |
 | {p}:ws:status:pending      | str  | set while a trailing scheduler:status send is queued (PX)  |
 | {p}:ws:fanout:{id}         | list | one entry per shared-out chunk of a fan-out that was sent  |

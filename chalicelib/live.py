@@ -6,16 +6,9 @@ import hmac
 import json
 import logging
 import secrets
-import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-
-import boto3
-import boto3.session
-import botocore
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError
 
 from . import threads
 from .agent_store import AgentStore
@@ -25,14 +18,17 @@ from .dispatch_queue import DispatchQueue
 from .errors import BadRequest
 from .events import Audience, best_effort
 from .ids import check_id
-from .live_store import SCHEDULER_TOPIC, LiveStore, agent_topic
+from .live_store import SCHEDULER_TOPIC, LiveStore, Protocol, Target, agent_topic
+from .management_api import FANOUT_THREADS, ManagementApi, management_endpoint
+from .socketio_routes import SocketIoRoutes, event_frame, open_frame, speaks_socketio
 from .timeutil import format_instant
+
+__all__ = ["LiveHandlers", "ManagementApi", "WsPublisher", "management_endpoint"]
 
 log = logging.getLogger(__name__)
 
 # scheduler:status goes out at most once per window, plus one trailing send.
 STATUS_WINDOW_MS = 250
-FANOUT_THREADS = 32
 _FANOUT = ThreadPoolExecutor(max_workers=FANOUT_THREADS, thread_name_prefix="ws-fanout")
 # A fan-out to more connections than this is shared out: the publisher sends the first chunk and
 # hands the others through the fan-out queue to other invocations (other Lambda containers), then
@@ -46,75 +42,19 @@ FANOUT_CHUNK = 100
 FANOUT_WAIT_SECONDS = 5.0
 # A shared-out chunk's SQS body stays well under SQS's 256 KB; a larger event is sent here.
 MAX_SHARED_BODY = 200_000
-# A fan-out is one post_to_connection per subscriber, so botocore's per-call CPU is what a
-# large one costs. Two settings cut it without changing the request: a fixed User-Agent (else
-# botocore rebuilds its default one from some twenty components on every call) and no
-# client-side parameter validation (the parameters are always a connection id from our own
-# records and bytes we just encoded).
-_USER_AGENT = f"punctual Boto3/{boto3.__version__} Botocore/{botocore.__version__}"
+# The Engine.IO open packet is posted from the fan-out queue, once $connect has returned; a post
+# that comes before API Gateway has the connection ready is refused as gone, and tried again
+# after these pauses (ms).
+OPEN_RETRY_MS = (50, 100, 200, 400, 800, 1600)
+
+# One frame per protocol: each connection gets the one its protocol reads.
+Frames = Mapping[str, str]
 
 
-def management_endpoint(
-    settings: Settings, domain: str | None = None, stage: str | None = None
-) -> str | None:
-    """Where post_to_connection goes: configured, else as AWS derives it."""
-    if settings.ws_management_endpoint:
-        return settings.ws_management_endpoint
-    if settings.ws_api_id:
-        return f"https://{settings.ws_api_id}.execute-api.{settings.aws_region}.amazonaws.com/{settings.ws_stage}"
-    if domain and stage:
-        return f"https://{domain}/{stage}"
-    return None
-
-
-class ManagementApi:
-    """post_to_connection through boto3; one client per endpoint."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._clients: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def client(self, endpoint: str) -> Any:
-        client = self._clients.get(endpoint)
-        if client is not None:
-            return client
-        # The first fan-out asks from up to 32 threads at once. boto3's default
-        # session is not thread-safe, so each client comes from a session of its
-        # own, made under the lock, and only one is made per endpoint.
-        with self._lock:
-            client = self._clients.get(endpoint)
-            if client is None:
-                client = boto3.session.Session().client(
-                    "apigatewaymanagementapi",
-                    endpoint_url=endpoint,
-                    region_name=self._settings.aws_region,
-                    config=BotoConfig(
-                        # One kept-alive connection per fan-out thread: none waits for another's.
-                        max_pool_connections=FANOUT_THREADS,
-                        retries={"max_attempts": 2},
-                        user_agent=_USER_AGENT,
-                        parameter_validation=False,
-                    ),
-                )
-                self._clients[endpoint] = client
-        return client
-
-    def send(self, endpoint: str, connection_id: str, data: bytes) -> bool:
-        """Send one encoded frame; False when the connection is gone."""
-        try:
-            self.client(endpoint).post_to_connection(ConnectionId=connection_id, Data=data)
-            return True
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code == "GoneException" or status == 410:
-                return False
-            log.warning("post_to_connection %s failed: %s", connection_id, exc)
-            return True
-        except BotoCoreError as exc:
-            log.warning("post_to_connection %s failed: %s", connection_id, exc)
-            return True
+def frames_of(message: Mapping[str, Any]) -> dict[str, str]:
+    """An event as each protocol sends it: {"event", "data"}, or Socket.IO's `42["event",data]`."""
+    return {Protocol.JSON: json.dumps(message),
+            Protocol.SOCKETIO: event_frame(message["event"], message["data"])}
 
 
 class WsPublisher:
@@ -141,60 +81,95 @@ class WsPublisher:
         # first large fan-out (see threads.prestart).
         threads.prestart(_FANOUT, FANOUT_THREADS)
 
-    def send_to(
-        self, connection_ids: list[str], message: Mapping[str, Any], endpoint: str | None = None
+    def send_to(self, targets: list[Target], message: Mapping[str, Any], endpoint: str | None = None) -> None:
+        """Send an event to every connection in parallel and wait, so one run's events stay in order."""
+        if targets:
+            self.send_frames(targets, frames_of(message), endpoint)
+
+    def send_frames(
+        self, targets: list[Target], frames: Frames, endpoint: str | None = None, wait: bool = True
     ) -> None:
-        """Send to every connection in parallel and wait, so one run's events stay in order."""
+        """Send each target the frame of its protocol (none: skipped); `wait` for shared-out chunks."""
         endpoint = endpoint or management_endpoint(self._settings)
-        if endpoint is None or not connection_ids:
+        targets = [t for t in targets if t[1] in frames]
+        if endpoint is None or not targets:
             return
-        here, fanout_id, shared = self._share_out(connection_ids, message, endpoint)
-        self._send_here(endpoint, here, message)
-        if shared:
+        here, fanout_id, shared = self._share_out(targets, frames, endpoint)
+        self._send_here(endpoint, here, frames)
+        if shared and wait:
             sent = self._live.wait_fanout(fanout_id, shared, FANOUT_WAIT_SECONDS)
             if sent < shared:
                 log.warning("fan-out %s: %d of %d shared-out chunks not sent within %.0f s",
                             fanout_id, shared - sent, shared, FANOUT_WAIT_SECONDS)
 
+    def send_frame(self, connection_id: str, frame: str, endpoint: str | None) -> None:
+        """One frame to one connection, now (a reply)."""
+        endpoint = endpoint or management_endpoint(self._settings)
+        if endpoint is not None and not self._api.send(endpoint, connection_id, frame.encode()):
+            self._live.disconnect(connection_id)
+
+    def close(self, connection_id: str, endpoint: str | None) -> None:
+        endpoint = endpoint or management_endpoint(self._settings)
+        if endpoint is not None:
+            self._api.close(endpoint, connection_id)
+
+    def open_later(self, connection_id: str, endpoint: str | None) -> None:
+        """Have the Engine.IO open packet sent once $connect has returned (see send_open)."""
+        endpoint = endpoint or management_endpoint(self._settings)
+        if endpoint is None:
+            return
+        body = json.dumps({"kind": "socketio-open", "connection": connection_id, "endpoint": endpoint})
+        if self._fanout_queue.send_now([body]):
+            log.warning("could not queue the open packet of %s; the tick closes it", connection_id)
+
+    def send_open(self, body: Mapping[str, Any]) -> None:
+        """Post a connection's open packet, trying again while its $connect may not have returned."""
+        connection_id, endpoint = str(body["connection"]), str(body["endpoint"])
+        data = open_frame(connection_id).encode()
+        for pause_ms in (*OPEN_RETRY_MS, None):
+            if self._api.send(endpoint, connection_id, data):
+                return
+            if pause_ms is None or self._live.connected_at(connection_id) is None:
+                break  # gone for good ($disconnect ran, or it never became ready)
+            self._clock.sleep_until(self._clock.now_ms() + pause_ms)
+        log.info("Socket.IO connection %s was gone before its open packet", connection_id)
+        self._live.disconnect(connection_id)
+
     def send_shared(self, body: Mapping[str, Any]) -> None:
         """A chunk another invocation shared out: send it, and tell that publisher."""
         try:
-            self._send_here(str(body["endpoint"]), [str(c) for c in body["connections"]], body["message"])
+            targets = [(str(c), Protocol(p)) for c, p in body["connections"]]
+            self._send_here(str(body["endpoint"]), targets, body["frames"])
         finally:
             self._live.fanout_sent(str(body["id"]))
 
     def _share_out(
-        self, connection_ids: list[str], message: Mapping[str, Any], endpoint: str
-    ) -> tuple[list[str], str, int]:
+        self, targets: list[Target], frames: Frames, endpoint: str
+    ) -> tuple[list[Target], str, int]:
         """Hand all chunks but the first to the fan-out queue; returns the connections left to
         send here (the first chunk, and any SQS did not take), the fan-out's id and how many
         chunks went out."""
-        chunks = [connection_ids[i:i + FANOUT_CHUNK] for i in range(0, len(connection_ids), FANOUT_CHUNK)]
+        chunks = [targets[i:i + FANOUT_CHUNK] for i in range(0, len(targets), FANOUT_CHUNK)]
         if len(chunks) == 1:
-            return connection_ids, "", 0
+            return targets, "", 0
         fanout_id = secrets.token_hex(8)
+        used = {p for _, p in targets}
+        shared_frames = {p: f for p, f in frames.items() if p in used}
         bodies = [
             json.dumps({"kind": "fanout", "id": fanout_id, "endpoint": endpoint, "connections": chunk,
-                        "message": message})
+                        "frames": shared_frames})
             for chunk in chunks[1:]
         ]
         if max(len(body) for body in bodies) > MAX_SHARED_BODY:
-            return connection_ids, "", 0
+            return targets, "", 0
         failed = set(self._fanout_queue.send_now(bodies))
-        here = chunks[0] + [c for i, chunk in enumerate(chunks[1:]) if i in failed for c in chunk]
+        here = chunks[0] + [t for i, chunk in enumerate(chunks[1:]) if i in failed for t in chunk]
         return here, fanout_id, len(bodies) - len(failed)
 
-    def _send_here(self, endpoint: str, connection_ids: list[str], message: Mapping[str, Any]) -> None:
-        data = json.dumps(message).encode()  # once, not once per connection
-        gone = [
-            cid
-            for cid, ok in zip(
-                connection_ids,
-                _FANOUT.map(lambda c: self._api.send(endpoint, c, data), connection_ids),
-                strict=True,
-            )
-            if not ok
-        ]
+    def _send_here(self, endpoint: str, targets: list[Target], frames: Frames) -> None:
+        data = {p: f.encode() for p, f in frames.items()}  # once, not once per connection
+        sent = _FANOUT.map(lambda t: self._api.send(endpoint, t[0], data[t[1]]), targets)
+        gone = [cid for (cid, _), ok in zip(targets, sent, strict=True) if not ok]
         for cid in gone:
             self._live.disconnect(cid)
 
@@ -203,10 +178,10 @@ class WsPublisher:
     ) -> None:
         topic = agent_topic(agent_id) if agent_id else SCHEDULER_TOPIC
         if audience is not None and agent_id:
-            connection_ids = self._live.alive(topic, audience.agent)
+            targets = self._live.alive(topic, audience.agent)
         else:
-            connection_ids = self._live.subscribers(topic)
-        self.send_to(connection_ids, {"event": event, "data": data})
+            targets = self._live.subscribers(topic)
+        self.send_to(targets, {"event": event, "data": data})
 
     def status_changed(self, audience: Audience | None = None) -> None:
         if audience is not None:
@@ -236,11 +211,11 @@ class WsPublisher:
             "data": {"stats": stats, "timestamp": format_instant(self._clock.now_ms())},
         }
 
-    def send_status(self, connection_ids: list[str] | None = None) -> None:
-        if connection_ids is None:
-            connection_ids = self._live.subscribers(SCHEDULER_TOPIC)
-        if connection_ids:
-            self.send_to(connection_ids, self.status_message())
+    def send_status(self, targets: list[Target] | None = None, endpoint: str | None = None) -> None:
+        if targets is None:
+            targets = self._live.subscribers(SCHEDULER_TOPIC)
+        if targets:
+            self.send_to(targets, self.status_message(), endpoint)
 
 
 class LiveHandlers:
@@ -254,10 +229,14 @@ class LiveHandlers:
         self._publisher = publisher
         self._clock = clock
         self._settings = settings
+        self.socketio = SocketIoRoutes(live, publisher, self.answer, clock, settings)
 
     def connect(
-        self, connection_id: str, query: Mapping[str, str] | None, headers: Mapping[str, str] | None
+        self, connection_id: str, query: Mapping[str, str] | None, headers: Mapping[str, str] | None,
+        endpoint: str | None = None,
     ) -> dict[str, Any]:
+        if speaks_socketio(query):
+            return self.socketio.connect(connection_id, query or {}, endpoint)
         token = (query or {}).get("token") or ""
         if not token:
             lowered = {k.lower(): v for k, v in (headers or {}).items()}
@@ -274,21 +253,36 @@ class LiveHandlers:
 
     def message(self, connection_id: str, body: str | None, endpoint: str | None) -> None:
         now = self._clock.now_ms()
-        if not self._live.touch(connection_id, now):
+        record = self._live.record(connection_id)
+        if record is not None:
+            self._live.touch(connection_id, now, record.connected_ms)
+            if record.protocol is Protocol.SOCKETIO:
+                self.socketio.message(connection_id, record.authenticated, body, endpoint)
+                return
+        elif (body or "")[:1].isdigit():
+            # An Engine.IO packet on a connection whose record expired: it would have to
+            # authenticate again, which only a new connection does.
+            self._publisher.close(connection_id, endpoint)
+            return
+        else:
             # Its record expired while API Gateway kept it open: it authenticated on $connect.
             self._live.connect(connection_id, now)
-        reply = self._answer(connection_id, body, now)
-        self._publisher.send_to([connection_id], reply, endpoint)
+        reply = self._parse_and_answer(connection_id, body, now)
+        self._publisher.send_to([(connection_id, Protocol.JSON)], reply, endpoint)
         if reply["event"] == "subscribed" and reply["data"].get("topic") == "scheduler-updates":
-            self._publisher.send_status([connection_id])
+            self._publisher.send_status([(connection_id, Protocol.JSON)], endpoint)
 
-    def _answer(self, connection_id: str, body: str | None, now: int) -> dict[str, Any]:
+    def _parse_and_answer(self, connection_id: str, body: str | None, now: int) -> dict[str, Any]:
         try:
             frame = json.loads(body or "")
         except (ValueError, RecursionError):
             return _error('frame is not JSON; send e.g. {"action": "ping"}')
         if not isinstance(frame, dict):
             return _error("frame must be a JSON object with an 'action'")
+        return self.answer(connection_id, frame, now)
+
+    def answer(self, connection_id: str, frame: dict[str, Any], now: int) -> dict[str, Any]:
+        """The reply to one request, whichever protocol brought it."""
         action = frame.get("action")
         handler = self._actions().get(action) if isinstance(action, str) else None
         if handler is None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
 
 from .script_calls import Connect, Disconnect, Subscribe, Unsubscribe
 from .store import Store
@@ -16,6 +18,25 @@ from .store import Store
 IDLE_SECONDS = 600
 MAX_CONNECTION_SECONDS = 7200
 SCHEDULER_TOPIC = "scheduler"
+# Every Socket.IO connection, authenticated or not: the tick pings the one and closes the other
+# when it has waited too long (socketio.py).
+HEARTBEAT_TOPIC = "engineio"
+
+
+class Protocol(StrEnum):
+    JSON = "json"  # {"action": …} in, {"event", "data"} out
+    SOCKETIO = "socketio"  # Socket.IO v4 over Engine.IO 4 (socketio.py)
+
+
+# A connection a fan-out sends to, and the protocol its frame is encoded in.
+Target = tuple[str, Protocol]
+
+
+@dataclass(frozen=True)
+class ConnectionRecord:
+    connected_ms: int
+    protocol: Protocol
+    authenticated: bool  # always, for JSON (on $connect); for Socket.IO, after its CONNECT packet
 # How long a fan-out's record of sent chunks outlives a publisher that stopped waiting for it.
 FANOUT_RECORD_SECONDS = 60
 
@@ -35,13 +56,48 @@ class LiveStore:
         left = MAX_CONNECTION_SECONDS - (now - connected_ms) // 1000
         return max(1, min(IDLE_SECONDS, left))
 
-    def connect(self, connection_id: str, now: int) -> None:
+    def connect(self, connection_id: str, now: int, protocol: Protocol = Protocol.JSON) -> None:
         self._store.script(Connect(connection_key=self.keys.ws_connection(connection_id),
-                                   connection_id=connection_id, now_ms=now, expiry_seconds=IDLE_SECONDS))
+                                   connection_id=connection_id, now_ms=now, expiry_seconds=IDLE_SECONDS,
+                                   protocol=protocol.value))
 
     def connected_at(self, connection_id: str) -> int | None:
         value = self.call(lambda: self.client.hget(self.keys.ws_connection(connection_id), "connectedAt"))
         return int(value) if value else None
+
+    def record(self, connection_id: str) -> ConnectionRecord | None:
+        key = self.keys.ws_connection(connection_id)
+        connected, protocol, authed = self.call(
+            lambda: self.client.hmget(key, "connectedAt", "protocol", "authenticatedAt")
+        )
+        if not connected:
+            return None
+        speaks = Protocol(protocol or Protocol.JSON)
+        return ConnectionRecord(int(connected), speaks, speaks is Protocol.JSON or bool(authed))
+
+    def authenticated(self, connection_id: str, now: int) -> None:
+        """A Socket.IO connection sent a valid CONNECT packet (one key: no script needed)."""
+        self.call(lambda: self.client.hset(self.keys.ws_connection(connection_id), "authenticatedAt", now))
+
+    def heartbeat_members(self) -> list[tuple[str, ConnectionRecord]]:
+        """The Socket.IO connections, with their records; ones whose records expired leave."""
+        members = sorted(self.call(lambda: self.client.smembers(self.keys.ws_topic(HEARTBEAT_TOPIC))))
+        k = self.keys
+
+        def read() -> list[list[str | None]]:
+            pipe = self.client.pipeline(transaction=False)
+            for member in members:
+                pipe.hmget(k.ws_connection(member), "connectedAt", "protocol", "authenticatedAt")
+            return pipe.execute()
+
+        rows = self.call(read) if members else []
+        dead = [m for m, row in zip(members, rows, strict=True) if not row[0]]
+        if dead:
+            self.call(lambda: self.client.srem(k.ws_topic(HEARTBEAT_TOPIC), *dead))
+        return [
+            (m, ConnectionRecord(int(str(row[0])), Protocol.SOCKETIO, bool(row[2])))
+            for m, row in zip(members, rows, strict=True) if row[0]
+        ]
 
     def subscribe(self, connection_id: str, topic: str, now: int) -> bool:
         connected = self.connected_at(connection_id)
@@ -55,9 +111,9 @@ class LiveStore:
             expiry_seconds=self._expiry(connected, now), topic_expiry_seconds=MAX_CONNECTION_SECONDS,
         )))
 
-    def touch(self, connection_id: str, now: int) -> bool:
-        """A message arrived: the connection is not idle."""
-        connected = self.connected_at(connection_id)
+    def touch(self, connection_id: str, now: int, connected: int | None = None) -> bool:
+        """A message arrived: the connection is not idle (`connected`: its connectedAt, when read)."""
+        connected = connected or self.connected_at(connection_id)
         if connected is None:
             return False
         expiry = self._expiry(connected, now)
@@ -86,30 +142,32 @@ class LiveStore:
             topic_keys=tuple(k.ws_topic(t) for t in sorted(topics)), connection_id=connection_id,
         ))
 
-    def subscribers(self, topic: str) -> list[str]:
+    def subscribers(self, topic: str) -> list[Target]:
         """Live subscribers of a topic; ones whose records expired are dropped on the way."""
         members = self.call(lambda: self.client.smembers(self.keys.ws_topic(topic)))
         return self.alive(topic, members)
 
-    def alive(self, topic: str, members: Iterable[str]) -> list[str]:
-        """Those of a topic's `members` whose connection records still exist; the others leave
-        the topic. No round trip for no members."""
+    def alive(self, topic: str, members: Iterable[str]) -> list[Target]:
+        """Those of a topic's `members` whose connection records still exist, with the protocol
+        each speaks (read in the same round trip); the others leave the topic. No round trip for
+        no members."""
         k = self.keys
         members = sorted(members)
         if not members:
             return []
 
-        def read() -> list[int]:
+        def read() -> list[list[str | None]]:
             pipe = self.client.pipeline(transaction=False)
             for member in members:
-                pipe.exists(k.ws_connection(member))
+                pipe.hmget(k.ws_connection(member), "connectedAt", "protocol")
             return pipe.execute()
 
-        alive = self.call(read)
-        dead = [m for m, ok in zip(members, alive, strict=True) if not ok]
+        rows = self.call(read)
+        dead = [m for m, row in zip(members, rows, strict=True) if not row[0]]
         if dead:
             self.call(lambda: self.client.srem(k.ws_topic(topic), *dead))
-        return [m for m, ok in zip(members, alive, strict=True) if ok]
+        return [(m, Protocol(row[1] or Protocol.JSON))
+                for m, row in zip(members, rows, strict=True) if row[0]]
 
     def has_subscribers(self, topic: str) -> bool:
         return bool(self.call(lambda: self.client.scard(self.keys.ws_topic(topic))))

@@ -355,6 +355,7 @@ class Connect(ScriptCall):
     connection_id: str
     now_ms: int
     expiry_seconds: int
+    protocol: str
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ class Store:
             inflight_deadline_ms=inflight_deadline_ms, marker_ttl_ms=marker_ttl_ms,
         ))))
         if created is Created.TAKEN:
-            raise Conflict(f"message {new.id!r} already exists")
+            raise Conflict(f"message {new.id!r} already exists and is not delivered yet")
         return created
 
     def ask_sweep(self, second_ms: int, marker_ttl_ms: int) -> str:

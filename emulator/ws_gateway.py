@@ -9,7 +9,9 @@ clients connect at `/{stage}` (`ws://127.0.0.1:8001/api?token=…`), as on AWS.
 Like API Gateway, it closes a connection (1001 "going away") after 10 minutes
 without a frame from the client or 2 hours in all (WS_IDLE_TIMEOUT_SECONDS,
 WS_MAX_CONNECTION_SECONDS), and runs $disconnect for it; it closes one that sends a
-binary frame (1003).
+binary frame (1003) or a message over API Gateway's 128 KB (1009). As on API Gateway, a connection
+exists for the management API only once its $connect handler has returned: a post before that is
+refused as gone (410), so a handler cannot send from inside $connect here either.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ UNSUPPORTED_DATA = 1003
 # buffer is full, so a client that stops reading would hold every publisher that sends to it
 # (the dispatcher, an agent's /progress call); it is cut off instead, and answered as gone.
 SEND_TIMEOUT_SECONDS = 2.0
+# API Gateway's largest WebSocket message (a larger one closes the connection).
+MAX_MESSAGE_BYTES = 128 * 1024
 
 
 def _limit(value: float | None, env_name: str, default: float) -> float:
@@ -70,6 +74,8 @@ class Connection:
     last_active: float = field(default_factory=time.time)
     expiring: bool = False  # the watchdog is closing it
     transport: asyncio.BaseTransport | None = None  # to cut off a client that stopped reading
+    # Set once the handshake's answer is out: a post between $connect's return and then waits.
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class WsGateway:
@@ -158,8 +164,7 @@ class WsGateway:
         if status >= 300:
             # API Gateway refuses the handshake itself with the handler's status.
             return web.Response(status=status, text=(answer or {}).get("body") or "Forbidden")
-        socket = web.WebSocketResponse(heartbeat=30, autoping=True)
-        await socket.prepare(request)
+        socket = web.WebSocketResponse(heartbeat=30, autoping=True, max_msg_size=MAX_MESSAGE_BYTES)
         conn = Connection(
             conn_id,
             socket,
@@ -168,7 +173,16 @@ class WsGateway:
             request.headers.get("User-Agent", ""),
             transport=request.transport,
         )
+        # $connect has returned: from now on the connection takes posts, as on API Gateway.
         self._connections[conn_id] = conn
+        try:
+            await socket.prepare(request)
+        except Exception:  # the client went before its handshake's answer: $disconnect, as on AWS
+            self._connections.pop(conn_id, None)
+            conn.ready.set()
+            await self._invoke("$disconnect", self._event("$disconnect", conn_id, connected_at))
+            raise
+        conn.ready.set()
         watchdog = asyncio.create_task(self._watchdog(conn))
         # The reader only reads; a worker invokes $default for each frame in order.
         # A frame therefore counts as activity when it arrives, not when the
@@ -240,11 +254,14 @@ class WsGateway:
 
     async def _post(self, request: web.Request) -> web.Response:
         conn = self._find(request)
-        if conn is None or conn.socket.closed:
+        if conn is None:
             return self._gone()
         data = await request.read()
         try:
             async with asyncio.timeout(self._send_timeout):  # no task per send, as wait_for makes
+                await conn.ready.wait()
+                if conn.socket.closed:
+                    return self._gone()
                 await conn.socket.send_str(data.decode())
         except TimeoutError:
             log.info("cutting off %s: it has not read its frames for %.1f s", conn.id, self._send_timeout)
@@ -271,6 +288,7 @@ class WsGateway:
         conn = self._find(request)
         if conn is None:
             return self._gone()
+        await conn.ready.wait()
         await conn.socket.close(code=1000, message=b"closed by the server")
         return web.Response(status=204)
 

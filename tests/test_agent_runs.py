@@ -199,8 +199,10 @@ def harness_token() -> str:
 
 
 def info_or_none(h: Harness, agent_id: str) -> dict | None:
+    """An agent's schedule, None when it has none."""
     status, body = h.api("GET", f"/api/agents/{agent_id}/schedule")
-    return body["data"] if status == 200 else None
+    assert status == 200, body
+    return body["data"] if body["data"]["scheduleExpression"] else None
 
 
 def test_failing_three_times_goes_to_error_and_leaves_the_schedule(

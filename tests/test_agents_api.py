@@ -192,22 +192,27 @@ def test_schedule_refused(harness: Harness, body: dict, fragment: str) -> None:
     make_agent(harness)
     status, answer = harness.api("POST", "/api/agents/agent-123/schedule", body)
     assert status == 400 and fragment in answer["error"], answer
-    assert harness.api("GET", "/api/agents/agent-123/schedule")[0] == 404
+    assert harness.api("GET", "/api/agents/agent-123/schedule")[1]["data"]["scheduleExpression"] is None
     assert harness.redis.zcard(harness.svc.message_store.keys.due) == 0
 
 
 def test_unknown_agents_and_missing_schedules_are_404(harness: Harness) -> None:
     cron = {"cronExpression": "* * * * *"}
-    assert harness.api("POST", "/api/agents/ghost/schedule", cron)[0] == 404
+    status, body = harness.api("POST", "/api/agents/ghost/schedule", cron)
+    assert status == 404 and "register it first" in body["error"]
+    assert "AGENT_ENDPOINT_TEMPLATE" in body["error"]
     assert harness.api("GET", "/api/agents/ghost/schedule")[0] == 404
     assert harness.api("DELETE", "/api/agents/ghost/schedule")[0] == 404
     assert harness.api("PATCH", "/api/agents/ghost/schedule/ghost/pause")[0] == 404
     assert harness.api("PATCH", "/api/agents/ghost/schedule/ghost/resume")[0] == 404
     assert harness.api("POST", "/api/agents/ghost/run")[0] == 404
     assert harness.api("GET", "/api/agents/ghost/runs")[0] == 404
+    assert "register it first" in harness.api("POST", "/api/agents/ghost/run")[1]["error"]
     make_agent(harness)
+    # The spec's monitoring loop reads every agent's schedule: one without answers, not enabled.
     status, body = harness.api("GET", "/api/agents/agent-123/schedule")
-    assert status == 404 and body == {"success": False, "error": "agent 'agent-123' has no schedule"}
+    assert status == 200 and body["data"]["scheduleEnabled"] is False and body["data"]["nextRunAt"] is None
+    assert body["data"]["scheduleExpression"] is None and body["data"]["taskDetails"]["isPaused"] is False
     assert harness.api("DELETE", "/api/agents/agent-123/schedule")[0] == 404
     assert harness.api("PATCH", "/api/agents/agent-123/schedule/agent-123/pause")[0] == 404
 
@@ -217,7 +222,7 @@ def test_unschedule(harness: Harness) -> None:
     harness.api("POST", "/api/agents/agent-123/schedule", {"cronExpression": "* * * * *"})
     status, body = harness.api("DELETE", "/api/agents/agent-123/schedule")
     assert status == 200 and body == {"success": True, "message": "Agent unscheduled successfully"}
-    assert harness.api("GET", "/api/agents/agent-123/schedule")[0] == 404
+    assert harness.api("GET", "/api/agents/agent-123/schedule")[1]["data"]["scheduleEnabled"] is False
     assert harness.api("GET", "/api/agents/schedule/status")[1]["data"]["scheduledTasksCount"] == 0
 
 
@@ -315,3 +320,28 @@ def test_a_folder_of_the_zone_database_is_no_time_zone(harness: Harness, zone: s
     status, answer = harness.api("POST", "/api/agents/agent-123/schedule",
                                  {"cronExpression": "* * * * *", "timezone": zone})
     assert status == 400 and "not a known IANA time zone" in answer["error"], answer
+
+
+def test_an_agent_never_registered_is_registered_from_the_template(harness: Harness) -> None:
+    harness.configure(agent_endpoint_template="http://127.0.0.1:9/run/{agentId}")
+    status, body = harness.api("POST", "/api/agents/agent-123/schedule",
+                               {"cronExpression": "0 */6 * * *", "priority": "HIGH"})
+    assert status == 200 and body["data"]["id"] == "agent-123" and body["data"]["scheduleEnabled"] is True
+    agent = harness.api("GET", "/api/agents/agent-123")[1]["data"]
+    assert agent["endpointUrl"] == "http://127.0.0.1:9/run/agent-123" and agent["name"] == "agent-123"
+    # Running one registers it too; the id goes into the URL percent-encoded.
+    assert harness.api("POST", "/api/agents/a:b@c/run")[0] == 202
+    assert harness.api("GET", "/api/agents/a:b@c")[1]["data"]["endpointUrl"] == "http://127.0.0.1:9/run/a%3Ab%40c"
+    # An id no agent can have is not registered: it is not found, as without the template.
+    assert harness.api("POST", "/api/agents/%C3%99/run")[0] == 404
+    # A registered agent keeps its own endpoint.
+    make_agent(harness, "own")
+    harness.api("POST", "/api/agents/own/schedule", {"cronExpression": "* * * * *"})
+    assert harness.api("GET", "/api/agents/own")[1]["data"]["endpointUrl"] == ENDPOINT
+
+
+def test_a_template_that_expands_to_a_refused_url_is_a_400(harness: Harness) -> None:
+    harness.configure(agent_endpoint_template="http://127.0.0.1:9/run/{agentId}", local_mode=False)
+    status, body = harness.api("POST", "/api/agents/agent-123/schedule", {"cronExpression": "* * * * *"})
+    assert status == 400 and "AGENT_ENDPOINT_TEMPLATE" in body["error"], body
+    assert harness.api("GET", "/api/agents/agent-123")[0] == 404

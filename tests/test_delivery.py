@@ -58,6 +58,25 @@ def test_message_due_soon_is_delivered_once_on_time_with_headers(
     assert 86_000 < ttl <= 86_400
 
 
+def test_a_finished_message_frees_its_id_and_a_pending_one_does_not(
+    harness: Harness, receiver: Receiver
+) -> None:
+    harness.post(message("again", SOON, receiver.url + "/hook", {"n": 1}))
+    harness.drain()
+    assert status_of(harness, "again")["status"] == "delivered"
+    # The same id again: the new message replaces the delivered one's record whole.
+    response = harness.post(message("again", LATER, receiver.url + "/hook", {"n": 2}))
+    assert response.status_code == 200, response.body
+    shown = status_of(harness, "again")
+    assert shown["status"] == "scheduled" and shown["payload"] == {"n": 2}
+    assert shown["attempts"] == 0 and shown["deliveredAt"] is None
+    assert harness.redis.ttl(harness.svc.message_store.keys.message("again")) == -1  # kept until done
+    # Pending now: the id is taken.
+    taken = harness.post(message("again", LATER, receiver.url + "/hook", {"n": 3}))
+    assert taken.status_code == 409 and "not delivered yet" in json.loads(taken.body)["detail"]
+    assert status_of(harness, "again")["payload"] == {"n": 2}
+
+
 def test_signature_header_when_a_secret_is_set(harness: Harness, receiver: Receiver) -> None:
     from standardwebhooks.webhooks import Webhook
 
@@ -120,6 +139,10 @@ def test_retries_are_spent_then_failed(harness: Harness) -> None:
         assert harness.clock.now_ms() == T0 + 30_000 + 1_000 + 2_000 + 4_000
         assert json.loads(harness.get("/messages").body)["count"] == 0
         assert harness.receive() == []
+        # A failed message frees its id too: sent again, it starts afresh.
+        assert harness.post(message("down", LATER, rcv.url)).status_code == 200
+        again = status_of(harness, "down")
+        assert again["status"] == "scheduled" and again["attempts"] == 0 and again["lastError"] is None
     finally:
         rcv.stop()
 

@@ -291,7 +291,7 @@ def test_a_gone_connection_is_removed_on_the_first_failed_send(ws: Ws) -> None:
             expected_params={"ConnectionId": gone, "Data": _any()},
         )
         stub.add_response("post_to_connection", {}, expected_params={"ConnectionId": alive, "Data": _any()})
-        h.svc.events._publisher.send_to([gone, alive], {"event": "x", "data": {}})  # type: ignore[attr-defined]
+        h.svc.events._publisher.send_to([(gone, "json"), (alive, "json")], {"event": "x", "data": {}})  # type: ignore[attr-defined]
     topic = h.svc.message_store.keys.ws_topic("agent:g")
     assert h.redis.smembers(topic) == {alive}
     assert not h.redis.exists(h.svc.message_store.keys.ws_connection(gone))

@@ -270,7 +270,7 @@ def test_a_client_that_stops_reading_is_cut_off_not_waited_for(harness: Harness)
         frame = {"event": "agent:progress", "data": {"message": "x" * 100_000}}
         sent = 0
         while harness.redis.exists(record) and sent < 200:
-            harness.svc.events._publisher.send_to([connection_id], frame)  # type: ignore[attr-defined]
+            harness.svc.events._publisher.send_to([(connection_id, "json")], frame)  # type: ignore[attr-defined]
             sent += 1
         # Its buffers filled after some megabytes; the next send was answered as gone, and the
         # app dropped its record, as on a 410 from API Gateway.

@@ -1,4 +1,5 @@
--- Store a new webhook message and index it, unless its id is taken.
+-- Store a new webhook message and index it, unless its id is taken by one not yet finished:
+-- a delivered or failed message frees its id, and the new one replaces its record.
 -- KEYS[1] message hash        KEYS[2] pending-messages zset
 -- KEYS[3] due index zset      KEYS[4] inflight zset
 -- KEYS[5] the sweep marker of the message's due second (used in 'sweep' mode)
@@ -12,7 +13,7 @@
 --           (one SQS message for all of them); once the second is swept, it is claimed now
 -- ARGV[8] claim token   ARGV[9] inflight deadline ms (when claimed)
 -- ARGV[10] how long a new sweep marker lives (ms)
--- Returns 0 when the id exists; else 1 (waits in the due index), 2 (claimed: send it)
+-- Returns 0 when the id is held by a message not yet finished; else 1 (waits in the due index), 2 (claimed: send it)
 -- or 3 (first of its second: send the sweep).
 --#include sweep_marker
 local message_key = KEYS[1]
@@ -31,7 +32,12 @@ local claim_token = ARGV[8]
 local inflight_deadline_ms = ARGV[9]
 local marker_ttl_ms = ARGV[10]
 
-if redis.call('EXISTS', message_key) == 1 then
+local held_by = redis.call('HGET', message_key, 'status')
+if held_by == 'delivered' or held_by == 'failed' then
+  -- Finished: only kept for inspection (it left every index), so it goes whole, fields and
+  -- retention expiry alike.
+  redis.call('DEL', message_key)
+elseif redis.call('EXISTS', message_key) == 1 then
   return 0
 end
 local result = 1
