@@ -90,6 +90,9 @@ class Claimed:
     due_ms: int
     token: str
     step: Step = Step.DUE
+    # Whom a webhook is delivered to (targets.destination), for per-destination limits; '' for
+    # agent runs, and for claims made before destinations were counted.
+    dest: str = ""
 
     @property
     def item(self) -> ItemKind:
@@ -116,21 +119,25 @@ class Claimed:
         body: dict[str, object] = {"ref": self.ref, "token": self.token, "due": self.due_ms}
         if self.step:
             body["kind"] = self.step.value
+        if self.dest:
+            body["dest"] = self.dest
         return json.dumps(body)
 
     @classmethod
     def from_body(cls, data: Mapping[str, object]) -> Claimed:
         return cls(ref=str(data["ref"]), due_ms=int(str(data["due"])), token=str(data["token"]),
-                   step=Step(str(data.get("kind", ""))))
+                   step=Step(str(data.get("kind", ""))), dest=str(data.get("dest") or ""))
 
     def to_row(self) -> list[object]:
         """The compact form an item takes inside a group's body."""
-        return [self.ref, self.token, self.due_ms, self.step.value]
+        row: list[object] = [self.ref, self.token, self.due_ms, self.step.value]
+        return [*row, self.dest] if self.dest else row
 
     @classmethod
     def from_row(cls, row: list[object]) -> Claimed:
-        ref, token, due, step = row
-        return cls(ref=str(ref), due_ms=int(str(due)), token=str(token), step=Step(str(step)))
+        ref, token, due, step, *dest = row
+        return cls(ref=str(ref), due_ms=int(str(due)), token=str(token), step=Step(str(step)),
+                   dest=str(dest[0]) if dest else "")
 
 
 @dataclass(frozen=True)
@@ -144,10 +151,10 @@ class Retry:
 
 def plan_retry(
     ref: str, attempt: int, now_ms: int, policy: RetryPolicy, grace_ms: int,
-    retry_after_seconds: float | None = None,
+    retry_after_seconds: float | None = None, dest: str = "",
 ) -> Retry | None:
     """The retry that follows failed attempt `attempt` (1-based), or None once they are spent."""
     if attempt > policy.max_retries:
         return None
     due = now_ms + int(policy.delay_seconds(attempt, retry_after_seconds) * 1000)
-    return Retry(Claimed(ref, due, new_token()), due + grace_ms)
+    return Retry(Claimed(ref, due, new_token(), dest=dest), due + grace_ms)

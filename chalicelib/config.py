@@ -12,6 +12,10 @@ from .backoff import RetryPolicy
 # stack (deploy/) creates queues of these names.
 DEFAULT_DISPATCH_QUEUE = "punctual-dispatch"
 DEFAULT_FANOUT_QUEUE = "punctual-fanout"
+# A quarter of one container's delivery threads (dispatcher.DELIVERY_THREADS): a destination
+# that hangs holds at most that many across the fleet, and one that answers in tens of ms still
+# takes thousands of webhooks a second.
+DEFAULT_DESTINATION_MAX_CALLS = 16
 
 
 def _int(
@@ -59,6 +63,9 @@ class Settings:
     webhook_secret: str | None
     webhook_timeout_seconds: int
     webhook_max_retries: int
+    # Webhook calls under way at once to one destination (scheme, host and port), across every
+    # dispatcher; 0: no limit. What is over it waits without holding a thread.
+    destination_max_calls: int
     retry_base_seconds: int
     retry_max_delay_seconds: int
     retention_seconds: int
@@ -121,6 +128,7 @@ class Settings:
             webhook_secret=env.get("WEBHOOK_SECRET") or None,
             webhook_timeout_seconds=_int(env, "WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1),
             webhook_max_retries=_int(env, "WEBHOOK_MAX_RETRIES", 3),
+            destination_max_calls=_int(env, "DESTINATION_MAX_CALLS", DEFAULT_DESTINATION_MAX_CALLS),
             retry_base_seconds=_int(env, "WEBHOOK_RETRY_BASE_SECONDS", 1, minimum=1),
             retry_max_delay_seconds=_int(env, "WEBHOOK_RETRY_MAX_DELAY_SECONDS", 300, minimum=1),
             retention_seconds=_int(env, "RETENTION_SECONDS", 86_400, minimum=1),

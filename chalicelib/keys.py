@@ -17,6 +17,10 @@
 |                            |      | rank * 1e13 + due ms, so higher priority, then earlier due |
 | {p}:running                | zset | run ids holding a concurrency slot; score = lease deadline |
 | {p}:tick:last              | str  | ms of the last tick (the scheduler's heartbeat)            |
+| {p}:dest:{dest}:calls      | zset | refs of webhook calls under way to one destination         |
+|                            |      | (scheme://host:port); score = the call's lease deadline    |
+| {p}:dest:{dest}:waiting    | zset | claims (SQS bodies) waiting for a call to that destination |
+|                            |      | to end; score = due ms                                     |
 | {p}:sweep:{second}         | str  | `pending` while the sweep of one due second (epoch s) is   |
 |                            |      | on its way through SQS, then `swept`; expires after it     |
 | {p}:ws:conn:{connId}       | hash | a WebSocket connection (connectedAt); expires when idle    |
@@ -90,6 +94,12 @@ class Keys:
     def sweep(self, due_ms: int) -> str:
         """The sweep marker of the second `due_ms` falls in."""
         return f"{self.prefix}:sweep:{due_ms // 1000}"
+
+    def destination_calls(self, dest: str) -> str:
+        return f"{self.prefix}:dest:{dest}:calls"
+
+    def destination_waiting(self, dest: str) -> str:
+        return f"{self.prefix}:dest:{dest}:waiting"
 
     @property
     def tick_heartbeat(self) -> str:

@@ -15,6 +15,7 @@ from .dispatch_queue import DispatchQueue, Handoff
 from .errors import PunctualError
 from .messages import NewMessage
 from .store import Store
+from .targets import destination
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ class Scheduler:
         """
         now = self._clock.now_ms()
         until_due = new.due_ms - now
-        claim = Claimed(ref=message_ref(new.id), due_ms=new.due_ms, token=new_token())
+        claim = Claimed(ref=message_ref(new.id), due_ms=new.due_ms, token=new_token(),
+                        dest=destination(new.webhook_url))
         created = self._store.create_message(
             new, now, self._way_in(until_due), claim.token,
             max(new.due_ms, now) + self._settings.queue_grace_ms, until_due + SWEEP_MARKER_MARGIN_MS,

@@ -59,9 +59,15 @@ class BeginDelivery(ScriptCall):
     script: ClassVar[str] = "begin_delivery"
     message_key: str = key()
     inflight_key: str = key()
+    calls_key: str = key()
+    waiting_key: str = key()
     message_ref: str
     claim_token: str
     lease_deadline_ms: int
+    now_ms: int
+    max_calls: int  # 0: no per-destination limit
+    claim_body: str
+    due_ms: int
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,8 @@ class FinishDelivery(ScriptCall):
     message_key: str = key()
     inflight_key: str = key()
     pending_messages_key: str = key()
+    calls_key: str = key()
+    waiting_key: str = key()
     message_ref: str
     claim_token: str
     outcome: str
@@ -81,6 +89,7 @@ class FinishDelivery(ScriptCall):
     retry_claim_token: str
     retry_due_ms: Number
     inflight_deadline_ms: Number
+    max_calls: int
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, TypeVar
 
 import redis
@@ -28,6 +29,7 @@ from .script_calls import (
     Reclaim,
 )
 from .scripts import Refusals, ScriptCall, Scripts, hash_of, refuse
+from .targets import destination
 
 T = TypeVar("T")
 
@@ -35,6 +37,19 @@ DELETE_REFUSALS: Refusals = {
     0: (NotFound, "message {message_id!r} not found"),
     -1: (Conflict, "message {message_id!r} is being delivered right now and cannot be deleted"),
 }
+
+
+class Waiting(StrEnum):
+    WAITING = "waiting"  # begin_delivery.lua's answer when the destination's calls are all taken
+
+
+WAITING = Waiting.WAITING
+
+
+@dataclass(frozen=True)
+class Finished:
+    recorded: bool  # False: the claim was lost (its lease expired, or the message was deleted)
+    handed_on: list[Claimed]  # a claim that waited for the destination's call, to deliver next
 
 
 @dataclass(frozen=True)
@@ -179,32 +194,50 @@ class Store:
 
         return [url for url in (self.call(read) if refs else []) if url]
 
-    def begin_delivery(self, claimed: Claimed, lease_deadline_ms: int) -> Message | None:
-        flat = self.script(BeginDelivery(
-            message_key=self.keys.item(claimed.ref), inflight_key=self.keys.inflight, message_ref=claimed.ref,
-            claim_token=claimed.token, lease_deadline_ms=lease_deadline_ms,
+    def begin_delivery(
+        self, claimed: Claimed, lease_deadline_ms: int, now_ms: int, max_calls: int
+    ) -> Message | Waiting | None:
+        """Claim a queued message for its delivery (None: nothing to claim). Under a limit of
+        `max_calls` to its destination (`claimed.dest`), a claim that finds them all taken waits
+        in Redis instead (WAITING), for the call that ends next to hand it on."""
+        k = self.keys
+        answer = self.script(BeginDelivery(
+            message_key=k.item(claimed.ref), inflight_key=k.inflight,
+            calls_key=k.destination_calls(claimed.dest), waiting_key=k.destination_waiting(claimed.dest),
+            message_ref=claimed.ref, claim_token=claimed.token, lease_deadline_ms=lease_deadline_ms,
+            now_ms=now_ms, max_calls=max_calls if claimed.dest else 0, claim_body=claimed.to_body(),
+            due_ms=claimed.due_ms,
         ))
-        return Message.from_hash(hash_of(flat)) if flat else None
+        if answer == WAITING:
+            return WAITING
+        return Message.from_hash(hash_of(answer)) if answer else None
 
     def finish_delivery(
         self,
         message: Message,
-        token: str,
+        claimed: Claimed,
         outcome: str,
         now_ms: int,
         error: str | None,
         retention_seconds: int,
+        max_calls: int,
         retry: Retry | None = None,
-    ) -> bool:
+    ) -> Finished:
+        """Record an attempt's outcome and give back its call to its destination (the same
+        `max_calls` its begin_delivery was given)."""
         k = self.keys
-        return bool(self.script(FinishDelivery(
+        recorded, *handed_on = self.script(FinishDelivery(
             message_key=k.message(message.id), inflight_key=k.inflight,
-            pending_messages_key=k.pending_messages, message_ref=message_ref(message.id), claim_token=token,
-            outcome=outcome, now_ms=now_ms, error_text=error or "", retention_seconds=retention_seconds,
-            message_id=message.id, retry_claim_token=retry.claim.token if retry else "",
+            pending_messages_key=k.pending_messages, calls_key=k.destination_calls(claimed.dest),
+            waiting_key=k.destination_waiting(claimed.dest), message_ref=message_ref(message.id),
+            claim_token=claimed.token, outcome=outcome, now_ms=now_ms, error_text=error or "",
+            retention_seconds=retention_seconds, message_id=message.id,
+            retry_claim_token=retry.claim.token if retry else "",
             retry_due_ms=retry.claim.due_ms if retry else "",
             inflight_deadline_ms=retry.inflight_deadline_ms if retry else "",
-        )))
+            max_calls=max_calls if claimed.dest else 0,
+        ))
+        return Finished(bool(recorded), [Claimed.from_body(json.loads(body)) for body in handed_on])
 
     # -- the due and inflight indexes ------------------------------------
 
@@ -229,8 +262,9 @@ class Store:
             until_ms=until_ms, grace_ms=grace_ms, items=tuple((ref, new_token()) for ref in refs),
         ))
         claimed = [
-            Claimed(ref=flat[i], due_ms=int(float(flat[i + 1])), token=flat[i + 2])
-            for i in range(0, len(flat), 3)
+            Claimed(ref=flat[i], due_ms=int(float(flat[i + 1])), token=flat[i + 2],
+                    dest=destination(flat[i + 3]) if flat[i + 3] else "")
+            for i in range(0, len(flat), 4)
         ]
         return claimed, len(refs) == batch
 

@@ -100,3 +100,15 @@ def _check_public(host: str, port: int, field: str, resolver: Resolver) -> None:
             raise BadRequest(
                 f"{field} resolves to an internal address ({address}); only public hosts are allowed"
             )
+
+
+def destination(url: str) -> str:
+    """Who a URL calls, as per-destination limits count it: scheme, host and port (`https://
+    hooks.example.com:443`). A URL urllib3 cannot parse is its own destination."""
+    try:
+        parts = parse_url(url)
+    except LocationParseError:
+        return url
+    scheme = (parts.scheme or "http").lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return f"{scheme}://{(parts.host or '').lower()}:{port}"

@@ -9,7 +9,7 @@ import logging
 
 from . import observability
 from .backoff import parse_retry_after
-from .claims import Claimed, plan_retry
+from .claims import Claimed, Retry, plan_retry
 from .clock import Clock
 from .config import Settings
 from .dispatch_queue import Handoff
@@ -17,7 +17,7 @@ from .errors import PunctualError
 from .messages import Message
 from .sender import DeliveryResult, HttpSender
 from .standard_webhooks import webhook_headers
-from .store import Store
+from .store import WAITING, Finished, Store
 
 log = logging.getLogger(__name__)
 
@@ -36,33 +36,40 @@ class WebhookDelivery:
         self._clock = clock
         self._settings = settings
 
-    def deliver(self, claimed: Claimed) -> None:
+    def deliver(self, claimed: Claimed) -> list[Claimed]:
+        """Deliver one claimed message; returns the claims that waited for its destination's
+        call, which the caller delivers next (this thread is the one that call freed)."""
         self._clock.sleep_until(claimed.due_ms)
-        lease = self._clock.now_ms() + self._settings.webhook_timeout_seconds * 1000 + LEASE_MARGIN_MS
-        message = self._store.begin_delivery(claimed, lease)
+        settings = self._settings
+        now = self._clock.now_ms()
+        lease = now + settings.webhook_timeout_seconds * 1000 + LEASE_MARGIN_MS
+        message = self._store.begin_delivery(claimed, lease, now, settings.destination_max_calls)
+        if message is WAITING:
+            log.info("%s waits for a call to %s to end", claimed.ref, claimed.dest)
+            return []
         if message is None:
             log.info("nothing to claim for %s (deleted, duplicate or superseded)", claimed.ref)
-            return
+            return []
+        assert isinstance(message, Message)
         # When the request went out, against when it could first have gone out: a message
         # accepted with a scheduleTo in the past is due at its acceptance, not years ago.
         lateness = self._clock.now_ms() - max(claimed.due_ms, message.created_ms)
         result = self._post(message)
         now = self._clock.now_ms()
-        settings = self._settings
         retry = None
         if not result.ok and result.retryable:
             retry = plan_retry(claimed.ref, message.attempts, now, settings.webhook_retries,
-                               settings.queue_grace_ms, parse_retry_after(result.retry_after, now))
-        if retry is None:
-            outcome = "delivered" if result.ok else "failed"
-            self._finish(message, claimed.token, outcome, result.error)
+                               settings.queue_grace_ms, parse_retry_after(result.retry_after, now),
+                               dest=claimed.dest)
+        outcome = "retry" if retry else "delivered" if result.ok else "failed"
+        finished = self._finish(message, claimed, outcome, result.error, retry)
+        if finished is None:
+            return []
+        if finished.recorded:
+            if retry is not None:
+                self._handoff.send([retry.claim])
             observability.delivery(message.id, outcome, message.attempts, lateness, result.error)
-            return
-        if self._store.finish_delivery(
-            message, claimed.token, "retry", now, result.error, settings.retention_seconds, retry=retry
-        ):
-            self._handoff.send([retry.claim])
-            observability.delivery(message.id, "retry", message.attempts, lateness, result.error)
+        return finished.handed_on
 
     def _post(self, message: Message) -> DeliveryResult:
         body = message.payload_json.encode()
@@ -70,11 +77,15 @@ class WebhookDelivery:
         headers = webhook_headers(message.id, timestamp, body, self._settings.webhook_secret)
         return self._sender.post(message.webhook_url, body, headers, "webhookUrl")
 
-    def _finish(self, message: Message, token: str, outcome: str, error: str | None) -> None:
+    def _finish(self, message: Message, claimed: Claimed, outcome: str, error: str | None,
+                retry: Retry | None) -> Finished | None:
+        settings = self._settings
         try:
-            self._store.finish_delivery(
-                message, token, outcome, self._clock.now_ms(), error, self._settings.retention_seconds
+            return self._store.finish_delivery(
+                message, claimed, outcome, self._clock.now_ms(), error, settings.retention_seconds,
+                settings.destination_max_calls, retry=retry,
             )
         except PunctualError as exc:
             # The lease expires and the tick delivers again: at-least-once.
             log.error("could not record %s for %s: %s", outcome, message.id, exc)
+            return None

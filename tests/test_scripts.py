@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 
+from chalicelib.script_calls import BeginDelivery
 from chalicelib.scripts import Call, Scripts, _GroupCommit
 
 CALLERS = 10
@@ -20,7 +21,12 @@ def _queued(client: redis.Redis, ref: str, token: str) -> None:
 
 
 def _begin(scripts: Scripts, ref: str, token: str) -> Any:
-    return scripts.run("begin_delivery", keys=[f"item:{ref}", "inflight"], args=[ref, token, 5])
+    call = BeginDelivery(
+        message_key=f"item:{ref}", inflight_key="inflight", calls_key="calls", waiting_key="waiting",
+        message_ref=ref, claim_token=token, lease_deadline_ms=5, now_ms=0, max_calls=0, claim_body="",
+        due_ms=0,
+    )
+    return scripts.run(call.script, keys=call.keys(), args=call.args())
 
 
 def test_grouped_calls_from_many_threads_each_get_their_own_answer(redis_client: redis.Redis) -> None:
