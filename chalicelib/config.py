@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .backoff import RetryPolicy
+from .redis_client import ClusterSetting
 
 # The queues' names unless DISPATCH_QUEUE_NAME / FANOUT_QUEUE_NAME say otherwise; the packaged
 # stack (deploy/) creates queues of these names.
@@ -82,6 +83,8 @@ class Settings:
     ws_management_endpoint: str | None
     ws_api_id: str | None
     ws_stage: str
+    # Whether Redis runs in cluster mode: asked of the server (auto), or said (on, off).
+    redis_cluster: ClusterSetting = ClusterSetting.AUTO
 
     @property
     def webhook_retries(self) -> RetryPolicy:
@@ -136,4 +139,5 @@ class Settings:
             ws_management_endpoint=env.get("WS_MANAGEMENT_ENDPOINT", "").strip().rstrip("/") or None,
             ws_api_id=env.get("WS_API_ID", "").strip() or None,
             ws_stage=env.get("WS_STAGE", "").strip() or "api",
+            redis_cluster=ClusterSetting.parse(env.get("REDIS_CLUSTER", "")),
         )
