@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench package test-localstack clean
+.PHONY: setup run run-cluster test lint bench package test-localstack clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -19,6 +19,11 @@ setup: $(STAMP)
 
 run: setup
 	$(PY) -m emulator.stack
+
+# The same stack on a throwaway Redis Cluster of three primaries on free ports (redis-server
+# --cluster-enabled yes, joined by redis-cli --cluster create), gone when the stack stops.
+run-cluster: setup
+	$(PY) -m emulator.stack --cluster
 
 lint: setup
 	$(PY) -m ruff check .

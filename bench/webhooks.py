@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/webhooks.py                   # everything (`make bench`)
     .venv/bin/python bench/webhooks.py --only precision  # or burst, post-rate, tick
+    .venv/bin/python bench/webhooks.py --redis cluster   # or one-node: on a throwaway Redis Cluster
 
 Each run starts a fresh local stack (`make run`'s entry point: REST API, SQS on a moto server,
 pollers, ticker, private Redis) on free ports, and a webhook receiver in this process. The tick
@@ -23,6 +24,7 @@ import aiohttp
 from support import AsyncReceiver, iso, running, summary
 
 from emulator.launcher import TOKEN
+from emulator.redis_cluster import LocalCluster
 
 CLIENTS = 16
 
@@ -163,11 +165,13 @@ def tick_with_pending(total: int = 1_000_000) -> None:
         server.stop()
 
 
-async def against_stack(sections: list[str]) -> None:
+async def against_stack(sections: list[str], counts: dict[str, int], redis_url: str | None) -> None:
     rcv = AsyncReceiver()
-    async with running(rcv) as stack:
+    settings = {"REDIS_URL": redis_url} if redis_url else {}
+    async with running(rcv, **settings) as stack:
         for name in sections:
-            await {"precision": precision, "burst": burst, "post-rate": post_rate}[name](stack.url, rcv)
+            run = {"precision": precision, "burst": burst, "post-rate": post_rate}[name]
+            await run(stack.url, rcv, **({"count": counts[name]} if name in counts else {}))
 
 
 def main() -> None:
@@ -175,11 +179,23 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--only", choices=["precision", "burst", "post-rate", "tick"], action="append")
-    sections = parser.parse_args().only or ["precision", "burst", "post-rate", "tick"]
-    print(f"cpus: {os.cpu_count()}")
+    parser.add_argument("--redis", choices=["plain", "cluster", "one-node"], default="plain",
+                        help="the stack's Redis: a private redis-server (plain), a throwaway cluster of "
+                             "three primaries (cluster), or one cluster node holding every slot (one-node)")
+    parser.add_argument("--burst-count", type=int, default=5000)
+    parser.add_argument("--precision-count", type=int, default=2000)
+    options = parser.parse_args()
+    sections = options.only or ["precision", "burst", "post-rate", "tick"]
+    counts = {"burst": options.burst_count, "precision": options.precision_count}
+    print(f"cpus: {os.cpu_count()}, redis: {options.redis}")
     stack_sections = [s for s in sections if s != "tick"]
     if stack_sections:
-        asyncio.run(against_stack(stack_sections))
+        cluster = None if options.redis == "plain" else LocalCluster(one_node=options.redis == "one-node")
+        try:
+            asyncio.run(against_stack(stack_sections, counts, cluster.url if cluster else None))
+        finally:
+            if cluster is not None:
+                cluster.stop()
     if "tick" in sections:
         tick_with_pending()
 

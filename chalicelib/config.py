@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .backoff import RetryPolicy
+from .redis_client import ClusterSetting
 
 # The queues' names unless DISPATCH_QUEUE_NAME / FANOUT_QUEUE_NAME say otherwise; the packaged
 # stack (deploy/) creates queues of these names.
@@ -92,6 +93,8 @@ class Settings:
     # Where an agent that was never registered runs when it is first scheduled or run: a URL in
     # which `{agentId}` stands for its id. None: such an agent is a 404.
     agent_endpoint_template: str | None = None
+    # Whether Redis runs in cluster mode: asked of the server (auto), or said (on, off).
+    redis_cluster: ClusterSetting = ClusterSetting.AUTO
 
     @property
     def webhook_retries(self) -> RetryPolicy:
@@ -148,4 +151,5 @@ class Settings:
             ws_api_id=env.get("WS_API_ID", "").strip() or None,
             ws_stage=env.get("WS_STAGE", "").strip() or "api",
             agent_endpoint_template=env.get("AGENT_ENDPOINT_TEMPLATE", "").strip() or None,
+            redis_cluster=ClusterSetting.parse(env.get("REDIS_CLUSTER", "")),
         )

@@ -34,6 +34,13 @@
 
 A *ref* (claims.py) names an item in the due and inflight indexes; the hash behind
 it is found with `item(ref)`. Lua scripts get every key through KEYS, never build one.
+
+`{p}` is the head every key starts with. On a Redis in cluster mode it is a hash tag,
+`{punctual}`, so that every key hashes to one slot: each Lua script's keys, and each pipeline's,
+share a slot by construction. On a plain Redis it is the bare prefix, `punctual`: the names
+every release before cluster support used, so an upgrade finds its data where it was (the
+README's "Redis" section says why no migration renames them). A prefix that already holds a
+hash tag (`{punctual}`, once the only way to run on a cluster) is used as it is in both modes.
 """
 
 from __future__ import annotations
@@ -43,88 +50,110 @@ from dataclasses import dataclass
 from .claims import ItemKind, kind_of, message_id_of, split_run_ref
 
 
+def has_hash_tag(text: str) -> bool:
+    """Whether Redis Cluster hashes `text` by a tag: a `{` followed later by a `}`, not at once."""
+    opening = text.find("{")
+    return opening >= 0 and text.find("}", opening + 1) > opening + 1
+
+
+def slot_head(prefix: str, cluster: bool) -> str:
+    """What every key starts with (see the module docstring).
+
+    The one place a key's slot is decided: a later sharding of messages over several slots
+    gives this a shard (`{punctual:3}`) and leaves every builder as it is.
+    """
+    if not cluster or has_hash_tag(prefix):
+        return prefix
+    return "{" + prefix + "}"
+
+
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "punctual"
+    cluster: bool = False  # the server runs in cluster mode: every key carries the hash tag
+
+    @property
+    def head(self) -> str:
+        return slot_head(self.prefix, self.cluster)
 
     @property
     def due(self) -> str:
-        return f"{self.prefix}:due"
+        return f"{self.head}:due"
 
     @property
     def inflight(self) -> str:
-        return f"{self.prefix}:inflight"
+        return f"{self.head}:inflight"
 
     @property
     def pending_messages(self) -> str:
-        return f"{self.prefix}:msgs:pending"
+        return f"{self.head}:msgs:pending"
 
     def message(self, message_id: str) -> str:
-        return f"{self.prefix}:msg:{message_id}"
+        return f"{self.head}:msg:{message_id}"
 
     def agent(self, agent_id: str) -> str:
-        return f"{self.prefix}:agent:{agent_id}"
+        return f"{self.head}:agent:{agent_id}"
 
     @property
     def agents(self) -> str:
-        return f"{self.prefix}:agents"
+        return f"{self.head}:agents"
 
     @property
     def schedules(self) -> str:
-        return f"{self.prefix}:schedules"
+        return f"{self.head}:schedules"
 
     @property
     def paused(self) -> str:
-        return f"{self.prefix}:paused"
+        return f"{self.head}:paused"
 
     def run(self, run_id: str) -> str:
-        return f"{self.prefix}:run:{run_id}"
+        return f"{self.head}:run:{run_id}"
 
     def runs_of(self, agent_id: str) -> str:
-        return f"{self.prefix}:runs-of:{agent_id}"
+        return f"{self.head}:runs-of:{agent_id}"
 
     @property
     def ready(self) -> str:
-        return f"{self.prefix}:ready"
+        return f"{self.head}:ready"
 
     @property
     def running(self) -> str:
-        return f"{self.prefix}:running"
+        return f"{self.head}:running"
 
     def sweep(self, due_ms: int) -> str:
         """The sweep marker of the second `due_ms` falls in."""
-        return f"{self.prefix}:sweep:{due_ms // 1000}"
+        return f"{self.head}:sweep:{due_ms // 1000}"
 
     def destination_calls(self, dest: str) -> str:
-        return f"{self.prefix}:dest:{dest}:calls"
+        return f"{self.head}:dest:{dest}:calls"
 
     def destination_waiting(self, dest: str) -> str:
-        return f"{self.prefix}:dest:{dest}:waiting"
+        return f"{self.head}:dest:{dest}:waiting"
 
     @property
     def tick_heartbeat(self) -> str:
-        return f"{self.prefix}:tick:last"
+        return f"{self.head}:tick:last"
 
     def ws_connection(self, connection_id: str) -> str:
-        return f"{self.prefix}:ws:conn:{connection_id}"
+        return f"{self.head}:ws:conn:{connection_id}"
 
     def ws_subscriptions(self, connection_id: str) -> str:
-        return f"{self.prefix}:ws:subs:{connection_id}"
+        return f"{self.head}:ws:subs:{connection_id}"
 
     def ws_topic(self, topic: str) -> str:
         """Subscribers of a topic: `agent:{agentId}` or `scheduler`."""
-        return f"{self.prefix}:ws:{topic}"
+        return f"{self.head}:ws:{topic}"
 
     @property
     def ws_status_lock(self) -> str:
-        return f"{self.prefix}:ws:status:lock"
+        return f"{self.head}:ws:status:lock"
 
     @property
     def ws_status_pending(self) -> str:
-        return f"{self.prefix}:ws:status:pending"
+        return f"{self.head}:ws:status:pending"
 
     def ws_fanout(self, fanout_id: str) -> str:
-        return f"{self.prefix}:ws:fanout:{fanout_id}"
+        return f"{self.head}:ws:fanout:{fanout_id}"
 
     def item(self, ref: str) -> str:
         """The hash that holds the item a due-index ref names."""

@@ -8,9 +8,7 @@ from dataclasses import dataclass
 import boto3
 import redis
 from botocore.config import Config as BotoConfig
-from redis.backoff import ExponentialBackoff
-from redis.driver_info import DriverInfo
-from redis.retry import Retry
+from redis.cluster import RedisCluster
 
 from .agent_runner import AgentRunner
 from .agent_store import AgentStore
@@ -22,15 +20,13 @@ from .events import Events, Publisher
 from .keys import Keys
 from .live import LiveHandlers, ManagementApi, WsPublisher
 from .live_store import LiveStore
+from .redis_client import connect as connect_redis
 from .run_store import RunStore
 from .scheduler import Scheduler
 from .sender import HttpSender
 from .store import Store
 from .targets import Resolver, system_resolver
 from .webhook_delivery import WebhookDelivery
-
-REDIS_MAX_CONNECTIONS = 256
-_DRIVER_INFO = DriverInfo(name="redis-py", lib_version=redis.__version__)
 
 
 @dataclass(frozen=True)
@@ -60,26 +56,7 @@ class Services:
     ) -> Services:
         clock = clock or SystemClock()
         if redis_client is None:
-            pool = redis.BlockingConnectionPool.from_url(
-                settings.redis_url,
-                # One Lambda handles one event at a time, but a dispatch batch delivers in
-                # parallel and the local stack runs many invocations in one process: threads
-                # wait for a connection (up to 5 s) instead of failing at redis-py's default 100.
-                max_connections=REDIS_MAX_CONNECTIONS,
-                timeout=5,
-                decode_responses=True,
-                socket_timeout=5,
-                socket_connect_timeout=2,
-                health_check_interval=30,
-                # A request fails in well under a second when Redis is down,
-                # rather than hanging on redis-py's default retries.
-                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
-                # Else every new connection looks redis-py's version up in the installed package
-                # metadata: a burst that opens dozens of connections at once spends that CPU on
-                # its first deliveries.
-                driver_info=_DRIVER_INFO,
-            )
-            redis_client = redis.Redis(connection_pool=pool)
+            redis_client = connect_redis(settings.redis_url, settings.redis_cluster).client
         if sqs_client is None:
             sqs_client = boto3.client(
                 "sqs",
@@ -87,7 +64,8 @@ class Services:
                 endpoint_url=settings.aws_endpoint_url,
                 config=BotoConfig(max_pool_connections=32, retries={"mode": "standard"}),
             )
-        store = Store(redis_client, Keys(settings.key_prefix))
+        # The key layout follows the client: a RedisCluster gets hash-tagged keys (see keys.py).
+        store = Store(redis_client, Keys(settings.key_prefix, cluster=isinstance(redis_client, RedisCluster)))
         queue = DispatchQueue(
             sqs_client, settings.dispatch_queue_name, settings.dispatch_queue_url, clock,
             settings.lead_seconds,

@@ -18,6 +18,7 @@ from .claims import Claimed, Created, Retry, WayIn, message_ref, new_token
 from .errors import BadRequest, Conflict, NotFound, Unavailable
 from .keys import Keys
 from .messages import Message, NewMessage
+from .redis_client import UNAVAILABLE_ERRORS
 from .script_calls import (
     AskSweep,
     BeginDelivery,
@@ -86,10 +87,11 @@ class Store:
         self.scripts = Scripts(client)
 
     def call(self, fn: Callable[[], T]) -> T:
-        """Run a Redis operation; a lost connection is a 503, not a 500."""
+        """Run a Redis operation; a lost connection or a cluster still failing over once the
+        client's retries are spent is a 503, not a 500."""
         try:
             return fn()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except UNAVAILABLE_ERRORS as exc:
             raise Unavailable(f"storage is unavailable: {exc}") from None
 
     def script(self, call: ScriptCall) -> Any:

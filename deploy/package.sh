@@ -10,6 +10,9 @@
 #                             environment the code reads (queue URLs, WebSocket management endpoint,
 #                             API token) from Ref/GetAtt, and one IAM policy scoped to those resources
 #                             for every function role.
+#                             It also creates an ElastiCache Serverless cache (Valkey) and its security
+#                             group, unless the RedisUrl parameter names a Redis, and gives every
+#                             function REDIS_URL (the cache's rediss:// endpoint, or RedisUrl).
 #   terraform/*.tf.json       Chalice refuses --merge-template for Terraform; Terraform itself merges
 #                             every *.tf.json of a directory and applies *_override.tf.json on top.
 # An event source's queue is given as {"Fn::Sub": "${DispatchQueue.Arn}"} (and "${FanoutQueue.Arn}"),
@@ -35,6 +38,20 @@ unset FANOUT_QUEUE_NAME
 cd "$ROOT"
 rm -rf "$OUT/sam" "$OUT/terraform"
 "$CHALICE" package --stage "$STAGE" --merge-template deploy/sam-merge.json "$OUT/sam"
+# The cache the template creates sits in the functions' subnets and lets their security group in:
+# both default to the stage's subnet_ids and security_group_ids.
+"$ROOT/.venv/bin/python" - "$OUT/sam/sam.json" "$STAGE" <<'PY'
+import json, sys
+path, stage = sys.argv[1], sys.argv[2]
+config = json.load(open(".chalice/config.json"))["stages"].get(stage, {})
+template = json.load(open(path))
+parameters = template["Parameters"]
+if config.get("subnet_ids"):
+    parameters["CacheSubnetIds"]["Default"] = ",".join(config["subnet_ids"])
+if config.get("security_group_ids"):
+    parameters["FunctionSecurityGroupId"]["Default"] = config["security_group_ids"][0]
+json.dump(template, open(path, "w"), indent=2)
+PY
 "$CHALICE" package --stage "$STAGE" --pkg-format terraform "$OUT/terraform"
 cp deploy/terraform/*.tf.json "$OUT/terraform/"
 echo "CloudFormation/SAM: $OUT/sam/sam.json   Terraform: $OUT/terraform/"

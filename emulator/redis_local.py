@@ -23,6 +23,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from chalicelib.keys import slot_head
+from chalicelib.redis_client import connect, in_cluster_mode
+
 from .banner import shown
 from .listeners import Port
 from .processes import Supervisor
@@ -155,13 +158,19 @@ def start(chosen: RedisPlan, supervisor: Supervisor, held: socket.socket | None 
         raise SystemExit(f"the private redis-server did not start; see {shown(folder / 'redis.log')}")
 
 
-def count_keys(url: str, prefix: str, seconds: float = COUNT_SECONDS) -> KeyCount:
-    """How many keys lie under `prefix:` (SCAN: a large Redis is not blocked as KEYS would)."""
-    client = redis.Redis.from_url(url, socket_timeout=5)
+def key_head(url: str, prefix: str) -> str:
+    """What the app's keys start with on this Redis: `{prefix}` on a cluster (keys.py)."""
+    return slot_head(prefix, cluster=in_cluster_mode(url))
+
+
+def count_keys(url: str, head: str, seconds: float = COUNT_SECONDS) -> KeyCount:
+    """How many keys lie under `head:` (SCAN, on every primary of a cluster: a large Redis is not
+    blocked as KEYS would)."""
+    client = connect(url).client
     deadline = time.monotonic() + seconds
     count = 0
     try:
-        for _ in client.scan_iter(match=_glob_escape(prefix) + ":*", count=1000):
+        for _ in client.scan_iter(match=_glob_escape(head) + ":*", count=1000):
             count += 1
             if count % 1000 == 0 and time.monotonic() > deadline:
                 return KeyCount(count, complete=False)

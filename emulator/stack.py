@@ -26,6 +26,7 @@ from .env_file import LocalEnvironment, Token, ensure_token
 from .listeners import Port, PortsInUse, bind_all, close
 from .ports import wait_for_http
 from .processes import Supervisor, configure_logging
+from .redis_cluster import LocalCluster
 from .redis_local import RedisPlan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,16 +111,23 @@ def _wait_until_serving(api_url: str, ws_url: str, supervisor: Supervisor) -> No
         raise SystemExit(f"the WebSocket gateway did not answer on {ws_url}")
 
 
-def _redis_line(redis: RedisPlan, keys: redis_local.KeyCount, prefix: str) -> str:
+def _redis_line(
+    redis: RedisPlan, keys: redis_local.KeyCount, prefix: str, cluster: LocalCluster | None
+) -> str:
     url = redis_local.redacted(redis.url)
+    if cluster is not None:
+        nodes = len(cluster.ports)
+        return f"{url} (private cluster of {nodes} primaries, in memory only, {keys.text(prefix)})"
     if redis.private:
         return f"{url} (private redis-server, {keys.text(prefix)})"
     return f"{url} (shared, named by {redis.chosen_by}, {keys.text(prefix)})"
 
 
-def start(local: LocalEnvironment, supervisor: Supervisor) -> Banner:
-    """Start every part; returns the banner to print once all answer."""
+def start(local: LocalEnvironment, supervisor: Supervisor, cluster: LocalCluster | None = None) -> Banner:
+    """Start every part (on `cluster` when given); returns the banner to print once all answer."""
     env = _with_defaults(local.values)
+    if cluster is not None:
+        env["REDIS_URL"] = cluster.url
     data_dir = Path(env.get("PUNCTUAL_DATA_DIR") or ROOT / ".local")
     redis = redis_local.plan(env, data_dir)
     sockets = _bind_ports(env, redis)  # before anything starts: a busy port starts nothing
@@ -131,7 +139,7 @@ def start(local: LocalEnvironment, supervisor: Supervisor) -> Banner:
         env["API_TOKEN"] = token.value
         redis_local.start(redis, supervisor, held)
         env["REDIS_URL"] = redis.url
-        prefix = env.get("REDIS_KEY_PREFIX", "punctual")
+        prefix = redis_local.key_head(redis.url, env.get("REDIS_KEY_PREFIX", "punctual"))
         keys = redis_local.count_keys(redis.url, prefix)
         env["AWS_ENDPOINT_URL"] = ensure_endpoint(env, supervisor, data_dir, sockets.pop("MOTO_PORT", None))
         queues = ensure_queues(sqs_client(env), env.get("DISPATCH_QUEUE_NAME", DEFAULT_DISPATCH_QUEUE),
@@ -146,7 +154,8 @@ def start(local: LocalEnvironment, supervisor: Supervisor) -> Banner:
         close(sockets.values())
     _wait_until_serving(api_url, ws_url, supervisor)
     aws = "embedded moto server" if not local.values.get("AWS_ENDPOINT_URL") else "AWS_ENDPOINT_URL"
-    return Banner(api_url, ws_url, token.value, token.note(), _redis_line(redis, keys, prefix), redis.cli(),
+    line = _redis_line(redis, keys, prefix, cluster)
+    return Banner(api_url, ws_url, token.value, token.note(), line, redis.cli(),
                   f"{aws}: {env['AWS_ENDPOINT_URL']}, queue {queues.dispatch_url}")
 
 
@@ -155,8 +164,10 @@ def main() -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     supervisor = Supervisor()
+    # `make run-cluster`: a throwaway cluster of three primaries instead of a plain redis-server.
+    cluster = LocalCluster(primaries=3) if "--cluster" in sys.argv[1:] else None
     try:
-        banner = start(LocalEnvironment.read(os.environ, ROOT / ".env"), supervisor)
+        banner = start(LocalEnvironment.read(os.environ, ROOT / ".env"), supervisor, cluster)
         print(banner.text(), file=sys.stderr, flush=True)
         while (gone := supervisor.exited()) is None:
             time.sleep(0.2)
@@ -169,6 +180,8 @@ def main() -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         supervisor.stop_all(grace_seconds=25)
+        if cluster is not None:
+            cluster.stop()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ import app as app_module
 from chalicelib import services
 from chalicelib.clock import FakeClock
 from chalicelib.config import DEFAULT_DISPATCH_QUEUE, DEFAULT_FANOUT_QUEUE, Settings
+from chalicelib.redis_client import connect
 from chalicelib.services import Services
+from emulator.redis_cluster import LocalCluster
 from emulator.redis_server import RedisServer
 from tests.receiver import Receiver
 
@@ -29,16 +31,57 @@ T0 = 1_893_456_000_000
 LAMBDA_TIMEOUT_MS = 60_000
 
 
+# The Redis shapes the storage-facing tests run against: a plain redis-server, a cluster of three
+# primaries, and one cluster node holding every slot (how ElastiCache Serverless presents itself).
+REDIS_SHAPES = ("plain", "cluster", "one-node")
+# Test modules run once per shape; the others on a plain Redis only.
+ON_EVERY_SHAPE = {"test_delivery", "test_agent_runs", "test_live", "test_messages_api", "test_agents_api"}
+
+
+class RedisServers:
+    """Each shape's server, started on first use and kept for the session."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, RedisServer | LocalCluster] = {}
+
+    def get(self, shape: str) -> RedisServer | LocalCluster:
+        if shape not in self._started:
+            if shape == "plain":
+                self._started[shape] = RedisServer()
+            elif shape == "replicated":  # a replica per primary, to fail over to
+                self._started[shape] = LocalCluster(primaries=3, replicas=1)
+            else:
+                self._started[shape] = LocalCluster(primaries=3, one_node=shape == "one-node")
+        return self._started[shape]
+
+    def stop(self) -> None:
+        for server in self._started.values():
+            server.stop()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if "redis_server" in metafunc.fixturenames and module in ON_EVERY_SHAPE:
+        metafunc.parametrize("redis_server", REDIS_SHAPES, indirect=True)
+
+
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    yield server
-    server.stop()
+def redis_servers() -> Iterator[RedisServers]:
+    servers = RedisServers()
+    yield servers
+    servers.stop()
 
 
 @pytest.fixture
-def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+def redis_server(request: pytest.FixtureRequest, redis_servers: RedisServers) -> RedisServer | LocalCluster:
+    return redis_servers.get(getattr(request, "param", "plain"))
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer | LocalCluster) -> Iterator[redis.Redis]:
+    """The client the app would build for this server (a RedisCluster on a cluster), emptied:
+    on a cluster, FLUSHALL goes to every primary."""
+    client = connect(redis_server.url).client
     client.flushall()
     yield client
     client.close()
@@ -50,7 +93,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def env(redis_server: RedisServer) -> dict[str, str]:
+def env(redis_server: RedisServer | LocalCluster) -> dict[str, str]:
     return {
         "REDIS_URL": redis_server.url,
         "API_TOKEN": TOKEN,

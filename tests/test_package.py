@@ -41,6 +41,7 @@ ENI_ACTIONS = {
 LOG_ACTIONS = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
 ALLOWED_ACTIONS = QUEUE_ACTIONS | ENI_ACTIONS | LOG_ACTIONS | {"execute-api:ManageConnections"}
 QUEUES = ("DispatchQueue", "FanoutQueue")
+REDIS_ENDPOINT = "rediss://${Cache.Endpoint.Address}:${Cache.Endpoint.Port}"
 
 
 @dataclass(frozen=True)
@@ -197,12 +198,34 @@ def test_functions_get_the_queue_and_websocket_endpoint_from_the_template(packag
         assert endpoint.startswith("https://${WebsocketAPI}.execute-api."), name
         assert endpoint.endswith("/" + ws_stage["StageName"]), name
         assert env["API_TOKEN"] == {"Ref": "ApiToken"}, name
-        assert env["REDIS_URL"].startswith("rediss://"), name  # ElastiCache with in-transit encryption
+        # The cache the stack creates (TLS, as ElastiCache Serverless requires), or the Redis brought.
+        brought = {"Ref": "RedisUrl"}
+        assert env["REDIS_URL"] == {"Fn::If": ["CreateCache", {"Fn::Sub": REDIS_ENDPOINT}, brought]}, name
     for name in ("Tick", "Dispatch"):  # they call agents, which report to callbackUrl
         callback = _sub_text(functions[name]["Properties"]["Environment"]["Variables"]["PUBLIC_API_URL"])
         assert callback.startswith("https://${RestAPI}.execute-api."), name
         assert callback.endswith("/" + rest_stage["StageName"]), name
     assert packaged.cfn["Parameters"]["ApiToken"]["NoEcho"] is True
+
+
+def test_an_elasticache_serverless_valkey_cache_is_created_unless_a_redis_url_is_given(
+    packaged: Packaged,
+) -> None:
+    cfn = packaged.cfn
+    assert cfn["Conditions"]["CreateCache"] == {"Fn::Equals": [{"Ref": "RedisUrl"}, ""]}
+    assert cfn["Parameters"]["RedisUrl"]["Default"] == "" and cfn["Parameters"]["RedisUrl"]["NoEcho"]
+    [cache] = _of_type(cfn, "AWS::ElastiCache::ServerlessCache").values()
+    assert cache["Condition"] == "CreateCache"
+    props = cache["Properties"]
+    assert props["Engine"] == "valkey"
+    assert props["SubnetIds"] == {"Ref": "CacheSubnetIds"}
+    assert props["SecurityGroupIds"] == [{"Ref": "CacheSecurityGroup"}]
+    group = cfn["Resources"]["CacheSecurityGroup"]
+    assert group["Condition"] == "CreateCache"
+    [rule] = group["Properties"]["SecurityGroupIngress"]
+    assert (rule["FromPort"], rule["ToPort"]) == (6379, 6380)
+    assert rule["SourceSecurityGroupId"] == {"Ref": "FunctionSecurityGroupId"}
+    assert cfn["Outputs"]["RedisUrl"]["Value"] == {"Fn::Sub": REDIS_ENDPOINT}
 
 
 def test_functions_run_in_the_vpc_that_reaches_elasticache(packaged: Packaged) -> None:
