@@ -61,11 +61,14 @@ def run_ref(agent_id: str, run_id: str) -> str:
     return f"{ItemKind.RUN}{agent_id}/{run_id}"
 
 
+_KINDS = {kind.value: kind for kind in ItemKind}  # every prefix is two characters
+
+
 def kind_of(ref: str) -> ItemKind:
-    for kind in ItemKind:
-        if ref.startswith(kind):
-            return kind
-    raise ValueError(f"unknown item ref {ref!r}")
+    kind = _KINDS.get(ref[:2])
+    if kind is None:
+        raise ValueError(f"unknown item ref {ref!r}")
+    return kind
 
 
 def message_id_of(ref: str) -> str:

@@ -59,13 +59,28 @@ class ScriptCall:
         return _flat_values(self, keys=False)
 
 
+# Per ScriptCall class: its KEYS fields and its ARGV fields, each as (name, is a tail), in order.
+# Read once per class: dataclasses.fields() on every call cost more than the call's own Python.
+_LAYOUTS: dict[type, tuple[tuple[tuple[str, bool], ...], tuple[tuple[str, bool], ...]]] = {}
+
+
+def _layout(cls: type) -> tuple[tuple[tuple[str, bool], ...], tuple[tuple[str, bool], ...]]:
+    layout = _LAYOUTS.get(cls)
+    if layout is None:
+        specs = fields(cls)
+        layout = _LAYOUTS[cls] = tuple(
+            tuple((spec.name, bool(spec.metadata.get("tail"))) for spec in specs
+                  if bool(spec.metadata.get("key")) is kind)
+            for kind in (True, False)
+        )
+    return layout
+
+
 def _flat_values(call: ScriptCall, keys: bool) -> list[Any]:
     values: list[Any] = []
-    for spec in fields(call):
-        if spec.metadata.get("key", False) != keys:
-            continue
-        value = getattr(call, spec.name)
-        if spec.metadata.get("tail"):
+    for name, tail in _layout(type(call))[0 if keys else 1]:
+        value = getattr(call, name)
+        if tail:
             for item in value:
                 values.extend(item if isinstance(item, tuple) else (item,))
         else:
