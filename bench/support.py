@@ -67,6 +67,8 @@ class AsyncReceiver:
     """An aiohttp webhook receiver on the benchmark's own event loop; records arrival times."""
 
     answer: Callable[[str, dict[str, Any]], int] = lambda path, body: 200
+    # Seconds to hold each answer back, by path (an endpoint that answers slowly).
+    delay: Callable[[str], float] = lambda path: 0.0
     arrivals: list[Arrival] = field(default_factory=list)
     port: int = 0
 
@@ -90,6 +92,8 @@ class AsyncReceiver:
         at = time.time()
         body = json.loads(await request.read())
         self.arrivals.append(Arrival(request.path, at, body))
+        if self.delay(request.path):
+            await asyncio.sleep(self.delay(request.path))
         return web.Response(status=self.answer(request.path, body))
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:

@@ -3,12 +3,14 @@
     .venv/bin/python bench/webhooks.py                   # everything (`make bench`)
     .venv/bin/python bench/webhooks.py --only precision  # or burst, post-rate, tick
     .venv/bin/python bench/webhooks.py --redis cluster   # or one-node: on a throwaway Redis Cluster
+    .venv/bin/python bench/webhooks.py --only isolation  # healthy webhooks beside a slow and a dead endpoint
 
 Each run starts a fresh local stack (`make run`'s entry point: REST API, SQS on a moto server,
 pollers, ticker, private Redis) on free ports, and a webhook receiver in this process. The tick
 figure is measured in-process on a private Redis holding 1,000,000 pending messages.
 Targets (2 cores): precision p99 lateness <= 10 ms with 0 missing / 0 duplicates; burst of 5,000
-drained <= 3 s; >= 1,500 POST/s with 16 clients; tick <= 5 ms with 1M pending, none due.
+drained <= 3 s; >= 1,500 POST/s with 16 clients; tick <= 5 ms with 1M pending, none due;
+isolation: the healthy messages' p99 lateness <= 10 ms, 0 missing / 0 duplicates.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import aiohttp
 from support import AsyncReceiver, iso, running, summary
 
 from emulator.launcher import TOKEN
-from emulator.redis_cluster import LocalCluster
+from emulator.ports import free_port
 
 CLIENTS = 16
 
@@ -165,12 +167,73 @@ def tick_with_pending(total: int = 1_000_000) -> None:
         server.stop()
 
 
+SLOW_SECONDS = 8
+
+
+async def isolation(stack_url: str, rcv: AsyncReceiver, count: int = 2000, bad: int = 1000) -> None:
+    """The precision run, with `bad` messages to an endpoint that answers after 8 s and `bad` to a
+    port that refuses connections, all due at once 6 s into it (issue 20's scenario)."""
+    spread = 20.0
+    print(f"isolation: {count} healthy messages over {spread:.0f} s; {bad} to an endpoint answering "
+          f"after {SLOW_SECONDS} s and {bad} to a refused port, due together 6 s in")
+    start = time.time() + 45
+    dues = {f"h-{i}": int((start + i * spread / count) * 1000) / 1000 for i in range(count)}
+    bad_due = int((start + 6) * 1000) / 1000
+    refused = f"http://127.0.0.1:{free_port()}/refused"  # nothing listens there
+    # Another destination than the healthy one: another customer's endpoint.
+    slow_rcv = AsyncReceiver(delay=lambda path: SLOW_SECONDS)
+    await slow_rcv.start()
+    try:
+        await _isolation(stack_url, rcv, slow_rcv, refused, dues, bad_due, bad)
+    finally:
+        await slow_rcv.stop()
+
+
+async def _isolation(stack_url: str, rcv: AsyncReceiver, slow_rcv: AsyncReceiver, refused: str,
+                     dues: dict[str, float], bad_due: float, bad: int) -> None:
+    count, spread, start = len(dues), 20.0, min(dues.values())
+    bodies = [message("h", i, due, rcv.url + "/healthy") for i, due in enumerate(dues.values())]
+    bodies += [message("s", i, bad_due, slow_rcv.url + "/slow") for i in range(bad)]
+    bodies += [message("x", i, bad_due, refused) for i in range(bad)]
+    seconds, statuses = await post_all(stack_url, bodies)
+    print(f"  scheduled in {seconds:.2f} s {dict(statuses)}; first due {start - time.time():.1f} s later")
+    await rcv.wait_for(lambda: sum(1 for a in rcv.arrivals if a.path == "/healthy") >= count,
+                       timeout=start + spread + 30 - time.time())
+    await asyncio.sleep(3)
+    lateness = report("healthy", rcv, "h-", dues)
+    if lateness:
+        ordered = sorted(lateness)
+        print(f"  healthy p90 {ordered[int(len(ordered) * 0.9) - 1]:.1f} ms")
+    slow = sorted((a.at - bad_due) * 1000 for a in slow_rcv.arrivals)
+    print(f"  slow endpoint: {len(slow)}/{bad} called by the end of the healthy run; "
+          f"call start after due: {summary(slow)}")
+    await report_states(stack_url, {"slow": [f"s-{i}" for i in range(bad)],
+                                    "refused": [f"x-{i}" for i in range(bad)]})
+
+
+async def report_states(stack_url: str, groups: dict[str, list[str]]) -> None:
+    """Each group's messages by status, with their attempts (GET /messages/{id})."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CLIENTS)) as session:
+        async def state(message_id: str) -> tuple[str, int]:
+            async with session.get(f"{stack_url}/messages/{message_id}", headers=headers) as response:
+                body = await response.json()
+                return body["status"], body["attempts"]
+
+        for name, ids in groups.items():
+            states = await asyncio.gather(*(state(i) for i in ids))
+            by_status = collections.Counter(status for status, _ in states)
+            attempts = collections.Counter(n for _, n in states)
+            print(f"  {name}: {dict(by_status)}; attempts {dict(sorted(attempts.items()))}")
+
+
 async def against_stack(sections: list[str], counts: dict[str, int], redis_url: str | None) -> None:
     rcv = AsyncReceiver()
     settings = {"REDIS_URL": redis_url} if redis_url else {}
     async with running(rcv, **settings) as stack:
         for name in sections:
-            run = {"precision": precision, "burst": burst, "post-rate": post_rate}[name]
+            run = {"precision": precision, "burst": burst, "post-rate": post_rate,
+                   "isolation": isolation}[name]
             await run(stack.url, rcv, **({"count": counts[name]} if name in counts else {}))
 
 
@@ -178,7 +241,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", choices=["precision", "burst", "post-rate", "tick"], action="append")
+    parser.add_argument("--only", choices=["precision", "burst", "post-rate", "tick", "isolation"],
+                        action="append", help="a section to run (isolation runs only when named)")
     parser.add_argument("--redis", choices=["plain", "cluster", "one-node"], default="plain",
                         help="the stack's Redis: a private redis-server (plain), a throwaway cluster of "
                              "three primaries (cluster), or one cluster node holding every slot (one-node)")
@@ -190,7 +254,11 @@ def main() -> None:
     print(f"cpus: {os.cpu_count()}, redis: {options.redis}")
     stack_sections = [s for s in sections if s != "tick"]
     if stack_sections:
-        cluster = None if options.redis == "plain" else LocalCluster(one_node=options.redis == "one-node")
+        cluster = None
+        if options.redis != "plain":
+            from emulator.redis_cluster import LocalCluster
+
+            cluster = LocalCluster(one_node=options.redis == "one-node")
         try:
             asyncio.run(against_stack(stack_sections, counts, cluster.url if cluster else None))
         finally:

@@ -93,6 +93,15 @@ class FinishDelivery(ScriptCall):
 
 
 @dataclass(frozen=True)
+class HandOn(ScriptCall):
+    script: ClassVar[str] = "hand_on"
+    calls_key: str = key()
+    waiting_key: str = key()
+    now_ms: int
+    max_calls: int
+
+
+@dataclass(frozen=True)
 class PageAfter(ScriptCall):
     script: ClassVar[str] = "page_after"
     zset_key: str = key()

@@ -26,6 +26,7 @@ from .script_calls import (
     CreateMessage,
     DeleteMessage,
     FinishDelivery,
+    HandOn,
     PageAfter,
     Reclaim,
 )
@@ -240,6 +241,15 @@ class Store:
             max_calls=max_calls if claimed.dest else 0,
         ))
         return Finished(bool(recorded), [Claimed.from_body(json.loads(body)) for body in handed_on])
+
+    def hand_on(self, dest: str, now_ms: int, max_calls: int) -> list[Claimed]:
+        """The claim waiting longest for a call to `dest`, if a call is free (see hand_on.lua)."""
+        k = self.keys
+        bodies = self.script(HandOn(
+            calls_key=k.destination_calls(dest), waiting_key=k.destination_waiting(dest), now_ms=now_ms,
+            max_calls=max_calls,
+        ))
+        return [Claimed.from_body(json.loads(body)) for body in bodies]
 
     # -- the due and inflight indexes ------------------------------------
 

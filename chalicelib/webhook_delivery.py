@@ -49,6 +49,9 @@ class WebhookDelivery:
             return []
         if message is None:
             log.info("nothing to claim for %s (deleted, duplicate or superseded)", claimed.ref)
+            # It may have been handed on to this thread to take a call that another freed.
+            if claimed.dest and settings.destination_max_calls:
+                return self._store.hand_on(claimed.dest, now, settings.destination_max_calls)
             return []
         assert isinstance(message, Message)
         # When the request went out, against when it could first have gone out: a message

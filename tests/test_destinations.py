@@ -152,21 +152,22 @@ def test_a_dead_dispatcher_s_call_frees_its_share_when_its_lease_ends(
     assert [r.json() for r in receiver.wait_for(2)] == [{"hello": "third"}, {"hello": "second"}]
 
 
-def test_a_message_deleted_while_it_waits_is_not_delivered_and_frees_nothing_twice(
+def test_a_message_deleted_while_it_waits_is_skipped_and_the_next_one_takes_its_call(
     harness: Harness, gate: tuple[Gate, Receiver]
 ) -> None:
     held, slow = gate
     harness.configure(destination_max_calls=1)
-    harness.post(message("holder", SOON, slow.url + "/hook"))
-    harness.post(message("gone", SOON, slow.url + "/hook"))
-    holder, gone = (m["Body"] for m in harness.receive())
+    for name in ("holder", "gone", "after"):
+        harness.post(message(name, SOON, slow.url + "/hook"))
+    holder, gone, after = (m["Body"] for m in harness.receive())
     running = dispatch(harness.svc, holder)
     assert held.wait_under_way(1) == 1
-    dispatch(harness.svc, gone).join(10)  # it waits for the call
+    dispatch(harness.svc, gone).join(10)  # both wait for the call
+    dispatch(harness.svc, after).join(10)
     assert harness.delete("/messages/gone").status_code == 200
     held.open.set()
     running.join(20)
-    assert [r.json() for r in slow.received] == [{"hello": "holder"}]
+    assert [r.json() for r in slow.received] == [{"hello": "holder"}, {"hello": "after"}]
     keys = harness.svc.message_store.keys
     assert harness.redis.zcard(keys.destination_calls(destination(slow.url))) == 0
 

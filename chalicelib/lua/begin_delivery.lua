@@ -28,7 +28,14 @@ if limit > 0 then
   -- Calls whose dispatcher died hold their share only until their lease ends.
   redis.call('ZREMRANGEBYSCORE', calls_key, '-inf', now_ms)
   if not redis.call('ZSCORE', calls_key, message_ref) and redis.call('ZCARD', calls_key) >= limit then
+    -- While it waits its place in the inflight index moves out to when it should have had a
+    -- call even if every call ahead of it took its whole lease: the tick takes it up only if
+    -- the calls that were to hand it on were lost, not while a slow destination works through
+    -- a long queue.
+    local ahead = redis.call('ZCARD', waiting_key)
+    local lease = tonumber(lease_deadline_ms) - tonumber(now_ms)
     redis.call('ZADD', waiting_key, due_ms, claim_body)
+    redis.call('ZADD', inflight_key, tonumber(now_ms) + (math.floor(ahead / limit) + 2) * lease, message_ref)
     return 'waiting'
   end
   redis.call('ZADD', calls_key, lease_deadline_ms, message_ref)
