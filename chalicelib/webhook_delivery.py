@@ -45,7 +45,7 @@ class WebhookDelivery:
         lease = now + settings.webhook_timeout_seconds * 1000 + LEASE_MARGIN_MS
         message = self._store.begin_delivery(claimed, lease, now, settings.destination_max_calls)
         if message is WAITING:
-            log.info("%s waits for a call to %s to end", claimed.ref, claimed.dest)
+            log.debug("%s waits for a call to %s to end", claimed.ref, claimed.dest)
             return []
         if message is None:
             log.info("nothing to claim for %s (deleted, duplicate or superseded)", claimed.ref)
