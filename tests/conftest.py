@@ -228,6 +228,17 @@ class Harness:
         context = LambdaContext(handler, memory_size=512, max_runtime_ms=LAMBDA_TIMEOUT_MS)
         app_module.app.handler_map[handler](event, context)
 
+    def run_and_report(self, agent_id: str, agent: Receiver, progress: dict[str, Any]) -> None:
+        """Run an agent by hand and, as its endpoint (`agent`, answering 202), report `progress`
+        on the run, then its completion."""
+        self.api("POST", f"/api/agents/{agent_id}/run")
+        self.drain(hold_timeouts=True)
+        request = agent.wait_for(1)[0].json()
+        assert isinstance(request, dict)
+        base = f"/api/agents/{agent_id}/runs/{request['runId']}"
+        self.api("POST", f"{base}/progress", progress, token=request["callbackToken"])
+        self.api("POST", f"{base}/complete", {}, token=request["callbackToken"])
+
     def drain(self, rounds: int = 20, hold_timeouts: bool = False) -> int:
         """Feed SQS to the dispatch handler until the queue is empty; returns messages fed.
 

@@ -89,13 +89,7 @@ def test_the_spec_client_connects_subscribes_and_sees_a_run(gateway: Gateway, ha
         refused = await client.call("subscribe-agent-updates", "ghost", timeout=10)
 
         def run() -> None:
-            harness.api("POST", "/api/agents/agent-123/run")
-            harness.drain(hold_timeouts=True)
-            request = agent.wait_for(1)[0].json()
-            base = f"/api/agents/agent-123/runs/{request['runId']}"
-            token = request["callbackToken"]
-            harness.api("POST", f"{base}/progress", {"progress": 50, "message": "half"}, token=token)
-            harness.api("POST", f"{base}/complete", {}, token=token)
+            harness.run_and_report("agent-123", agent, {"progress": 50, "message": "half"})
 
         await asyncio.get_running_loop().run_in_executor(None, run)
         await asyncio.wait_for(done.wait(), 10)

@@ -137,13 +137,7 @@ def test_a_subscriber_sees_a_run_through_the_gateway(gateway: Gateway, harness: 
                 acks += await _receive(ws, 1)
 
                 def run() -> None:
-                    harness.api("POST", "/api/agents/agent-123/run")
-                    harness.drain(hold_timeouts=True)
-                    request = agent.wait_for(1)[0].json()
-                    base = f"/api/agents/agent-123/runs/{request['runId']}"
-                    token = request["callbackToken"]
-                    harness.api("POST", f"{base}/progress", {"progress": 40, "message": "m"}, token=token)
-                    harness.api("POST", f"{base}/complete", {}, token=token)
+                    harness.run_and_report("agent-123", agent, {"progress": 40, "message": "m"})
 
                 await asyncio.get_running_loop().run_in_executor(None, run)
                 events = await _receive(ws, 3)
