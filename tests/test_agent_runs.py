@@ -759,3 +759,11 @@ def test_a_dispatcher_whose_run_ends_calls_the_next_waiting_run_itself(
     harness.dispatch([handed["Body"]])
     assert third.called_at == [T0 + 3]
     assert [runs(harness, name)[0]["status"] for name in ("first", "second", "third")] == ["completed"] * 3
+
+
+def test_a_ready_entry_whose_run_is_gone_is_dropped_not_started(harness: Harness) -> None:
+    keys = harness.svc.message_store.keys
+    harness.redis.zadd(keys.ready, {"run_gone": 1})
+    assert harness.svc.run_store.start_ready(5, T0 + 60_000) == []
+    assert harness.redis.zcard(keys.ready) == 0 and harness.redis.zcard(keys.running) == 0
+    assert not harness.redis.exists(keys.run("run_gone"))  # no stub run left behind

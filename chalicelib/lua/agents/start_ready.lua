@@ -17,7 +17,9 @@ for i = 1, #KEYS - 2 do
   if redis.call('ZCARD', running_key) >= limit then break end
   local run_id = ARGV[1 + 2 * i]
   local claim_token = ARGV[2 + 2 * i]
-  if redis.call('ZREM', ready_key, run_id) == 1 then
+  -- A ready entry whose run hash is gone is dropped, not started: writing its status would
+  -- leave a stub run (no agent, no due time) holding a concurrency slot.
+  if redis.call('ZREM', ready_key, run_id) == 1 and redis.call('EXISTS', KEYS[2 + i]) == 1 then
     redis.call('ZADD', running_key, start_lease_deadline_ms, run_id)
     redis.call('HSET', KEYS[2 + i], 'status', 'starting', 'token', claim_token)
     table.insert(started, run_id)
