@@ -68,7 +68,6 @@ class AgentStore:
         self._store = store
         self.client = store.client
         self.keys = store.keys
-        self.scripts = store.scripts
         self.call = store.call
 
     def pending_slot(self, agent_id: str) -> PendingSlot:

@@ -66,6 +66,12 @@ def encode_cursor(score: int, member: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _calls_limit(claimed: Claimed, max_calls: int) -> int:
+    """The per-destination limit a claim is held to: none for a claim that names no destination
+    (an agent run's, or one sent before destinations were counted)."""
+    return max_calls if claimed.dest else 0
+
+
 def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
@@ -204,11 +210,13 @@ class Store:
         `max_calls` to its destination (`claimed.dest`), a claim that finds them all taken waits
         in Redis instead (WAITING), for the call that ends next to hand it on."""
         k = self.keys
+        limit = _calls_limit(claimed, max_calls)
         answer = self.script(BeginDelivery(
             message_key=k.item(claimed.ref), inflight_key=k.inflight,
             calls_key=k.destination_calls(claimed.dest), waiting_key=k.destination_waiting(claimed.dest),
             message_ref=claimed.ref, claim_token=claimed.token, lease_deadline_ms=lease_deadline_ms,
-            now_ms=now_ms, max_calls=max_calls if claimed.dest else 0, claim_body=claimed.to_body(),
+            # The body is kept only by a claim that waits, which no limit ever makes.
+            now_ms=now_ms, max_calls=limit, claim_body=claimed.to_body() if limit else "",
             due_ms=claimed.due_ms,
         ))
         if answer == WAITING:
@@ -238,7 +246,7 @@ class Store:
             retry_claim_token=retry.claim.token if retry else "",
             retry_due_ms=retry.claim.due_ms if retry else "",
             inflight_deadline_ms=retry.inflight_deadline_ms if retry else "",
-            max_calls=max_calls if claimed.dest else 0,
+            max_calls=_calls_limit(claimed, max_calls),
         ))
         return Finished(bool(recorded), [Claimed.from_body(json.loads(body)) for body in handed_on])
 
