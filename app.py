@@ -97,6 +97,12 @@ def delete_message(message_id: str) -> Response:
     return json_response(messages_api.delete_message(_authorised(), message_id))
 
 
+@app.route("/destinations", methods=["GET"])
+@handles_errors(detail_error)
+def list_destinations() -> Response:
+    return json_response(messages_api.list_destinations(_authorised(), _params()))
+
+
 # -- agents (spec: agent-scheduling-api.md) ---------------------------------------------
 
 

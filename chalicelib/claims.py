@@ -93,9 +93,11 @@ class Claimed:
     due_ms: int
     token: str
     step: Step = Step.DUE
-    # Whom a webhook is delivered to (targets.destination), for per-destination limits; '' for
-    # agent runs, and for claims made before destinations were counted.
+    # Whom a webhook is delivered to (targets.destination), for per-destination limits and its
+    # circuit breaker; '' for agent runs, and for claims made before destinations were counted.
     dest: str = ""
+    # The flow-control key its message names ('' for none: its destination is its flow).
+    flow: str = ""
 
     @property
     def item(self) -> ItemKind:
@@ -124,23 +126,28 @@ class Claimed:
             body["kind"] = self.step.value
         if self.dest:
             body["dest"] = self.dest
+        if self.flow:
+            body["flow"] = self.flow
         return json.dumps(body)
 
     @classmethod
     def from_body(cls, data: Mapping[str, object]) -> Claimed:
         return cls(ref=str(data["ref"]), due_ms=int(str(data["due"])), token=str(data["token"]),
-                   step=Step(str(data.get("kind", ""))), dest=str(data.get("dest") or ""))
+                   step=Step(str(data.get("kind", ""))), dest=str(data.get("dest") or ""),
+                   flow=str(data.get("flow") or ""))
 
     def to_row(self) -> list[object]:
         """The compact form an item takes inside a group's body."""
         row: list[object] = [self.ref, self.token, self.due_ms, self.step.value]
+        if self.flow:
+            return [*row, self.dest, self.flow]
         return [*row, self.dest] if self.dest else row
 
     @classmethod
     def from_row(cls, row: list[object]) -> Claimed:
-        ref, token, due, step, *dest = row
+        ref, token, due, step, *where = row
         return cls(ref=str(ref), due_ms=int(str(due)), token=str(token), step=Step(str(step)),
-                   dest=str(dest[0]) if dest else "")
+                   dest=str(where[0]) if where else "", flow=str(where[1]) if len(where) > 1 else "")
 
 
 @dataclass(frozen=True)
@@ -154,10 +161,10 @@ class Retry:
 
 def plan_retry(
     ref: str, attempt: int, now_ms: int, policy: RetryPolicy, grace_ms: int,
-    retry_after_seconds: float | None = None, dest: str = "",
+    retry_after_seconds: float | None = None, dest: str = "", flow: str = "",
 ) -> Retry | None:
     """The retry that follows failed attempt `attempt` (1-based), or None once they are spent."""
     if attempt > policy.max_retries:
         return None
     due = now_ms + int(policy.delay_seconds(attempt, retry_after_seconds) * 1000)
-    return Retry(Claimed(ref, due, new_token(), dest=dest), due + grace_ms)
+    return Retry(Claimed(ref, due, new_token(), dest=dest, flow=flow), due + grace_ms)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .backoff import RetryPolicy
+from .destinations import BreakerPolicy
 from .redis_client import ClusterSetting
 
 # The queues' names unless DISPATCH_QUEUE_NAME / FANOUT_QUEUE_NAME say otherwise; the packaged
@@ -95,6 +96,11 @@ class Settings:
     agent_endpoint_template: str | None = None
     # Whether Redis runs in cluster mode: asked of the server (auto), or said (on, off).
     redis_cluster: ClusterSetting = ClusterSetting.AUTO
+    # A destination's circuit breaker (destinations.py): failed calls in a row that open it
+    # (0: never), and its first and longest cool-downs.
+    breaker_failures: int = 5
+    breaker_cooldown_seconds: int = 30
+    breaker_max_cooldown_seconds: int = 300
 
     @property
     def webhook_retries(self) -> RetryPolicy:
@@ -104,6 +110,11 @@ class Settings:
     def agent_retries(self) -> RetryPolicy:
         return RetryPolicy(self.agent_max_retries, self.agent_retry_base_seconds,
                            self.agent_retry_max_delay_seconds)
+
+    @property
+    def breaker(self) -> BreakerPolicy:
+        return BreakerPolicy(self.breaker_failures, self.breaker_cooldown_seconds * 1000,
+                             max(self.breaker_cooldown_seconds, self.breaker_max_cooldown_seconds) * 1000)
 
     @property
     def queue_grace_ms(self) -> int:
@@ -152,4 +163,7 @@ class Settings:
             ws_stage=env.get("WS_STAGE", "").strip() or "api",
             agent_endpoint_template=env.get("AGENT_ENDPOINT_TEMPLATE", "").strip() or None,
             redis_cluster=ClusterSetting.parse(env.get("REDIS_CLUSTER", "")),
+            breaker_failures=_int(env, "BREAKER_FAILURES", 5),
+            breaker_cooldown_seconds=_int(env, "BREAKER_COOLDOWN_SECONDS", 30, minimum=1),
+            breaker_max_cooldown_seconds=_int(env, "BREAKER_MAX_COOLDOWN_SECONDS", 300, minimum=1),
         )

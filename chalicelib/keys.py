@@ -21,6 +21,15 @@
 |                            |      | (scheme://host:port); score = the call's lease deadline    |
 | {p}:dest:{dest}:waiting    | zset | claims (SQS bodies) waiting for a call to that destination |
 |                            |      | to end; score = due ms                                     |
+| {p}:dest:{dest}:state      | hash | a destination's flow state: `pausedUntil` (a 429's         |
+|                            |      | Retry-After), `tat` (its rate limit's next start, ms)      |
+| {p}:dest:{dest}:breaker    | hash | its circuit breaker: `streak` of failed calls, `openUntil`,|
+|                            |      | `opens`, the `probe` call and `probeUntil`; the calls and  |
+|                            |      | failures of this `minute` and of the one before (`prev*`)  |
+| {p}:dests                  | zset | destinations called lately; score = their last call's ms   |
+| {p}:flow:{key}:calls       | zset | as dest:…:calls, for a flow-control key a user names       |
+| {p}:flow:{key}:waiting     | zset | as dest:…:waiting, for that key                            |
+| {p}:flow:{key}:state       | hash | as dest:…:state, for that key                              |
 | {p}:sweep:{second}         | str  | `pending` while the sweep of one due second (epoch s) is   |
 |                            |      | on its way through SQS, then `swept`; expires after it     |
 | {p}:ws:conn:{connId}       | hash | a WebSocket connection (connectedAt); expires when idle    |
@@ -65,6 +74,15 @@ def slot_head(prefix: str, cluster: bool) -> str:
     if not cluster or has_hash_tag(prefix):
         return prefix
     return "{" + prefix + "}"
+
+
+@dataclass(frozen=True)
+class FlowKeys:
+    """One flow's keys (see Keys.flow)."""
+
+    calls: str
+    waiting: str
+    state: str
 
 
 @dataclass(frozen=True)
@@ -124,11 +142,18 @@ class Keys:
         """The sweep marker of the second `due_ms` falls in."""
         return f"{self.head}:sweep:{due_ms // 1000}"
 
-    def destination_calls(self, dest: str) -> str:
-        return f"{self.head}:dest:{dest}:calls"
+    def flow(self, dest: str, flow_key: str = "") -> FlowKeys:
+        """The keys that hold back calls to `dest`: those of the flow-control key a message
+        names, or by default its destination's own."""
+        base = f"{self.head}:flow:{flow_key}" if flow_key else f"{self.head}:dest:{dest}"
+        return FlowKeys(calls=f"{base}:calls", waiting=f"{base}:waiting", state=f"{base}:state")
 
-    def destination_waiting(self, dest: str) -> str:
-        return f"{self.head}:dest:{dest}:waiting"
+    def breaker(self, dest: str) -> str:
+        return f"{self.head}:dest:{dest}:breaker"
+
+    @property
+    def destinations(self) -> str:
+        return f"{self.head}:dests"
 
     @property
     def tick_heartbeat(self) -> str:

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from .errors import BadRequest, PayloadTooLarge
+from .flow_control import FlowControl
 from .ids import check_id
 from .targets import Resolver, check_target_url, system_resolver
 from .timeutil import format_instant, parse_instant
@@ -35,6 +36,7 @@ class NewMessage:
     due_ms: int
     payload_json: str
     webhook_url: str
+    flow_control: FlowControl | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Message:
     last_error: str | None = None
     next_attempt_ms: int | None = None
     finished_ms: int | None = None
+    flow_control: FlowControl | None = None
 
     @classmethod
     def from_hash(cls, fields: Mapping[str, str]) -> Message:
@@ -67,11 +70,12 @@ class Message:
             last_error=fields.get("lastError") or None,
             next_attempt_ms=optional_int("nextAttemptAt"),
             finished_ms=optional_int("finishedAt"),
+            flow_control=FlowControl.from_hash(fields),
         )
 
     def to_dict(self) -> dict[str, Any]:
         delivered = self.status is MessageStatus.DELIVERED
-        return {
+        shown = {
             "messageId": self.id,
             "status": self.status.value,
             "scheduleTo": format_instant(self.due_ms),
@@ -84,6 +88,9 @@ class Message:
             "failedAt": format_instant(self.finished_ms) if self.status is MessageStatus.FAILED else None,
             "createdAt": format_instant(self.created_ms),
         }
+        if self.flow_control is not None:
+            shown["flowControl"] = self.flow_control.to_dict()
+        return shown
 
 
 def _refuse_constant(name: str) -> object:
@@ -143,4 +150,6 @@ def parse_new_message(
     url = check_target_url(
         body["webhookUrl"], "webhookUrl", allow_internal=allow_internal, resolver=resolver
     )
-    return NewMessage(id=message_id, due_ms=due_ms, payload_json=payload_json, webhook_url=url)
+    flow = body.get("flowControl")
+    return NewMessage(id=message_id, due_ms=due_ms, payload_json=payload_json, webhook_url=url,
+                      flow_control=None if flow is None else FlowControl.parse(flow))

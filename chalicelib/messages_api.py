@@ -56,6 +56,14 @@ def delete_message(svc: Services, message_id: str) -> dict[str, Any]:
     return {"status": "deleted", "messageId": message_id}
 
 
+def list_destinations(svc: Services, params: Mapping[str, str]) -> dict[str, Any]:
+    """Each destination called in the last hour, the latest first: its circuit breaker, its
+    calls under way and waiting, and its recent failure rate."""
+    now = svc.clock.now_ms()
+    found = svc.message_store.destinations(now, page_size(params))
+    return {"destinations": [dest.to_dict(now) for dest in found], "count": len(found)}
+
+
 def health(svc: Services) -> tuple[dict[str, Any], int]:
     """Healthy when Redis answers and the dispatch queue is reachable; with how long the
     oldest item past its due time has waited (it grows when the tick or dispatch is stuck)."""

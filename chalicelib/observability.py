@@ -86,15 +86,19 @@ def _at_level(outcome: str) -> Callable[..., None]:
     return logger.warning if outcome == "failed" else logger.info
 
 
-def delivery(message_id: str, outcome: str, attempt: int, lateness_ms: int, error: str | None) -> None:
-    """One webhook delivery attempt: `delivered`, `retry` (another attempt follows) or `failed`."""
+def delivery(
+    message_id: str, outcome: str, attempt: int, lateness_ms: int | None, error: str | None
+) -> None:
+    """One webhook delivery attempt: `delivered`, `retry` (another attempt follows) or `failed`.
+    An attempt its destination's open circuit breaker spent without a call has no lateness."""
     _at_level(outcome)(
         "delivery",
         extra={"kind": "delivery", "messageId": message_id, "outcome": outcome, "attempt": attempt,
                "latenessMs": lateness_ms, "error": _cut(error)},
     )
     _count(_DELIVERY_METRICS[outcome])
-    _count("WebhookLateness", lateness_ms, MetricUnit.Milliseconds)
+    if lateness_ms is not None:
+        _count("WebhookLateness", lateness_ms, MetricUnit.Milliseconds)
 
 
 _RUN_METRICS = {

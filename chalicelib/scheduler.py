@@ -75,8 +75,9 @@ class Scheduler:
         """
         now = self._clock.now_ms()
         until_due = new.due_ms - now
+        flow = new.flow_control.key if new.flow_control else None
         claim = Claimed(ref=message_ref(new.id), due_ms=new.due_ms, token=new_token(),
-                        dest=destination(new.webhook_url))
+                        dest=destination(new.webhook_url), flow=flow or "")
         created = self._store.create_message(
             new, now, self._way_in(until_due), claim.token,
             max(new.due_ms, now) + self._settings.queue_grace_ms, until_due + SWEEP_MARKER_MARGIN_MS,

@@ -41,6 +41,7 @@ class CreateMessage(ScriptCall):
     claim_token: str
     inflight_deadline_ms: int
     marker_ttl_ms: int
+    fields: tuple[tuple[str, str], ...] = args_tail()  # optional (field, value) pairs
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class BeginDelivery(ScriptCall):
     inflight_key: str = key()
     calls_key: str = key()
     waiting_key: str = key()
+    state_key: str = key()
+    breaker_key: str = key()
     message_ref: str
     claim_token: str
     lease_deadline_ms: int
@@ -68,6 +71,9 @@ class BeginDelivery(ScriptCall):
     max_calls: int  # 0: no per-destination limit
     claim_body: str
     due_ms: int
+    postpone_token: str
+    grace_ms: int
+    known_destination: str  # '1', or '' for a claim that names none
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,9 @@ class FinishDelivery(ScriptCall):
     pending_messages_key: str = key()
     calls_key: str = key()
     waiting_key: str = key()
+    state_key: str = key()
+    breaker_key: str = key()
+    destinations_key: str = key()
     message_ref: str
     claim_token: str
     outcome: str
@@ -89,7 +98,13 @@ class FinishDelivery(ScriptCall):
     retry_claim_token: str
     retry_due_ms: Number
     inflight_deadline_ms: Number
-    max_calls: int
+    max_calls: Number  # '': the attempt took no call
+    dest: str
+    health: str  # what the call says of its destination: ok | fail | limited | '' (no call)
+    pause_until_ms: Number
+    breaker_threshold: int
+    breaker_cooldown_ms: int
+    breaker_max_cooldown_ms: int
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,7 @@ class HandOn(ScriptCall):
     script: ClassVar[str] = "hand_on"
     calls_key: str = key()
     waiting_key: str = key()
+    state_key: str = key()
     now_ms: int
     max_calls: int
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, TypeVar
 
 import redis
 
 from .claims import Claimed, Created, Retry, WayIn, message_ref, new_token
+from .config import Settings
+from .destinations import Destination, Health
 from .errors import BadRequest, Conflict, NotFound, Unavailable
 from .keys import Keys
 from .messages import Message, NewMessage
@@ -46,6 +48,23 @@ class Waiting(StrEnum):
 
 
 WAITING = Waiting.WAITING
+
+
+@dataclass(frozen=True)
+class Postponed:
+    """A claim its flow holds back (paused, or over its rate): sent on in its place, due when
+    the flow lets it start. No attempt was spent."""
+
+    claim: Claimed
+
+
+@dataclass(frozen=True)
+class BreakerOpen:
+    """A message claimed while its destination's breaker is open: its attempt is spent without
+    a call, and recorded so; a probe may go from `probe_at_ms`."""
+
+    message: Message
+    probe_at_ms: int
 
 
 @dataclass(frozen=True)
@@ -139,6 +158,7 @@ class Store:
             webhook_url=new.webhook_url, payload_json=new.payload_json, due_ms=new.due_ms, now_ms=now_ms,
             message_ref=message_ref(new.id), mode=way_in.value, claim_token=claim_token,
             inflight_deadline_ms=inflight_deadline_ms, marker_ttl_ms=marker_ttl_ms,
+            fields=new.flow_control.to_hash() if new.flow_control else (),
         ))))
         if created is Created.TAKEN:
             raise Conflict(f"message {new.id!r} already exists and is not delivered yet")
@@ -204,24 +224,37 @@ class Store:
         return [url for url in (self.call(read) if refs else []) if url]
 
     def begin_delivery(
-        self, claimed: Claimed, lease_deadline_ms: int, now_ms: int, max_calls: int
-    ) -> Message | Waiting | None:
-        """Claim a queued message for its delivery (None: nothing to claim). Under a limit of
-        `max_calls` to its destination (`claimed.dest`), a claim that finds them all taken waits
-        in Redis instead (WAITING), for the call that ends next to hand it on."""
+        self, claimed: Claimed, lease_deadline_ms: int, now_ms: int, max_calls: int, grace_ms: int
+    ) -> Message | Waiting | Postponed | BreakerOpen | None:
+        """Claim a queued message for its delivery (None: nothing to claim). What its flow or its
+        destination holds back comes back as such (see begin_delivery.lua): WAITING for a call
+        to its flow (in Redis, handed on by the call that ends next), Postponed to when its flow
+        lets it start, or BreakerOpen (claimed, its attempt spent without a call)."""
         k = self.keys
+        flow = k.flow(claimed.dest, claimed.flow)
         limit = _calls_limit(claimed, max_calls)
+        postpone_token = new_token()
         answer = self.script(BeginDelivery(
-            message_key=k.item(claimed.ref), inflight_key=k.inflight,
-            calls_key=k.destination_calls(claimed.dest), waiting_key=k.destination_waiting(claimed.dest),
+            message_key=k.item(claimed.ref), inflight_key=k.inflight, calls_key=flow.calls,
+            waiting_key=flow.waiting, state_key=flow.state, breaker_key=k.breaker(claimed.dest),
             message_ref=claimed.ref, claim_token=claimed.token, lease_deadline_ms=lease_deadline_ms,
-            # The body is kept only by a claim that waits, which no limit ever makes.
-            now_ms=now_ms, max_calls=limit, claim_body=claimed.to_body() if limit else "",
-            due_ms=claimed.due_ms,
+            # The body is kept only by a claim that waits, which only one to a destination may.
+            now_ms=now_ms, max_calls=limit, claim_body=claimed.to_body() if claimed.dest else "",
+            due_ms=claimed.due_ms, postpone_token=postpone_token, grace_ms=grace_ms,
+            known_destination="1" if claimed.dest else "",
         ))
-        if answer == WAITING:
-            return WAITING
-        return Message.from_hash(hash_of(answer)) if answer else None
+        if not answer:
+            return None
+        match answer[0]:
+            case "go":
+                return Message.from_hash(hash_of(answer[1]))
+            case "waiting":
+                return WAITING
+            case "later":
+                return Postponed(replace(claimed, due_ms=int(answer[1]), token=postpone_token))
+            case "open":
+                return BreakerOpen(Message.from_hash(hash_of(answer[2])), int(answer[1]))
+        raise ValueError(f"begin_delivery.lua answered {answer!r}")
 
     def finish_delivery(
         self,
@@ -230,34 +263,66 @@ class Store:
         outcome: str,
         now_ms: int,
         error: str | None,
-        retention_seconds: int,
-        max_calls: int,
+        settings: Settings,
+        *,
+        health: Health,
         retry: Retry | None = None,
+        pause_until_ms: int | None = None,
+        took_call: bool = True,
     ) -> Finished:
-        """Record an attempt's outcome and give back its call to its destination (the same
-        `max_calls` its begin_delivery was given)."""
+        """Record an attempt's outcome, give back its call to its flow and count what the call
+        said of its destination (`health`); a 429's Retry-After pauses the flow until
+        `pause_until_ms`. A BreakerOpen attempt took no call (`took_call`)."""
         k = self.keys
+        flow = k.flow(claimed.dest, claimed.flow)
+        breaker = settings.breaker
         recorded, *handed_on = self.script(FinishDelivery(
             message_key=k.message(message.id), inflight_key=k.inflight,
-            pending_messages_key=k.pending_messages, calls_key=k.destination_calls(claimed.dest),
-            waiting_key=k.destination_waiting(claimed.dest), message_ref=message_ref(message.id),
-            claim_token=claimed.token, outcome=outcome, now_ms=now_ms, error_text=error or "",
-            retention_seconds=retention_seconds, message_id=message.id,
+            pending_messages_key=k.pending_messages, calls_key=flow.calls, waiting_key=flow.waiting,
+            state_key=flow.state, breaker_key=k.breaker(claimed.dest), destinations_key=k.destinations,
+            message_ref=message_ref(message.id), claim_token=claimed.token, outcome=outcome, now_ms=now_ms,
+            error_text=error or "", retention_seconds=settings.retention_seconds, message_id=message.id,
             retry_claim_token=retry.claim.token if retry else "",
             retry_due_ms=retry.claim.due_ms if retry else "",
             inflight_deadline_ms=retry.inflight_deadline_ms if retry else "",
-            max_calls=_calls_limit(claimed, max_calls),
+            max_calls=_calls_limit(claimed, settings.destination_max_calls) if took_call else "",
+            dest=claimed.dest, health=health.value if claimed.dest else "",
+            pause_until_ms="" if pause_until_ms is None else pause_until_ms,
+            breaker_threshold=breaker.failures, breaker_cooldown_ms=breaker.cooldown_ms,
+            breaker_max_cooldown_ms=breaker.max_cooldown_ms,
         ))
         return Finished(bool(recorded), [Claimed.from_body(json.loads(body)) for body in handed_on])
 
-    def hand_on(self, dest: str, now_ms: int, max_calls: int) -> list[Claimed]:
-        """The claim waiting longest for a call to `dest`, if a call is free (see hand_on.lua)."""
-        k = self.keys
-        bodies = self.script(HandOn(
-            calls_key=k.destination_calls(dest), waiting_key=k.destination_waiting(dest), now_ms=now_ms,
-            max_calls=max_calls,
-        ))
+    def hand_on(self, claimed: Claimed, now_ms: int, max_calls: int) -> list[Claimed]:
+        """The claim waiting longest in `claimed`'s flow, if a call is free (see hand_on.lua)."""
+        flow = self.keys.flow(claimed.dest, claimed.flow)
+        bodies = self.script(HandOn(calls_key=flow.calls, waiting_key=flow.waiting, state_key=flow.state,
+                                    now_ms=now_ms, max_calls=max_calls))
         return [Claimed.from_body(json.loads(body)) for body in bodies]
+
+    def destinations(self, now_ms: int, limit: int) -> list[Destination]:
+        """The destinations called in the last hour, the latest first."""
+        k = self.keys
+
+        def read() -> tuple[list[tuple[str, float]], list[Any]]:
+            recent = self.client.zrevrange(k.destinations, 0, limit - 1, withscores=True)
+            pipe = self.client.pipeline(transaction=False)
+            for dest, _ in recent:
+                flow = k.flow(dest)
+                pipe.hgetall(k.breaker(dest))
+                pipe.zcount(flow.calls, now_ms, "+inf")  # a call past its lease holds nothing
+                pipe.zcard(flow.waiting)
+                pipe.hget(flow.state, "pausedUntil")
+            return recent, pipe.execute() if recent else []
+
+        recent, rows = self.call(read)
+        return [
+            Destination(destination=dest, breaker=rows[4 * i], in_flight=int(rows[4 * i + 1]),
+                        waiting=int(rows[4 * i + 2]),
+                        paused_until_ms=int(rows[4 * i + 3]) if rows[4 * i + 3] else None,
+                        last_call_ms=int(score))
+            for i, (dest, score) in enumerate(recent)
+        ]
 
     # -- the due and inflight indexes ------------------------------------
 
@@ -283,8 +348,8 @@ class Store:
         ))
         claimed = [
             Claimed(ref=flat[i], due_ms=int(float(flat[i + 1])), token=flat[i + 2],
-                    dest=destination(flat[i + 3]) if flat[i + 3] else "")
-            for i in range(0, len(flat), 4)
+                    dest=destination(flat[i + 3]) if flat[i + 3] else "", flow=flat[i + 4])
+            for i in range(0, len(flat), 5)
         ]
         return claimed, len(refs) == batch
 

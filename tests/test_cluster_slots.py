@@ -50,8 +50,11 @@ KEY_BUILDERS: dict[str, Callable[[Keys], Any]] = {
     "subscriptions_key": lambda k: k.ws_subscriptions("conn-1"),
     "topic_key": lambda k: k.ws_topic("agent:agent-1"),
     "topic_keys": lambda k: (k.ws_topic("agent:agent-1"), k.ws_topic("scheduler")),
-    "calls_key": lambda k: k.destination_calls("https://hooks.example.com:443"),
-    "waiting_key": lambda k: k.destination_waiting("https://hooks.example.com:443"),
+    "calls_key": lambda k: k.flow("https://hooks.example.com:443").calls,
+    "waiting_key": lambda k: k.flow("https://hooks.example.com:443", "tenant-7").waiting,
+    "state_key": lambda k: k.flow("https://hooks.example.com:443").state,
+    "breaker_key": lambda k: k.breaker("https://hooks.example.com:443"),
+    "destinations_key": lambda k: k.destinations,
 }
 
 CALLS = sorted(

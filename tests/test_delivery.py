@@ -241,7 +241,7 @@ def test_crashed_dispatcher_lease_expires_and_the_tick_redelivers(
     # A dispatcher claims it and dies before posting.
     claimed = Claimed.from_body(body)
     limit = harness.svc.settings.destination_max_calls
-    assert harness.svc.message_store.begin_delivery(claimed, T0 + 60_000, T0, limit) is not None
+    assert harness.svc.message_store.begin_delivery(claimed, T0 + 60_000, T0, limit, 120_000) is not None
     assert status_of(harness, "crash")["status"] == "delivering"
     assert harness.delete("/messages/crash").status_code == 409
     harness.clock.set(T0 + 60_001)
@@ -310,7 +310,8 @@ def test_a_tick_goes_on_when_another_claimer_took_part_of_its_batch(
         harness.post(message(f"w{i}", LATER, receiver.url))
     harness.clock.set(T0 + 3_600_000 - 60_000)
     report, rival = tick_in_twos_beside_a_rival(harness, monkeypatch, "claim_due", 4)
-    assert report.claimed == 4 and len(rival) == 4  # and the rival claimed one (ref, due, token, url)
+    # ...and the rival claimed one (ref, due, token, url, flow key)
+    assert report.claimed == 4 and len(rival) == 5
     assert harness.redis.zcard(harness.svc.message_store.keys.due) == 0
 
 

@@ -12,14 +12,17 @@ import pytest
 import redis
 
 from chalicelib.claims import Claimed
+from chalicelib.messages import Message
 from chalicelib.services import Services
+from chalicelib.store import WAITING
 from chalicelib.targets import destination
 from tests.conftest import T0, Harness, message
 from tests.receiver import Receiver
 
 SOON = "2030-01-01T00:00:30Z"
 LIMIT = 2
-FAR = T0 + 3_600_000  # the dispatch handler's deadline: time enough for everything
+FAR = T0 + 3_600_000
+GRACE = 120_000  # the dispatch handler's deadline: time enough for everything
 
 
 class Gate:
@@ -112,7 +115,7 @@ def test_calls_to_a_slow_destination_are_capped_across_dispatchers_and_the_rest_
     # The three over the limit left their invocations at once: no thread waits on them.
     assert invocations.wait_returned(5 - LIMIT) == 5 - LIMIT and held.under_way == LIMIT
     keys = harness.svc.message_store.keys
-    assert harness.redis.zcard(keys.destination_waiting(destination(slow.url))) == 5 - LIMIT
+    assert harness.redis.zcard(keys.flow(destination(slow.url)).waiting) == 5 - LIMIT
 
     # Another destination is not held up by the one that hangs.
     harness.post(message("fast", SOON, receiver.url + "/hook"))
@@ -125,8 +128,8 @@ def test_calls_to_a_slow_destination_are_capped_across_dispatchers_and_the_rest_
         thread.join(20)
     assert sorted(r.json()["hello"] for r in slow.wait_for(5)) == [f"slow{i}" for i in range(5)]
     assert len(slow.received) == 5 and held.most == LIMIT  # each once, never more than the limit at once
-    assert harness.redis.zcard(keys.destination_waiting(destination(slow.url))) == 0
-    assert harness.redis.zcard(keys.destination_calls(destination(slow.url))) == 0
+    assert harness.redis.zcard(keys.flow(destination(slow.url)).waiting) == 0
+    assert harness.redis.zcard(keys.flow(destination(slow.url)).calls) == 0
     for i in range(5):
         assert json.loads(harness.get(f"/messages/slow{i}").body)["status"] == "delivered"
 
@@ -141,8 +144,8 @@ def test_a_dead_dispatcher_s_call_frees_its_share_when_its_lease_ends(
     store = harness.svc.message_store
     lease = T0 + 40_000
     # A dispatcher takes the only call, then dies before it posts.
-    assert store.begin_delivery(first, lease, T0, 1) not in (None, "waiting")
-    assert store.begin_delivery(second, lease, T0 + 1, 1) == "waiting"  # the call is taken
+    assert isinstance(store.begin_delivery(first, lease, T0, 1, GRACE), Message)
+    assert store.begin_delivery(second, lease, T0 + 1, 1, GRACE) is WAITING  # the call is taken
     harness.clock.set(lease + 1)
     # Once the lease has passed the share is free again: the next claim for it goes ahead.
     harness.post(message("third", "2030-01-01T00:01:00Z", receiver.url + "/hook"))
@@ -169,7 +172,7 @@ def test_a_message_deleted_while_it_waits_is_skipped_and_the_next_one_takes_its_
     running.join(20)
     assert [r.json() for r in slow.received] == [{"hello": "holder"}, {"hello": "after"}]
     keys = harness.svc.message_store.keys
-    assert harness.redis.zcard(keys.destination_calls(destination(slow.url))) == 0
+    assert harness.redis.zcard(keys.flow(destination(slow.url)).calls) == 0
 
 
 def test_destinations_are_scheme_host_and_port() -> None:

@@ -106,10 +106,7 @@ def test_an_include_file_holds_only_local_functions(name: str) -> None:
 
 
 def test_script_bindings_names_a_script_s_keys_and_args() -> None:
-    assert script_bindings("begin_delivery") == (
-        ["message_key", "inflight_key", "calls_key", "waiting_key"],
-        ["message_ref", "claim_token", "lease_deadline_ms", "now_ms", "max_calls", "claim_body", "due_ms"],
-    )
+    assert script_bindings("hand_on") == (["calls_key", "waiting_key", "state_key"], ["now_ms", "max_calls"])
     with pytest.raises(ValueError):
         script_bindings("agents/lib")
 

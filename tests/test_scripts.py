@@ -23,8 +23,9 @@ def _queued(client: redis.Redis, ref: str, token: str) -> None:
 def _begin(scripts: Scripts, ref: str, token: str) -> Any:
     call = BeginDelivery(
         message_key=f"item:{ref}", inflight_key="inflight", calls_key="calls", waiting_key="waiting",
-        message_ref=ref, claim_token=token, lease_deadline_ms=5, now_ms=0, max_calls=0, claim_body="",
-        due_ms=0,
+        state_key="state", breaker_key="breaker", message_ref=ref, claim_token=token, lease_deadline_ms=5,
+        now_ms=0, max_calls=0, claim_body="", due_ms=0, postpone_token="later", grace_ms=0,
+        known_destination="",
     )
     return scripts.run(call.script, keys=call.keys(), args=call.args())
 
@@ -39,7 +40,9 @@ def test_grouped_calls_from_many_threads_each_get_their_own_answer(redis_client:
         answers = list(pool.map(lambda i: _begin(scripts, f"m{i}", tokens[i]), range(200)))
     for i, answer in enumerate(answers):
         if i % 2:
-            assert dict(zip(answer[::2], answer[1::2], strict=True))["token"] == f"t{i}"
+            verdict, fields = answer
+            assert verdict == "go"
+            assert dict(zip(fields[::2], fields[1::2], strict=True))["token"] == f"t{i}"
         else:
             assert answer == []
     assert redis_client.zcard("inflight") == 100

@@ -4,7 +4,8 @@
 -- ARGV[1] claim up to this due time (ms)   ARGV[2] queue grace (ms)
 -- Then, for each item i (from 1): KEYS[2+i] its hash;
 -- ARGV[1+2i] its ref   ARGV[2+2i] a fresh claim token for it.
--- Returns a flat list: ref, due ms, token and target URL ('' for a run) for each item claimed.
+-- Returns a flat list: ref, due ms, token, target URL ('' for a run) and flow-control key ('' for
+-- none) for each item claimed.
 local due_key = KEYS[1]
 local inflight_key = KEYS[2]
 local until_ms = ARGV[1]
@@ -26,7 +27,9 @@ for i = 1, #KEYS - 2 do
       table.insert(claimed, ref)
       table.insert(claimed, score)
       table.insert(claimed, token)
-      table.insert(claimed, redis.call('HGET', hash, 'url') or '')
+      local where = redis.call('HMGET', hash, 'url', 'flowKey')
+      table.insert(claimed, where[1] or '')
+      table.insert(claimed, where[2] or '')
     end
   end
 end

@@ -13,6 +13,7 @@
 --           (one SQS message for all of them); once the second is swept, it is claimed now
 -- ARGV[8] claim token   ARGV[9] inflight deadline ms (when claimed)
 -- ARGV[10] how long a new sweep marker lives (ms)
+-- Then the message's optional fields (its flow control), as name/value pairs after those.
 -- Returns 0 when the id is held by a message not yet finished; else 1 (waits in the due index), 2 (claimed: send it)
 -- or 3 (first of its second: send the sweep).
 --#include sweep_marker
@@ -51,6 +52,7 @@ if mode == 'sweep' then
 end
 redis.call('HSET', message_key, 'id', message_id, 'url', webhook_url, 'payload', payload_json,
   'due', due_ms, 'createdAt', now_ms, 'status', 'scheduled', 'attempts', 0)
+if #ARGV > 10 then redis.call('HSET', message_key, unpack(ARGV, 11)) end
 redis.call('ZADD', pending_messages_key, due_ms, message_id)
 if mode == 'claim' then
   redis.call('HSET', message_key, 'status', 'queued', 'token', claim_token, 'nextAttemptAt', due_ms)

@@ -1,14 +1,24 @@
 -- Record the outcome of a delivery attempt, if this dispatcher still holds it, and give its
--- destination's call back: the claim waiting longest for that destination is handed to the
--- caller, which delivers it next.
+-- flow's call back: the claim waiting longest in that flow is handed to the caller, which
+-- delivers it next. A call that was made is counted against its destination's breaker, and a
+-- 429's Retry-After pauses the whole flow.
+--#include flow
 -- KEYS[1] message hash   KEYS[2] inflight zset   KEYS[3] pending-messages zset
--- KEYS[4] the destination's calls under way   KEYS[5] the destination's waiting claims
+-- KEYS[4] the flow's calls under way   KEYS[5] the flow's waiting claims
+-- KEYS[6] the flow's state   KEYS[7] the destination's breaker   KEYS[8] destinations zset
 -- ARGV[1] message ref   ARGV[2] claim token   ARGV[3] outcome: delivered | failed | retry
 -- ARGV[4] now ms   ARGV[5] error text ('' for none)   ARGV[6] retention seconds
 -- ARGV[7] message id
 -- ARGV[8] new claim token   ARGV[9] next attempt ms   ARGV[10] inflight deadline ms
 --   (read for retry only)
--- ARGV[11] calls allowed at once to the destination (0: no limit)
+-- ARGV[11] calls allowed at once to a destination (0: no limit; the message's own
+--   flow-control parallelism wins), as begin_delivery.lua was given; '' when the attempt
+--   took no call (its breaker was open)
+-- ARGV[12] the destination   ARGV[13] what the call says of it: ok | fail | limited (a 429) |
+--   '' (no call made)
+-- ARGV[14] pause the flow until this ms ('' for no pause)
+-- ARGV[15] failures in a row that open the breaker   ARGV[16] its first cool-down ms
+-- ARGV[17] its longest cool-down ms
 -- Returns {1, the waiting claim handed on (an SQS body), if any} when recorded; {0} when the
 -- claim was lost (lease expired, deleted).
 local message_key = KEYS[1]
@@ -16,6 +26,9 @@ local inflight_key = KEYS[2]
 local pending_messages_key = KEYS[3]
 local calls_key = KEYS[4]
 local waiting_key = KEYS[5]
+local state_key = KEYS[6]
+local breaker_key = KEYS[7]
+local destinations_key = KEYS[8]
 local message_ref = ARGV[1]
 local claim_token = ARGV[2]
 local outcome = ARGV[3]
@@ -27,19 +40,38 @@ local retry_claim_token = ARGV[8]
 local retry_due_ms = ARGV[9]
 local inflight_deadline_ms = ARGV[10]
 local max_calls = ARGV[11]
+local dest = ARGV[12]
+local health = ARGV[13]
+local pause_until_ms = ARGV[14]
+local breaker_threshold = ARGV[15]
+local breaker_cooldown_ms = ARGV[16]
+local breaker_max_cooldown_ms = ARGV[17]
 
 if redis.call('HGET', message_key, 'status') ~= 'delivering' then return {0} end
 if redis.call('HGET', message_key, 'token') ~= claim_token then return {0} end
+local now = tonumber(now_ms)
 local handed_on = {}
-local limit = tonumber(max_calls)
+local limit = 0
+if max_calls ~= '' then limit = tonumber(redis.call('HGET', message_key, 'flowParallelism') or max_calls) end
 if limit > 0 then
   redis.call('ZREM', calls_key, message_ref)
   redis.call('ZREMRANGEBYSCORE', calls_key, '-inf', now_ms)
   -- One, for the call that ended: each call that ends hands on one, so the waiting claims
-  -- are spread over the callers that free their destination's calls.
+  -- are spread over the callers that free their flow's calls.
   if redis.call('ZCARD', calls_key) < limit then
     handed_on = redis.call('ZRANGE', waiting_key, 0, 0)
     if #handed_on > 0 then redis.call('ZREM', waiting_key, handed_on[1]) end
+  end
+end
+if health ~= '' then
+  breaker_record(breaker_key, destinations_key, dest, message_ref, health, now, breaker_threshold,
+    breaker_cooldown_ms, breaker_max_cooldown_ms)
+end
+if pause_until_ms ~= '' then
+  local until_ms = tonumber(pause_until_ms)
+  if until_ms > tonumber(redis.call('HGET', state_key, 'pausedUntil') or '0') then
+    redis.call('HSET', state_key, 'pausedUntil', until_ms)
+    keep_for(state_key, until_ms - now + 60000)
   end
 end
 if error_text ~= '' then redis.call('HSET', message_key, 'lastError', error_text) end

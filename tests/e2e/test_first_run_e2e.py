@@ -157,6 +157,14 @@ def check_message(out: str) -> None:
     assert json.loads(out) == {"status": "scheduled", "messageId": "order-42-reminder"}
 
 
+def check_flow_control(out: str) -> None:
+    assert json.loads(out) == {"status": "scheduled", "messageId": "invoice-7"}
+
+
+def check_destinations(out: str) -> None:
+    assert json.loads(out) == {"destinations": [], "count": 0}  # nothing called yet
+
+
 def check_agent(out: str) -> None:
     body = json.loads(out)
     assert body["success"] is True
@@ -181,6 +189,8 @@ def check_live(lines: list[str]) -> None:
 CHECKS: list[tuple[str, Callable[[Any], None]]] = [
     ("curl -s $API/health", check_health),
     ('"id": "order-42-reminder"', check_message),
+    ('"flowControl": {"key": "customer-42"', check_flow_control),
+    ("$API/destinations", check_destinations),
     ('"endpointUrl": "https://agents.example.com/run"', check_agent),
     ("/api/agents/agent-123/schedule", check_schedule),
     ("websockets.connect", check_live),

@@ -1,0 +1,74 @@
+-- Flow control and circuit breakers, shared by begin_delivery.lua and finish_delivery.lua.
+
+-- Keep `key` at least `ttl_ms` longer (never shorten what another use of it needs).
+local function keep_for(key, ttl_ms)
+  if redis.call('PTTL', key) < ttl_ms then redis.call('PEXPIRE', key, ttl_ms) end
+end
+
+-- Whether a destination's breaker lets a call through now: 'closed'; 'probe' (its cool-down
+-- has passed and no other probe is under way: this call is the one probe); or 'open', with
+-- when a probe may next go (ms).
+local function breaker_admits(breaker_key, ref, now)
+  local open_until = tonumber(redis.call('HGET', breaker_key, 'openUntil') or '0')
+  if open_until == 0 then return 'closed', 0 end
+  if open_until > now then return 'open', open_until end
+  local probe_until = tonumber(redis.call('HGET', breaker_key, 'probeUntil') or '0')
+  if probe_until > now and redis.call('HGET', breaker_key, 'probe') ~= ref then
+    return 'open', probe_until
+  end
+  return 'probe', 0
+end
+
+-- A rate of `rate` starts a second, as a generic cell rate algorithm: `tat` is when the next
+-- start would be due were starts evenly spaced, and a start is allowed while that is at most a
+-- second minus one interval ahead (so up to `rate` starts fall in any one second). Returns now
+-- (and takes the start) or the moment the next start is allowed.
+local function rate_admits(state_key, rate, now)
+  local interval = math.ceil(1000 / rate)
+  local tolerance = math.max(0, 1000 - interval)
+  local tat = math.max(tonumber(redis.call('HGET', state_key, 'tat') or '0'), now)
+  if tat - now > tolerance then return tat - tolerance end
+  redis.call('HSET', state_key, 'tat', tat + interval)
+  keep_for(state_key, tat + interval - now + 60000)
+  return now
+end
+
+-- Count a call's outcome against its destination: 'ok' closes the breaker; 'limited' (a 429)
+-- leaves it as it is; 'fail' lengthens the streak of failures, and opens the breaker at `threshold` in a row, or again when the
+-- failure was its probe's. Each opening waits twice the one before, from `cooldown_ms` up to
+-- `max_cooldown_ms`. Also counts this minute's calls and failures (and keeps the last
+-- minute's), and notes the destination as called lately.
+local function breaker_record(breaker_key, destinations_key, dest, ref, health, now, threshold,
+                              cooldown_ms, max_cooldown_ms)
+  local minute = math.floor(now / 60000)
+  local counted = tonumber(redis.call('HGET', breaker_key, 'minute') or '0')
+  if counted ~= minute then
+    local calls, failures = 0, 0
+    if counted == minute - 1 then
+      calls = redis.call('HGET', breaker_key, 'calls') or 0
+      failures = redis.call('HGET', breaker_key, 'failures') or 0
+    end
+    redis.call('HSET', breaker_key, 'minute', minute, 'prevCalls', calls, 'prevFailures', failures,
+      'calls', 0, 'failures', 0)
+  end
+  redis.call('HINCRBY', breaker_key, 'calls', 1)
+  if health == 'ok' then
+    redis.call('HDEL', breaker_key, 'streak', 'openUntil', 'opens', 'probe', 'probeUntil')
+  elseif health == 'fail' then
+    redis.call('HINCRBY', breaker_key, 'failures', 1)
+    local streak = redis.call('HINCRBY', breaker_key, 'streak', 1)
+    local was_probe = redis.call('HGET', breaker_key, 'probe') == ref
+    local open = redis.call('HGET', breaker_key, 'openUntil')
+    local limit = tonumber(threshold)  -- 0: the breaker never opens
+    if was_probe or (not open and limit > 0 and streak >= limit) then
+      local opens = redis.call('HINCRBY', breaker_key, 'opens', 1)
+      local wait = math.min(tonumber(cooldown_ms) * 2 ^ math.min(opens - 1, 20), tonumber(max_cooldown_ms))
+      redis.call('HSET', breaker_key, 'openUntil', now + wait)
+      redis.call('HDEL', breaker_key, 'probe', 'probeUntil')
+    end
+  end
+  -- Kept while the destination is called, and an hour after.
+  keep_for(breaker_key, 3600000)
+  redis.call('ZADD', destinations_key, now, dest)
+  redis.call('ZREMRANGEBYSCORE', destinations_key, '-inf', now - 3600000)
+end
