@@ -41,6 +41,20 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _local_mode(env: Mapping[str, str]) -> bool:
+    local = _flag(env, "PUNCTUAL_LOCAL")
+    # Local mode lets targets reach loopback and private addresses: on Lambda that is the VPC and
+    # the runtime API. `chalice deploy --stage local` would ship it, so it stops the start.
+    if local and env.get("AWS_LAMBDA_FUNCTION_NAME", "").strip():
+        raise ValueError(
+            "PUNCTUAL_LOCAL is set on Lambda (AWS_LAMBDA_FUNCTION_NAME is "
+            f"{env['AWS_LAMBDA_FUNCTION_NAME'].strip()!r}): local mode lets webhooks and agents call "
+            "loopback and private addresses and is for the local stack only; deploy a stage "
+            "without it (not `--stage local`)"
+        )
+    return local
+
+
 def _public_api_url(env: Mapping[str, str]) -> str:
     explicit = env.get("PUBLIC_API_URL", "").strip().rstrip("/")
     if explicit:
@@ -138,7 +152,7 @@ class Settings:
             dispatch_queue_url=env.get("DISPATCH_QUEUE_URL") or None,
             fanout_queue_name=env.get("FANOUT_QUEUE_NAME", DEFAULT_FANOUT_QUEUE),
             fanout_queue_url=env.get("FANOUT_QUEUE_URL") or None,
-            local_mode=_flag(env, "PUNCTUAL_LOCAL"),
+            local_mode=_local_mode(env),
             webhook_secret=env.get("WEBHOOK_SECRET") or None,
             webhook_timeout_seconds=_int(env, "WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1),
             webhook_max_retries=_int(env, "WEBHOOK_MAX_RETRIES", 3),

@@ -496,4 +496,4 @@ def test_warming_does_not_wait_out_a_name_lookup_that_hangs() -> None:
             assert looking_up.is_set()
         finally:
             release.set()
-    assert lookups == [True, True]
+    assert lookups == [True]  # one lookup serves every connection it opens
