@@ -58,7 +58,7 @@ class Destination:
     in_flight: int
     waiting: int
     paused_until_ms: int | None
-    last_call_ms: int
+    last_active_minute_ms: int  # the start of the latest minute it was called in
 
     def state(self, now_ms: int) -> BreakerState:
         open_until = int(self.breaker.get("openUntil") or 0)
@@ -68,15 +68,10 @@ class Destination:
 
     def to_dict(self, now_ms: int) -> dict[str, Any]:
         b = self.breaker
-        minute = int(b.get("minute") or 0)
-        this_minute = now_ms // 60_000
-        # The calls of the minute under way and the one before it, when they are that recent.
-        calls = failures = 0
-        if minute == this_minute:
-            calls = int(b.get("calls") or 0) + int(b.get("prevCalls") or 0)
-            failures = int(b.get("failures") or 0) + int(b.get("prevFailures") or 0)
-        elif minute == this_minute - 1:
-            calls, failures = int(b.get("calls") or 0), int(b.get("failures") or 0)
+        minute = now_ms // 60_000
+        # The calls of this minute and the one before (flow.lua counts them per minute).
+        calls = sum(int(b.get(f"c{m}") or 0) for m in (minute - 1, minute))
+        failures = sum(int(b.get(f"f{m}") or 0) for m in (minute - 1, minute))
         open_until = int(b.get("openUntil") or 0)
         paused = self.paused_until_ms if self.paused_until_ms and self.paused_until_ms > now_ms else None
         return {
@@ -90,5 +85,5 @@ class Destination:
             "recentCalls": calls,
             "recentFailures": failures,
             "recentFailureRate": round(failures / calls, 3) if calls else 0.0,
-            "lastCallAt": format_instant(self.last_call_ms),
+            "lastActiveMinute": format_instant(self.last_active_minute_ms),
         }

@@ -320,7 +320,7 @@ class Store:
             Destination(destination=dest, breaker=rows[4 * i], in_flight=int(rows[4 * i + 1]),
                         waiting=int(rows[4 * i + 2]),
                         paused_until_ms=int(rows[4 * i + 3]) if rows[4 * i + 3] else None,
-                        last_call_ms=int(score))
+                        last_active_minute_ms=int(score))
             for i, (dest, score) in enumerate(recent)
         ]
 

@@ -38,8 +38,8 @@ local postpone_token = ARGV[8]
 local grace_ms = ARGV[9]
 local known_destination = ARGV[10]
 
-if redis.call('HGET', message_key, 'status') ~= 'queued' then return {} end
-if redis.call('HGET', message_key, 'token') ~= claim_token then return {} end
+local message = redis.call('HMGET', message_key, 'status', 'token', 'flowParallelism', 'flowRate')
+if message[1] ~= 'queued' or message[2] ~= claim_token then return {} end
 local now = tonumber(now_ms)
 
 local function postpone(until_ms)
@@ -65,7 +65,7 @@ if known_destination ~= '' then
   probing = verdict == 'probe'
 end
 
-local limit = tonumber(redis.call('HGET', message_key, 'flowParallelism') or max_calls)
+local limit = tonumber(message[3] or max_calls)
 if limit > 0 then
   -- Calls whose dispatcher died hold their share only until their lease ends.
   redis.call('ZREMRANGEBYSCORE', calls_key, '-inf', now_ms)
@@ -86,7 +86,7 @@ if limit > 0 then
   end
 end
 
-local rate = tonumber(redis.call('HGET', message_key, 'flowRate') or '0')
+local rate = tonumber(message[4] or '0')
 if rate > 0 then
   local next_start = rate_admits(state_key, rate, now)
   if next_start > now then return postpone(next_start) end

@@ -47,12 +47,12 @@ local breaker_threshold = ARGV[15]
 local breaker_cooldown_ms = ARGV[16]
 local breaker_max_cooldown_ms = ARGV[17]
 
-if redis.call('HGET', message_key, 'status') ~= 'delivering' then return {0} end
-if redis.call('HGET', message_key, 'token') ~= claim_token then return {0} end
+local message = redis.call('HMGET', message_key, 'status', 'token', 'flowParallelism')
+if message[1] ~= 'delivering' or message[2] ~= claim_token then return {0} end
 local now = tonumber(now_ms)
 local handed_on = {}
 local limit = 0
-if max_calls ~= '' then limit = tonumber(redis.call('HGET', message_key, 'flowParallelism') or max_calls) end
+if max_calls ~= '' then limit = tonumber(message[3] or max_calls) end
 if limit > 0 then
   redis.call('ZREM', calls_key, message_ref)
   redis.call('ZREMRANGEBYSCORE', calls_key, '-inf', now_ms)

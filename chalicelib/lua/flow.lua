@@ -34,28 +34,29 @@ local function rate_admits(state_key, rate, now)
 end
 
 -- Count a call's outcome against its destination: 'ok' closes the breaker; 'limited' (a 429)
--- leaves it as it is; 'fail' lengthens the streak of failures, and opens the breaker at `threshold` in a row, or again when the
--- failure was its probe's. Each opening waits twice the one before, from `cooldown_ms` up to
--- `max_cooldown_ms`. Also counts this minute's calls and failures (and keeps the last
--- minute's), and notes the destination as called lately.
+-- leaves it as it is; 'fail' lengthens the streak of failures, and opens the breaker at
+-- `threshold` in a row, or again when the failure was its probe's. Each opening waits twice the
+-- one before, from `cooldown_ms` up to `max_cooldown_ms`. Calls and failures are counted per
+-- minute (fields c<minute> and f<minute>); the first call of a minute drops the counts older
+-- than the minute before, keeps the hash another hour and notes the destination as called.
 local function breaker_record(breaker_key, destinations_key, dest, ref, health, now, threshold,
                               cooldown_ms, max_cooldown_ms)
   local minute = math.floor(now / 60000)
-  local counted = tonumber(redis.call('HGET', breaker_key, 'minute') or '0')
-  if counted ~= minute then
-    local calls, failures = 0, 0
-    if counted == minute - 1 then
-      calls = redis.call('HGET', breaker_key, 'calls') or 0
-      failures = redis.call('HGET', breaker_key, 'failures') or 0
+  if redis.call('HINCRBY', breaker_key, 'c' .. minute, 1) == 1 then
+    for _, field in ipairs(redis.call('HKEYS', breaker_key)) do
+      local counted = tonumber(string.match(field, '^[cf](%d+)$'))
+      if counted and counted < minute - 1 then redis.call('HDEL', breaker_key, field) end
     end
-    redis.call('HSET', breaker_key, 'minute', minute, 'prevCalls', calls, 'prevFailures', failures,
-      'calls', 0, 'failures', 0)
+    redis.call('PEXPIRE', breaker_key, 3600000)
+    redis.call('ZADD', destinations_key, minute * 60000, dest)
+    redis.call('ZREMRANGEBYSCORE', destinations_key, '-inf', now - 3600000)
   end
-  redis.call('HINCRBY', breaker_key, 'calls', 1)
   if health == 'ok' then
-    redis.call('HDEL', breaker_key, 'streak', 'openUntil', 'opens', 'probe', 'probeUntil')
+    if redis.call('HEXISTS', breaker_key, 'streak') == 1 then
+      redis.call('HDEL', breaker_key, 'streak', 'openUntil', 'opens', 'probe', 'probeUntil')
+    end
   elseif health == 'fail' then
-    redis.call('HINCRBY', breaker_key, 'failures', 1)
+    redis.call('HINCRBY', breaker_key, 'f' .. minute, 1)
     local streak = redis.call('HINCRBY', breaker_key, 'streak', 1)
     local was_probe = redis.call('HGET', breaker_key, 'probe') == ref
     local open = redis.call('HGET', breaker_key, 'openUntil')
@@ -67,8 +68,4 @@ local function breaker_record(breaker_key, destinations_key, dest, ref, health, 
       redis.call('HDEL', breaker_key, 'probe', 'probeUntil')
     end
   end
-  -- Kept while the destination is called, and an hour after.
-  keep_for(breaker_key, 3600000)
-  redis.call('ZADD', destinations_key, now, dest)
-  redis.call('ZREMRANGEBYSCORE', destinations_key, '-inf', now - 3600000)
 end
