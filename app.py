@@ -62,8 +62,8 @@ def log_request(event: Any, get_response: Any) -> Any:
 @app.route("/health", methods=["GET"])
 @handles_errors(detail_error)
 def health() -> Response:
-    body, status = messages_api.health(services.get())
-    return json_response(body, status)
+    report = messages_api.health(app.current_request.headers)
+    return json_response(report.body, report.status)
 
 
 @app.route("/openapi.json", methods=["GET"])

@@ -48,7 +48,9 @@ class DispatchQueue:
             try:
                 self._queue_url = self._sqs.get_queue_url(QueueName=self._queue_name)["QueueUrl"]
             except (BotoCoreError, ClientError) as exc:
-                raise Unavailable(f"dispatch queue {self._queue_name!r} is unavailable: {exc}") from None
+                # The text names the endpoint: logged, not answered.
+                log.warning("dispatch queue %r is unavailable: %s", self._queue_name, exc)
+                raise Unavailable("the dispatch queue is unavailable") from None
         return self._queue_url
 
     def reachable(self) -> bool:

@@ -37,3 +37,15 @@ class Unavailable(PunctualError):
     """A backing service (Redis, SQS) did not answer; the caller may retry."""
 
     status_code = 503
+
+
+class StorageFull(Unavailable):
+    """Redis is out of memory and refuses writes (maxmemory-policy noeviction): loud, never a loss."""
+
+
+class EvictingStorage(Unavailable):
+    """Redis would evict keys under memory pressure, losing accepted messages: refused at start."""
+
+    def __init__(self, message: str, policy: str | None) -> None:
+        super().__init__(message)
+        self.policy = policy

@@ -13,6 +13,7 @@ from urllib.parse import unquote
 from chalice import Response
 
 from .errors import PunctualError, Unauthorized
+from .redis_client import storage_error
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,9 @@ def api_error(message: str, status: int) -> Response:
 
 
 def handles_errors(shape: Callable[[str, int], Response]) -> Callable[..., Any]:
-    """Answer PunctualErrors with their status, anything else with a bare 500; the view gets its
-    path parameters decoded."""
+    """Answer PunctualErrors with their status, a Redis failure met outside Store.call as the 503
+    it would have been there, anything else with a bare 500; the view gets its path parameters
+    decoded. No answer repeats an exception's own text: it names servers (host, port)."""
 
     def decorate(view: Callable[..., Response]) -> Callable[..., Response]:
         @functools.wraps(view)
@@ -47,7 +49,10 @@ def handles_errors(shape: Callable[[str, int], Response]) -> Callable[..., Any]:
                 return view(**{name: unquote(value) for name, value in path.items()})
             except PunctualError as exc:
                 return shape(exc.message, exc.status_code)
-            except Exception:
+            except Exception as exc:
+                translated = storage_error(exc)
+                if translated is not None:
+                    return shape(translated.message, translated.status_code)
                 log.exception("unhandled error in %s", view.__name__)
                 return shape("internal server error", 500)
 
@@ -62,6 +67,15 @@ def bearer_token(headers: Mapping[str, str], what: str = "API_TOKEN") -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized(f"missing bearer token; send 'Authorization: Bearer <{what}>'")
     return token.strip()
+
+
+def token_matches(headers: Mapping[str, str], expected: str) -> bool:
+    """Whether the request carries the expected bearer token (compared in constant time)."""
+    try:
+        token = bearer_token(headers)
+    except Unauthorized:
+        return False
+    return bool(expected) and hmac.compare_digest(token.encode(), expected.encode())
 
 
 def require_token(headers: Mapping[str, str], expected: str) -> None:

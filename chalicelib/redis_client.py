@@ -9,6 +9,9 @@ CROSSSLOT on any script whose keys span slots. The key layout follows the same a
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -18,8 +21,9 @@ from redis.cluster import RedisCluster
 from redis.driver_info import DriverInfo
 from redis.retry import Retry
 
-from .errors import Unavailable
+from .errors import EvictingStorage, PunctualError, StorageFull, Unavailable
 
+log = logging.getLogger(__name__)
 REDIS_MAX_CONNECTIONS = 256  # per node
 _DRIVER_INFO = DriverInfo(name="redis-py", lib_version=redis.__version__)
 
@@ -69,16 +73,114 @@ def in_cluster_mode(url: str) -> bool:
             except redis.ResponseError:
                 return False
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise Unavailable(f"storage is unavailable: {exc}") from None
+        raise _unavailable(exc) from None
     finally:
         probe.close()
 
 
 def connect(url: str, setting: ClusterSetting = ClusterSetting.AUTO) -> Connected:
+    """A client for `url`; refused (EvictingStorage) when the server would evict keys."""
     cluster = setting is ClusterSetting.ON or (setting is ClusterSetting.AUTO and in_cluster_mode(url))
-    if cluster:
-        return Connected(cluster_client(url), cluster=True)
-    return Connected(plain_client(url), cluster=False)
+    client = cluster_client(url) if cluster else plain_client(url)
+    try:
+        with storage_errors():
+            policies = eviction_policies(client)
+    except Unavailable:
+        client.close()
+        raise
+    problem = eviction_problem(policies)
+    if problem is not None:
+        client.close()
+        log.error("refusing to start: %s", problem)
+        raise EvictingStorage(problem, eviction_summary(policies))
+    return Connected(client, cluster=cluster)
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+OUT_OF_MEMORY = "Redis is out of memory: the request was not stored; retry later"
+
+
+def _unavailable(exc: Exception) -> Unavailable:
+    # The exception's text names the server (host, port): it goes to the log, never to a caller,
+    # some of whose routes (the run reports, /health) need no API token.
+    log.warning("storage is unavailable: %s", exc)
+    return Unavailable("storage is unavailable")
+
+
+def storage_error(exc: BaseException) -> PunctualError | None:
+    """The error a caller is answered for a Redis failure (None when `exc` is none):
+    out of memory is a 503 that says so, a lost connection a 503 that names no server."""
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        log.error("Redis refused a write, out of memory: %s", exc)
+        return StorageFull(OUT_OF_MEMORY)
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return _unavailable(exc)
+    return None
+
+
+@contextmanager
+def storage_errors() -> Iterator[None]:
+    """Redis failures inside become the PunctualError a caller is answered (see storage_error)."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        translated = storage_error(exc)
+        if translated is None:
+            raise
+        raise translated from None
+
+
+# -- eviction -----------------------------------------------------------------------------------
+
+NO_EVICTION = "noeviction"
+
+
+def _node_policy(node: redis.Redis) -> str | None:
+    """One server's maxmemory-policy: CONFIG GET where allowed, else INFO memory (ElastiCache
+    refuses CONFIG); None when neither tells (ElastiCache Serverless hides it)."""
+    try:
+        policy = node.config_get("maxmemory-policy").get("maxmemory-policy")
+        if policy:
+            return str(policy)
+    except redis.ResponseError:
+        pass
+    try:
+        policy = node.info("memory").get("maxmemory_policy")
+    except redis.ResponseError:
+        return None
+    return str(policy) if policy else None
+
+
+def eviction_policies(client: redis.Redis) -> list[str | None]:
+    """The maxmemory-policy of every primary (one on a plain server)."""
+    if isinstance(client, RedisCluster):
+        return [_node_policy(client.get_redis_connection(node)) for node in client.get_primaries()]
+    return [_node_policy(client)]
+
+
+def eviction_summary(policies: list[str | None]) -> str | None:
+    """The policy to report: an evicting one when any primary has one, else `noeviction` when
+    every primary says so, else None (not known)."""
+    evicting = [p for p in policies if p is not None and p != NO_EVICTION]
+    if evicting:
+        return evicting[0]
+    return NO_EVICTION if policies and all(p == NO_EVICTION for p in policies) else None
+
+
+def eviction_problem(policies: list[str | None]) -> str | None:
+    """Why this Redis is unfit to hold accepted messages, or None.
+
+    Any policy but noeviction is refused, whatever maxmemory is now: an evicting policy drops
+    message hashes and the due index once memory runs short (and maxmemory can be set at any
+    time), so accepted messages would never fire, silently. A policy that cannot be read is let
+    through (and shown as unknown in /health): ElastiCache Serverless hides it.
+    """
+    policy = eviction_summary(policies)
+    if policy is None or policy == NO_EVICTION:
+        return None
+    return (f"Redis evicts keys when memory runs short (maxmemory-policy {policy}), which would "
+            f"silently lose accepted messages; set maxmemory-policy to {NO_EVICTION}")
 
 
 def _common() -> dict[str, object]:

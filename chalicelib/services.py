@@ -17,6 +17,7 @@ from .config import Settings
 from .dispatch_queue import DispatchQueue, Handoff
 from .dispatcher import Dispatcher
 from .events import Events, Publisher
+from .health import HealthCheck
 from .keys import Keys
 from .live import LiveHandlers, ManagementApi, WsPublisher
 from .live_store import LiveStore
@@ -43,6 +44,7 @@ class Services:
     runner: AgentRunner
     events: Events
     ws_routes: LiveHandlers  # what the WebSocket $connect, $default and $disconnect routes do
+    health: HealthCheck
 
     @classmethod
     def build(
@@ -92,25 +94,43 @@ class Services:
         return cls(
             settings=settings, clock=clock, message_store=store, agent_store=agents, run_store=runs,
             dispatch_queue=queue, scheduler=scheduler, dispatcher=dispatcher, resolver=resolver,
-            runner=runner, events=events, ws_routes=ws_routes,
+            runner=runner, events=events, ws_routes=ws_routes, health=HealthCheck(store, queue, clock),
         )
 
 
 _lock = threading.Lock()
 _current: Services | None = None
+_settings: Settings | None = None
+
+
+def settings() -> Settings:
+    """The settings in use, read once; also when the services could not be built (a refused
+    Redis), so that /health can still tell the token's holder why."""
+    global _settings
+    current = _current
+    if current is not None:
+        return current.settings
+    with _lock:
+        if _settings is None:
+            _settings = Settings.from_env()
+        return _settings
 
 
 def get() -> Services:
+    """The services, built on first use. A build that fails (Redis down, or refused for its
+    eviction policy) is not kept: the next call tries again, so fixing Redis needs no redeploy."""
     global _current
     if _current is None:
+        built_settings = settings()
         with _lock:
             if _current is None:
-                _current = Services.build(Settings.from_env())
+                _current = Services.build(built_settings)
     return _current
 
 
 def install(services: Services | None) -> None:
     """Replace the services (tests); None rebuilds from the environment on next use."""
-    global _current
+    global _current, _settings
     with _lock:
         _current = services
+        _settings = None

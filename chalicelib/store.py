@@ -17,10 +17,10 @@ import redis
 from .claims import Claimed, Created, Retry, WayIn, message_ref, new_token
 from .config import Settings
 from .destinations import Destination, Health
-from .errors import BadRequest, Conflict, NotFound, Unavailable
+from .errors import BadRequest, Conflict, NotFound
 from .keys import Keys
 from .messages import Message, NewMessage
-from .redis_client import UNAVAILABLE_ERRORS
+from .redis_client import storage_errors
 from .script_calls import (
     AskSweep,
     BeginDelivery,
@@ -114,11 +114,9 @@ class Store:
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run a Redis operation; a lost connection or a cluster still failing over once the
-        client's retries are spent is a 503, not a 500."""
-        try:
+        client's retries are spent is a 503, not a 500; so is a Redis out of memory."""
+        with storage_errors():
             return fn()
-        except UNAVAILABLE_ERRORS as exc:
-            raise Unavailable(f"storage is unavailable: {exc}") from None
 
     def script(self, call: ScriptCall) -> Any:
         """Run one Lua script call (a lost connection is a 503, as in `call`)."""

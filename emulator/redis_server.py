@@ -13,7 +13,8 @@ from .ports import free_port
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    def __init__(self, *options: str) -> None:
+        """`options`: more redis-server arguments (e.g. "--maxmemory-policy", "allkeys-lru")."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; `make test` installs it")
@@ -21,7 +22,7 @@ class RedisServer:
         self.dir = tempfile.mkdtemp(prefix="punctual-test-redis-")
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
+             "--appendonly", "no", "--dir", self.dir, *options],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -56,7 +56,8 @@ def metric_values(blobs: list[dict[str, Any]], name: str) -> list[float]:
 
 
 def health(harness: Harness) -> tuple[int, dict[str, Any]]:
-    response = harness.client.http.get("/health")
+    """/health's detail (the API token's holder's)."""
+    response = harness.client.http.get("/health", headers={"Authorization": f"Bearer {TOKEN}"})
     return response.status_code, json.loads(response.body)
 
 
@@ -72,7 +73,8 @@ def test_health_is_503_when_the_dispatch_queue_is_gone(harness: Harness) -> None
     harness.sqs.delete_queue(QueueUrl=harness.queue_url)
     status, body = health(harness)
     assert status == 503
-    assert body == {"status": "unhealthy", "redis": "connected", "queue": "unreachable", "oldestOverdueMs": 0}
+    assert body == {"status": "unhealthy", "redis": "connected", "queue": "unreachable", "oldestOverdueMs": 0,
+                    "evictionPolicy": "noeviction", "reason": "the dispatch queue does not answer"}
     harness.sqs.create_queue(QueueName=DEFAULT_DISPATCH_QUEUE)  # the fixture deletes it
 
 

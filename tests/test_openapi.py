@@ -80,7 +80,7 @@ def _call(harness: Harness, path: str, method: str) -> Any:
 def test_documented_security_is_what_the_server_enforces(harness: Harness, path: str, method: str) -> None:
     response = _call(harness, path, method)
     security = _security(path, method)
-    if security == []:
+    if security == [] or {} in security:  # no token needed ({}: a token is optional, /health)
         assert response.status_code != 401
     else:
         [scheme] = [name for requirement in security for name in requirement]
