@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .aws_secrets import resolve as resolve_secrets
 from .backoff import RetryPolicy
 from .destinations import BreakerPolicy
 from .redis_client import ClusterSetting
@@ -136,7 +137,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
+        # On AWS the secrets are read from Secrets Manager or SSM (aws_secrets.py).
+        env = resolve_secrets(os.environ if env is None else env)
         redis_url = env.get("REDIS_URL", "").strip()
         if not redis_url:
             host = env.get("REDIS_HOST", "127.0.0.1").strip() or "127.0.0.1"

@@ -32,6 +32,8 @@ class RedisServer:
             try:
                 client.ping()
                 return
+            except (redis.AuthenticationError, redis.ResponseError):
+                return  # it answers; it wants a password (--requirepass)
             except redis.ConnectionError:
                 time.sleep(0.02)
         raise RuntimeError("redis-server did not start")
