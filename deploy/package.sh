@@ -8,13 +8,15 @@
 #                             are best-effort and worthless after 5 minutes), each event source
 #                             re-pointed at its queue (so CloudFormation creates the queue first), the
 #                             environment the code reads (queue URLs, WebSocket management endpoint,
-#                             API token) from Ref/GetAtt, and one IAM policy scoped to those resources
-#                             for every function role.
+#                             where the secrets are kept) from Ref/GetAtt, the secrets, each function's
+#                             log group, stage throttling and reserved concurrency (README, Security),
+#                             and one IAM policy scoped to those resources for every function role.
 #                             It also creates an ElastiCache Serverless cache (Valkey) and its security
 #                             group, unless the RedisUrl parameter names a Redis, and gives every
 #                             function REDIS_URL (the cache's rediss:// endpoint, or RedisUrl).
 #   terraform/*.tf.json       Chalice refuses --merge-template for Terraform; Terraform itself merges
-#                             every *.tf.json of a directory and applies *_override.tf.json on top.
+#                             every *.tf.json of a directory and applies *_override.tf.json on top
+#                             (which replaces each role's policy with one pinned to this stack).
 # An event source's queue is given as {"Fn::Sub": "${DispatchQueue.Arn}"} (and "${FanoutQueue.Arn}"),
 # not Fn::GetAtt: Chalice deep-merges dictionaries and writes its own
 # {"Fn::Sub": "...:punctual-dispatch"} there, so only a Fn::Sub replaces it (a Fn::GetAtt would sit

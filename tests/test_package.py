@@ -39,9 +39,20 @@ ENI_ACTIONS = {
     "ec2:UnassignPrivateIpAddresses",
 }
 LOG_ACTIONS = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
-ALLOWED_ACTIONS = QUEUE_ACTIONS | ENI_ACTIONS | LOG_ACTIONS | {"execute-api:ManageConnections"}
+SECRET_ACTIONS = {"secretsmanager:GetSecretValue", "ssm:GetParameter"}
+ALLOWED_ACTIONS = (QUEUE_ACTIONS | ENI_ACTIONS | LOG_ACTIONS | SECRET_ACTIONS
+                   | {"execute-api:ManageConnections"})
+# The SAM stack creates each function's log group (LoggingConfig), so its functions need not create one.
+SAM_ACTIONS = ALLOWED_ACTIONS - {"logs:CreateLogGroup"}
 QUEUES = ("DispatchQueue", "FanoutQueue")
+# The variables that name where each secret is kept (chalicelib/aws_secrets.py); never the values.
+SECRET_VARIABLES = ("API_TOKEN_SECRET_ARN", "WEBHOOK_SECRET_ARN", "REDIS_AUTH_SECRET_ARN")
+PLAIN_SECRETS = ("API_TOKEN", "WEBHOOK_SECRET")
 REDIS_ENDPOINT = "rediss://${Cache.Endpoint.Address}:${Cache.Endpoint.Port}"
+API_TOKEN_SECRET = {"Fn::If": ["UseApiTokenSecretArn", {"Ref": "ApiTokenSecretArn"},
+                               {"Ref": "ApiTokenSecret"}]}
+FUNCTION_NAMES = ("APIHandler", "Tick", "Dispatch", "Fanout", "WebsocketConnect", "WebsocketMessage",
+                  "WebsocketDisconnect")
 
 
 @dataclass(frozen=True)
@@ -197,7 +208,10 @@ def test_functions_get_the_queue_and_websocket_endpoint_from_the_template(packag
         endpoint = _sub_text(env["WS_MANAGEMENT_ENDPOINT"])
         assert endpoint.startswith("https://${WebsocketAPI}.execute-api."), name
         assert endpoint.endswith("/" + ws_stage["StageName"]), name
-        assert env["API_TOKEN"] == {"Ref": "ApiToken"}, name
+        # Secrets are read at start from where these name, never held in the environment.
+        assert not set(PLAIN_SECRETS) & set(env), name
+        assert env["API_TOKEN_SECRET_ARN"] == API_TOKEN_SECRET, name
+        assert env["REDIS_AUTH_SECRET_ARN"] == {"Ref": "RedisAuthSecretArn"}, name
         # The cache the stack creates (TLS, as ElastiCache Serverless requires), or the Redis brought.
         brought = {"Ref": "RedisUrl"}
         assert env["REDIS_URL"] == {"Fn::If": ["CreateCache", {"Fn::Sub": REDIS_ENDPOINT}, brought]}, name
@@ -206,6 +220,7 @@ def test_functions_get_the_queue_and_websocket_endpoint_from_the_template(packag
         assert callback.startswith("https://${RestAPI}.execute-api."), name
         assert callback.endswith("/" + rest_stage["StageName"]), name
     assert packaged.cfn["Parameters"]["ApiToken"]["NoEcho"] is True
+    assert packaged.cfn["Parameters"]["WebhookSecret"]["NoEcho"] is True
 
 
 def test_an_elasticache_serverless_valkey_cache_is_created_unless_a_redis_url_is_given(
@@ -237,11 +252,29 @@ def test_functions_run_in_the_vpc_that_reaches_elasticache(packaged: Packaged) -
         assert ENI_ACTIONS <= set().union(*map(_actions, _role_statements(packaged, function))), name
 
 
+def _arn_positions(arn: str) -> tuple[str, str, str, str]:
+    """(partition, region, account, resource) of an ARN's text."""
+    parts = arn.split(":", 5)
+    assert parts[0] == "arn" and len(parts) == 6, arn
+    return parts[1], parts[3], parts[4], parts[5]
+
+
+def assert_pinned(arn: str) -> None:
+    """No wildcard where the account, the region or (execute-api) the API id goes."""
+    partition, region, account, resource = _arn_positions(arn)
+    assert "*" not in partition + region + account, arn
+    assert region and account, arn
+    if ":execute-api:" in arn:
+        api_id, stage, *_ = resource.split("/")
+        assert "*" not in api_id + stage, arn
+
+
 def test_iam_grants_only_what_the_code_calls_on_its_own_resources(packaged: Packaged) -> None:
-    for name, function in _functions(packaged).items():
+    functions = _functions(packaged)
+    for name, function in functions.items():
         statements = _role_statements(packaged, function)
         granted = set().union(*map(_actions, statements))
-        assert granted == ALLOWED_ACTIONS, name
+        assert granted == SAM_ACTIONS, name
         queues_granted: set[str] = set()
         for statement in statements:
             actions = _actions(statement)
@@ -253,26 +286,164 @@ def test_iam_grants_only_what_the_code_calls_on_its_own_resources(packaged: Pack
                     assert queue is not None, statement
                     queues_granted.add(queue)
             elif actions == {"execute-api:ManageConnections"}:
-                assert "${WebsocketAPI}/" in _sub_text(resource), statement
-                assert _sub_text(resource).endswith("/POST/@connections/*"), statement
+                # This stack's WebSocket API and stage, in this account and region.
+                assert _sub_text(resource) == (
+                    "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${WebsocketAPI}"
+                    "/api/POST/@connections/*"), statement
             elif actions <= LOG_ACTIONS:
-                assert ":log-group:/aws/lambda/" in _sub_text(resource), statement
+                # Only the log groups of this stack's own functions, each named in its LoggingConfig.
+                groups = {f"{n}Logs" for n in FUNCTION_NAMES}
+                assert sorted(r["Fn::GetAtt"][0] for r in _resources(statement)) == sorted(groups), statement
+            elif actions == SECRET_ACTIONS:
+                assert _resources(statement)[0] == API_TOKEN_SECRET, statement
+                assert "*" not in json.dumps(resource), statement
             else:
                 # Network interfaces cannot be scoped before they exist.
                 assert actions <= ENI_ACTIONS, statement
         assert queues_granted == set(QUEUES), name
+    for name, function in functions.items():
+        group = function["Properties"]["LoggingConfig"]["LogGroup"]
+        assert group == {"Ref": f"{name}Logs"}, name
+        log_group = packaged.cfn["Resources"][group["Ref"]]
+        assert log_group["Type"] == "AWS::Logs::LogGroup"
+        assert _sub_text(log_group["Properties"]["LogGroupName"]) == f"/aws/lambda/${{AWS::StackName}}-{name}"
+        assert log_group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
 
 
-def test_chalice_deploy_and_terraform_policy_allows_the_same_actions() -> None:
-    # `chalice deploy --stage prod` and the Terraform stack use .chalice/policy-prod.json.
+def test_the_api_token_is_kept_in_a_secret_the_stack_creates_or_is_given(packaged: Packaged) -> None:
+    cfn = packaged.cfn
+    secret = cfn["Resources"]["ApiTokenSecret"]
+    assert secret["Condition"] == "CreateApiTokenSecret"
+    props = secret["Properties"]
+    # The given token, or a generated one: never a stack without a token.
+    given = {"Fn::If": ["ApiTokenGiven", {"Ref": "ApiToken"}, {"Ref": "AWS::NoValue"}]}
+    assert props["SecretString"] == given
+    generated = props["GenerateSecretString"]["Fn::If"][2]
+    assert generated["PasswordLength"] >= 32 and generated["ExcludePunctuation"] is True
+    assert cfn["Parameters"]["ApiToken"]["AllowedPattern"] == "^(|.{16,})$"
+    assert cfn["Outputs"]["ApiTokenSecretArn"]["Value"] == API_TOKEN_SECRET
+    webhook = cfn["Resources"]["WebhookSigningSecret"]
+    assert webhook["Condition"] == "CreateWebhookSecret"
+    assert webhook["Properties"]["SecretString"] == {"Ref": "WebhookSecret"}
+
+
+def test_floods_are_throttled_and_the_engine_keeps_its_concurrency(packaged: Packaged) -> None:
+    cfn = packaged.cfn
+    [rest_stage] = _of_type(cfn, "AWS::ApiGateway::Stage").values()
+    assert rest_stage["Properties"]["MethodSettings"] == [{
+        "HttpMethod": "*", "ResourcePath": "/*",
+        "ThrottlingRateLimit": {"Ref": "ApiThrottlingRateLimit"},
+        "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"}}]
+    [ws_stage] = _of_type(cfn, "AWS::ApiGatewayV2::Stage").values()
+    assert ws_stage["Properties"]["DefaultRouteSettings"] == {
+        "ThrottlingRateLimit": {"Ref": "WebsocketThrottlingRateLimit"},
+        "ThrottlingBurstLimit": {"Ref": "WebsocketThrottlingBurstLimit"}}
+    functions = _functions(packaged)
+    for function, parameter, condition in (("Tick", "TickReservedConcurrency", "ReserveTick"),
+                                           ("Dispatch", "DispatchReservedConcurrency", "ReserveDispatch"),
+                                           ("APIHandler", "ApiReservedConcurrency", "CapApi")):
+        reserved = functions[function]["Properties"]["ReservedConcurrentExecutions"]
+        assert reserved == {"Fn::If": [condition, {"Ref": parameter}, {"Ref": "AWS::NoValue"}]}, function
+        assert cfn["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, 0]}]}
+        assert cfn["Parameters"][parameter]["Default"] > 0, parameter
+    # The dispatch queue's poller never runs more than the reservation: a throttled SQS batch
+    # counts as a receive and would reach the dead-letter queue.
+    mappings = _of_type(cfn, "AWS::Lambda::EventSourceMapping").values()
+    [dispatch] = [m["Properties"] for m in mappings if m["Properties"]["FunctionName"] == {"Ref": "Dispatch"}]
+    most = {"MaximumConcurrency": {"Ref": "DispatchReservedConcurrency"}}
+    assert dispatch["ScalingConfig"] == {"Fn::If": ["ReserveDispatch", most, {"Ref": "AWS::NoValue"}]}
+    assert cfn["Parameters"]["DispatchReservedConcurrency"]["Default"] >= 2
+
+
+def test_redis_is_set_never_to_evict(packaged: Packaged) -> None:
+    cfn = packaged.cfn
+    [group] = _of_type(cfn, "AWS::ElastiCache::ParameterGroup").values()
+    assert group["Properties"]["Properties"] == {"maxmemory-policy": "noeviction"}
+    # ElastiCache Serverless has no policy to set; it evicts only under a data storage maximum.
+    [cache] = _of_type(cfn, "AWS::ElastiCache::ServerlessCache").values()
+    assert "CacheUsageLimits" not in cache["Properties"]
+
+
+def test_chalice_deploy_policy_is_pinned_to_the_account_region_and_api() -> None:
+    # `chalice deploy --stage prod` uses .chalice/policy-prod.json (Terraform replaces it).
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["prod"]
     assert config["autogen_policy"] is False
     policy = json.loads((ROOT / ".chalice" / config["iam_policy_file"]).read_text())
     assert set().union(*map(_actions, policy["Statement"])) == ALLOWED_ACTIONS
     queue_statements = [s for s in policy["Statement"] if _actions(s) & QUEUE_ACTIONS]
     assert all(_actions(s) == QUEUE_ACTIONS for s in queue_statements)
-    queue_resources = {r for s in queue_statements for r in _resources(s)}
-    assert queue_resources == {"arn:*:sqs:*:*:punctual-dispatch", "arn:*:sqs:*:*:punctual-fanout"}
+    arns = [r for s in policy["Statement"] if not _actions(s) <= ENI_ACTIONS for r in _resources(s)]
+    for arn in arns:
+        assert_pinned(arn)
+    # One account and one region throughout, so that the README's one substitution pins them all.
+    assert len({_arn_positions(a)[1:3] for a in arns}) == 1
+    queue_names = {_arn_positions(r)[3] for s in queue_statements for r in _resources(s)}
+    assert queue_names == {"punctual-dispatch", "punctual-fanout"}
+    [logs] = [s for s in policy["Statement"] if _actions(s) == LOG_ACTIONS]
+    functions = ["punctual-prod"] + [f"punctual-prod-{n}" for n in (
+        "tick", "dispatch", "fanout", "websocket_connect", "websocket_message", "websocket_disconnect")]
+    assert [_arn_positions(r)[3] for r in _resources(logs)] == [
+        f"log-group:/aws/lambda/{f}:*" for f in functions]
+    # Its functions' reserved concurrency, as the templates' defaults.
+    reserved = {name: c["reserved_concurrency"] for name, c in config["lambda_functions"].items()}
+    assert reserved == {"tick": 2, "dispatch": 50, "api_handler": 100}
+
+
+def test_terraform_policy_is_pinned_and_replaces_chalices(packaged: Packaged) -> None:
+    chalice_tf = json.loads((packaged.terraform_dir / "chalice.tf.json").read_text())["resource"]
+    ours_tf = json.loads((packaged.terraform_dir / "punctual.tf.json").read_text())
+    override = json.loads((packaged.terraform_dir / "punctual_override.tf.json").read_text())["resource"]
+    document = "${data.aws_iam_policy_document.punctual.json}"
+    assert {name: p["policy"] for name, p in override["aws_iam_role_policy"].items()} == {
+        name: document for name in chalice_tf["aws_iam_role_policy"]}
+    statements = ours_tf["data"]["aws_iam_policy_document"]["punctual"]["statement"]
+    assert set().union(*(set(s["actions"]) for s in statements)) == ALLOWED_ACTIONS
+    for statement in statements:
+        actions, resources = set(statement["actions"]), statement["resources"]
+        if actions <= ENI_ACTIONS:
+            continue
+        if actions == SECRET_ACTIONS:
+            assert "aws_secretsmanager_secret.api_token.arn" in resources, statement
+            continue
+        assert isinstance(resources, list)
+        for arn in resources:
+            if arn.startswith("${aws_sqs_queue."):
+                continue  # this stack's queues
+            assert_pinned(arn)
+            assert "${data.aws_caller_identity.chalice.account_id}" in arn, arn
+        if actions == {"execute-api:ManageConnections"}:
+            assert resources == ["arn:${data.aws_partition.chalice.partition}:execute-api:"
+                                 "${data.aws_region.chalice.name}:${data.aws_caller_identity.chalice.account_id}:"
+                                 "${aws_apigatewayv2_api.websocket_api.id}/api/POST/@connections/*"]
+
+
+def test_terraform_keeps_secrets_out_of_the_environment_and_sets_the_limits(packaged: Packaged) -> None:
+    ours_tf = json.loads((packaged.terraform_dir / "punctual.tf.json").read_text())
+    override = json.loads((packaged.terraform_dir / "punctual_override.tf.json").read_text())
+    variables = ours_tf["variable"]
+    assert variables["api_token"]["sensitive"] is True
+    assert variables["api_token"]["validation"]["condition"] == "${length(var.api_token) >= 16}"
+    environment = ours_tf["locals"]["punctual_environment"]
+    assert not set(PLAIN_SECRETS) & set(environment)
+    assert set(SECRET_VARIABLES) <= set(environment)
+    assert environment["API_TOKEN_SECRET_ARN"] == "${aws_secretsmanager_secret.api_token.arn}"
+    resources = ours_tf["resource"]
+    assert resources["aws_secretsmanager_secret_version"]["api_token"]["secret_string"] == "${var.api_token}"
+    [parameter] = resources["aws_elasticache_parameter_group"]["noeviction"]["parameter"]
+    assert parameter == {"name": "maxmemory-policy", "value": "noeviction"}
+    throttled = resources["aws_api_gateway_method_settings"]["rest_api"]
+    assert throttled["settings"] == {"throttling_rate_limit": "${var.api_throttling_rate_limit}",
+                                     "throttling_burst_limit": "${var.api_throttling_burst_limit}"}
+    ws = override["resource"]["aws_apigatewayv2_stage"]["websocket_api_stage"]["default_route_settings"]
+    assert set(ws) == {"throttling_rate_limit", "throttling_burst_limit"}
+    functions = override["resource"]["aws_lambda_function"]
+    for name, variable in (("tick", "tick"), ("dispatch", "dispatch"), ("api_handler", "api")):
+        assert functions[name]["reserved_concurrent_executions"] == (
+            f"${{var.{variable}_reserved_concurrency == 0 ? -1 : var.{variable}_reserved_concurrency}}")
+    scaling = override["resource"]["aws_lambda_event_source_mapping"]["dispatch-sqs-event-source"]["dynamic"]
+    assert scaling["scaling_config"]["content"] == {"maximum_concurrency": "${scaling_config.value}"}
+    # maximum_concurrency came in the AWS provider 4.53; Chalice's output needs < 5.
+    assert override["terraform"]["required_providers"]["aws"]["version"] == ">= 4.53.0, < 5"
 
 
 def test_terraform_stack_declares_the_queues_and_wires_them(packaged: Packaged) -> None:
@@ -298,10 +469,17 @@ def test_terraform_stack_declares_the_queues_and_wires_them(packaged: Packaged) 
     for kind, resources in override.items():
         assert set(resources) <= set(chalice_tf[kind]), kind
     mapping = override["aws_lambda_event_source_mapping"]
+    # Each mapping waits for its role's policy (Lambda checks the role may receive from the queue);
+    # depends_on cannot be overridden, so the queue's ARN is read through the policy's id.
     assert {name: m["event_source_arn"] for name, m in mapping.items()} == {
-        "dispatch-sqs-event-source": "${aws_sqs_queue.dispatch.arn}",
-        "fanout-sqs-event-source": "${aws_sqs_queue.fanout.arn}",
+        "dispatch-sqs-event-source":
+            "${element([aws_sqs_queue.dispatch.arn, aws_iam_role_policy.dispatch_role.id], 0)}",
+        "fanout-sqs-event-source":
+            "${element([aws_sqs_queue.fanout.arn, aws_iam_role_policy.fanout_role.id], 0)}",
     }
+    for kind, resources in override.items():
+        for resource in resources.values():
+            assert "depends_on" not in resource, kind  # Terraform refuses to override it
     # The function each mapping feeds, and its batch size, come from Chalice (app.py).
     fed = {name: (m["function_name"], m["batch_size"])
            for name, m in chalice_tf["aws_lambda_event_source_mapping"].items()}
