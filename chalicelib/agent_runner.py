@@ -262,7 +262,8 @@ class AgentRunner:
             "callbackUrl": f"{self._settings.public_api_url}/api/agents/{agent.id}/runs/{run.id}",
             "callbackToken": callback_token,
         }).encode()
-        headers = webhook_headers(run.id, self._clock.now_ms() // 1000, body, self._settings.webhook_secret)
+        secret = agent.webhook_secret or self._settings.webhook_secret  # its own, when it has one
+        headers = webhook_headers(run.id, self._clock.now_ms() // 1000, body, secret)
         timeout = min(agent.timeout_seconds, self._settings.agent_call_timeout_seconds)
         return self._sender.post(agent.endpoint_url, body, headers, "endpointUrl", timeout=timeout)
 

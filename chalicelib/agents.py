@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
 
@@ -11,6 +11,7 @@ from . import cron
 from .errors import BadRequest
 from .ids import check_id
 from .runs import Run, RunStatus
+from .standard_webhooks import secret_field
 from .targets import Resolver, check_target_url, system_resolver
 from .timeutil import format_instant, stored_ms
 
@@ -61,7 +62,7 @@ def _timeout(body: Mapping[str, Any]) -> int | None:
     return value
 
 
-AGENT_FIELDS = {"id", "name", "endpointUrl", "description", "timezone", "timeoutSeconds"}
+AGENT_FIELDS = {"id", "name", "endpointUrl", "description", "timezone", "timeoutSeconds", "webhookSecret"}
 
 
 def parse_agent_fields(
@@ -89,6 +90,10 @@ def parse_agent_fields(
     timeout = _timeout(body)
     if timeout is not None:
         fields["timeoutSeconds"] = str(timeout)
+    if body.get("webhookSecret") is not None:
+        fields["webhookSecret"] = secret_field(body["webhookSecret"])
+    elif "webhookSecret" in body and not creating:
+        fields["webhookSecret"] = ""  # null: back to WEBHOOK_SECRET
     return fields
 
 
@@ -125,7 +130,7 @@ def _slot(expression: str, timezone: str, after_ms: int) -> int:
 class Agent:
     """An agent hash as stored; schedule fields are empty when it has no schedule."""
 
-    fields: Mapping[str, str]
+    fields: Mapping[str, str] = field(repr=False)  # holds its webhookSecret
 
     @property
     def id(self) -> str:
@@ -134,6 +139,11 @@ class Agent:
     @property
     def endpoint_url(self) -> str:
         return self.fields["endpointUrl"]
+
+    @property
+    def webhook_secret(self) -> str | None:
+        """What signs its calls instead of WEBHOOK_SECRET; write-only: no API shape holds it."""
+        return self.fields.get("webhookSecret") or None
 
     @property
     def cron(self) -> str | None:

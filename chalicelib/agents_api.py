@@ -89,7 +89,8 @@ def update_agent(svc: Services, agent_id: str, raw_body: bytes | None) -> dict[s
         body, creating=False, allow_internal=svc.settings.local_mode, resolver=svc.resolver
     )
     if not fields:
-        raise BadRequest("nothing to change: send name, endpointUrl, description, timezone or timeoutSeconds")
+        raise BadRequest("nothing to change: send name, endpointUrl, description, timezone, "
+                         "timeoutSeconds or webhookSecret")
     now = svc.clock.now_ms()
     agent = svc.agent_store.update(agent_id, fields, now)
     # A schedule that follows the agent's zone has its next slot at a different instant now.

@@ -10,6 +10,7 @@ from .aws_secrets import resolve as resolve_secrets
 from .backoff import RetryPolicy
 from .destinations import BreakerPolicy
 from .redis_client import ClusterSetting
+from .standard_webhooks import EXAMPLE, check_secrets
 
 # The queues' names unless DISPATCH_QUEUE_NAME / FANOUT_QUEUE_NAME say otherwise; the packaged
 # stack (deploy/) creates queues of these names.
@@ -19,6 +20,9 @@ DEFAULT_FANOUT_QUEUE = "punctual-fanout"
 # at most that many across the fleet, and a burst to one healthy destination is not slowed by it
 # (README, Delivery: lower limits measured).
 DEFAULT_DESTINATION_MAX_CALLS = 256
+# The stage that refuses to run without WEBHOOK_SECRET (PUNCTUAL_STAGE, set per stage in
+# .chalice/config.json).
+PROD_STAGE = "prod"
 
 
 def _int(
@@ -77,6 +81,7 @@ class Settings:
     fanout_queue_name: str
     fanout_queue_url: str | None
     local_mode: bool
+    # One `whsec_` secret, or two space-separated while receivers change over (the new one first).
     webhook_secret: str | None
     webhook_timeout_seconds: int
     webhook_max_retries: int
@@ -116,6 +121,19 @@ class Settings:
     breaker_failures: int = 5
     breaker_cooldown_seconds: int = 30
     breaker_max_cooldown_seconds: int = 300
+    # The Chalice stage this runs as (PUNCTUAL_STAGE); '' when not said.
+    stage: str = ""
+
+    def __post_init__(self) -> None:
+        # Checked here, at start, not at the first delivery: a secret that does not decode would
+        # fail every delivery until each message gave up, and an empty key lets anyone sign.
+        if self.webhook_secret is not None:
+            object.__setattr__(self, "webhook_secret", check_secrets(self.webhook_secret, "WEBHOOK_SECRET"))
+        elif self.stage == PROD_STAGE:
+            raise ValueError(
+                f"WEBHOOK_SECRET is required in the {PROD_STAGE} stage: without it webhooks and agent "
+                f"calls (which carry their callbackToken) go out unsigned; set e.g. {EXAMPLE}"
+            )
 
     @property
     def webhook_retries(self) -> RetryPolicy:
@@ -155,7 +173,7 @@ class Settings:
             fanout_queue_name=env.get("FANOUT_QUEUE_NAME", DEFAULT_FANOUT_QUEUE),
             fanout_queue_url=env.get("FANOUT_QUEUE_URL") or None,
             local_mode=_local_mode(env),
-            webhook_secret=env.get("WEBHOOK_SECRET") or None,
+            webhook_secret=env.get("WEBHOOK_SECRET", "").strip() or None,
             webhook_timeout_seconds=_int(env, "WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1),
             webhook_max_retries=_int(env, "WEBHOOK_MAX_RETRIES", 3),
             destination_max_calls=_int(env, "DESTINATION_MAX_CALLS", DEFAULT_DESTINATION_MAX_CALLS),
@@ -182,4 +200,5 @@ class Settings:
             breaker_failures=_int(env, "BREAKER_FAILURES", 5),
             breaker_cooldown_seconds=_int(env, "BREAKER_COOLDOWN_SECONDS", 30, minimum=1),
             breaker_max_cooldown_seconds=_int(env, "BREAKER_MAX_COOLDOWN_SECONDS", 300, minimum=1),
+            stage=env.get("PUNCTUAL_STAGE", "").strip(),
         )

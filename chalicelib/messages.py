@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from .errors import BadRequest, PayloadTooLarge
 from .flow_control import FlowControl
 from .ids import check_id
+from .standard_webhooks import secret_field
 from .targets import Resolver, check_target_url, system_resolver
 from .timeutil import format_instant, parse_instant
 
@@ -37,6 +38,13 @@ class NewMessage:
     payload_json: str
     webhook_url: str
     flow_control: FlowControl | None = None
+    # Signs this message's delivery instead of WEBHOOK_SECRET; write-only: never shown or logged.
+    webhook_secret: str | None = field(default=None, repr=False)
+
+    def stored_fields(self) -> tuple[tuple[str, str], ...]:
+        """Its optional hash fields, as create_message.lua stores them."""
+        flow = self.flow_control.to_hash() if self.flow_control else ()
+        return (*flow, *((("secret", self.webhook_secret),) if self.webhook_secret else ()))
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,7 @@ class Message:
     next_attempt_ms: int | None = None
     finished_ms: int | None = None
     flow_control: FlowControl | None = None
+    webhook_secret: str | None = field(default=None, repr=False)  # its own, else WEBHOOK_SECRET's
 
     @classmethod
     def from_hash(cls, fields: Mapping[str, str]) -> Message:
@@ -71,6 +80,7 @@ class Message:
             next_attempt_ms=optional_int("nextAttemptAt"),
             finished_ms=optional_int("finishedAt"),
             flow_control=FlowControl.from_hash(fields),
+            webhook_secret=fields.get("secret") or None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,5 +161,7 @@ def parse_new_message(
         body["webhookUrl"], "webhookUrl", allow_internal=allow_internal, resolver=resolver
     )
     flow = body.get("flowControl")
+    # Not in the webhook spec: an extension, as the spec is silent on fields it does not name.
+    secret = secret_field(body["webhookSecret"]) if body.get("webhookSecret") is not None else None
     return NewMessage(id=message_id, due_ms=due_ms, payload_json=payload_json, webhook_url=url,
-                      flow_control=None if flow is None else FlowControl.parse(flow))
+                      flow_control=None if flow is None else FlowControl.parse(flow), webhook_secret=secret)

@@ -156,7 +156,7 @@ class Store:
             webhook_url=new.webhook_url, payload_json=new.payload_json, due_ms=new.due_ms, now_ms=now_ms,
             message_ref=message_ref(new.id), mode=way_in.value, claim_token=claim_token,
             inflight_deadline_ms=inflight_deadline_ms, marker_ttl_ms=marker_ttl_ms,
-            fields=new.flow_control.to_hash() if new.flow_control else (),
+            fields=new.stored_fields(),
         ))))
         if created is Created.TAKEN:
             raise Conflict(f"message {new.id!r} already exists and is not delivered yet")

@@ -107,7 +107,9 @@ class WebhookDelivery:
     def _post(self, message: Message) -> DeliveryResult:
         body = message.payload_json.encode()
         timestamp = self._clock.now_ms() // 1000
-        headers = webhook_headers(message.id, timestamp, body, self._settings.webhook_secret)
+        # Its own secret, when it was given one: a receiver's secret signs only what goes to it.
+        secret = message.webhook_secret or self._settings.webhook_secret
+        headers = webhook_headers(message.id, timestamp, body, secret)
         return self._sender.post(message.webhook_url, body, headers, "webhookUrl")
 
     def _finish(self, message: Message, claimed: Claimed, outcome: str, result: DeliveryResult,

@@ -13,7 +13,8 @@
 --           (one SQS message for all of them); once the second is swept, it is claimed now
 -- ARGV[8] claim token   ARGV[9] inflight deadline ms (when claimed)
 -- ARGV[10] how long a new sweep marker lives (ms)
--- Then the message's optional fields (its flow control), as name/value pairs after those.
+-- Then the message's optional fields (its flow control, its own signing secret), as name/value
+-- pairs after those.
 -- Returns 0 when the id is held by a message not yet finished; else 1 (waits in the due index), 2 (claimed: send it)
 -- or 3 (first of its second: send the sweep).
 --#include sweep_marker
