@@ -272,7 +272,7 @@ class AgentRunner:
 
     def report_progress(self, run: Run, token: str, report: dict[str, Any]) -> None:
         self._runs.report_progress(run.agent_id, run.id, token, report)
-        self._events.progress(run.agent_id, run.job_id, report)
+        self._events.progress(run.agent_id, run.job_id, run.id, report)
 
     def report_complete(self, run: Run, token: str) -> None:
         self._complete(run, token, "callback", raise_errors=True)
@@ -297,7 +297,7 @@ class AgentRunner:
                                      self._settings.retention_seconds)
         if self._settled(code, run.id, raise_errors):
             duration = run.ran_for_ms(now)
-            self._events.completed(run.agent_id, run.job_id, duration)
+            self._events.completed(run.agent_id, run.job_id, duration, run.id)
             observability.run(run.agent_id, run.id, "completed", run.attempt, run.lateness_ms, duration)
             return self.start_waiting(keep=keep)
         return []
@@ -312,7 +312,7 @@ class AgentRunner:
         code = self._runs.finish_run(run, token, token_kind, "retry" if retry else "failed", now, error,
                                      settings.retention_seconds, retry)
         if self._settled(code, run.id, raise_errors):
-            self._events.failed(run.agent_id, run.job_id, error)
+            self._events.failed(run.agent_id, run.job_id, error, run.id)
             observability.run(run.agent_id, run.id, "retry" if retry else "failed", run.attempt,
                               run.lateness_ms, run.ran_for_ms(now), error)
             if retry is not None:

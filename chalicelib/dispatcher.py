@@ -32,6 +32,8 @@ class WsSender(Protocol):
 
     def send_trailing_status(self) -> None: ...
 
+    def send_trailing_progress(self, body: Mapping[str, Any]) -> None: ...
+
     def send_shared(self, body: Mapping[str, Any]) -> None: ...
 
     def send_open(self, body: Mapping[str, Any]) -> None: ...
@@ -109,21 +111,35 @@ class Dispatcher:
             items = [Claimed.from_row(row) for row in rows]
         elif "ref" in data:
             items = [Claimed.from_body(data)]
-        elif kind == "fanout":
-            if not isinstance(data["connections"], list) or not isinstance(data["frames"], dict):
-                raise TypeError("a fan-out chunk needs a list of connections and their frames")
-            if not data["id"] or not data["endpoint"]:
-                raise ValueError("a fan-out chunk needs its fan-out's id and endpoint")
-            return lambda: self._ws_publisher.send_shared(data)
-        elif kind == "socketio-open":
-            if not data["connection"] or not data["endpoint"]:
-                raise ValueError("an open packet needs its connection and endpoint")
-            return lambda: self._ws_publisher.send_open(data)
+        elif kind in ("fanout", "progress", "socketio-open"):
+            return self._ws_work(kind, data)
         else:
             return self._control(kind, int(str(data.get("due") or 0)), deadline_ms)
         for item in items:  # refuse an unknown item before any of the batch runs
             item.check()
         return items
+
+    def _ws_work(self, kind: str, data: Mapping[str, Any]) -> Callable[[], None]:
+        """The WebSocket publisher's share: a fan-out's chunk, a run's trailing agent:progress, or
+        a Socket.IO connection's open packet."""
+        if kind == "fanout":
+            if not isinstance(data["connections"], list) or not isinstance(data["frames"], dict):
+                raise TypeError("a fan-out chunk needs a list of connections and their frames")
+            if not data["id"] or not data["endpoint"]:
+                raise ValueError("a fan-out chunk needs its fan-out's id and endpoint")
+            return lambda: self._ws_publisher.send_shared(data)
+        if kind == "progress":
+            if not data["agent"] or not data["run"]:
+                raise ValueError("a trailing progress send needs its agent and run")
+
+            def send() -> None:
+                self._clock.sleep_until(int(str(data.get("due") or 0)))
+                self._ws_publisher.send_trailing_progress(data)
+
+            return send
+        if not data["connection"] or not data["endpoint"]:
+            raise ValueError("an open packet needs its connection and endpoint")
+        return lambda: self._ws_publisher.send_open(data)
 
     def _control(self, kind: str, due: int, deadline_ms: Callable[[], int]) -> Callable[[], None]:
         """The scheduler's own work: the rest of a tick, a trailing scheduler:status, or the

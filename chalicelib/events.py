@@ -36,6 +36,12 @@ class Publisher(Protocol):
     def status_changed(self, audience: Audience | None = None) -> None:
         """The scheduler's counts may have changed (publishers throttle what they send)."""
 
+    def progress(self, agent_id: str, run_id: str, data: dict[str, Any]) -> None:
+        """A run's agent:progress (publishers coalesce these per run: the last one wins)."""
+
+    def run_ended(self, agent_id: str, run_id: str) -> None:
+        """A run's attempt ended: a progress report still held goes out now, before its end."""
+
 
 def best_effort(what: str, action: Callable[[], None]) -> None:
     """Run a publishing step; log its failure instead of raising it.
@@ -57,14 +63,20 @@ class Events:
         self._publisher = publisher
         self._clock = clock
 
+    def _data(self, agent_id: str, job_id: str, **fields: Any) -> dict[str, Any]:
+        return {"agentId": agent_id, "jobId": job_id, **fields,
+                "timestamp": format_instant(self._clock.now_ms())}
+
     def _emit(self, event: str, agent_id: str, job_id: str, audience: Audience | None = None,
               **fields: Any) -> None:
         def publish() -> None:
-            data = {"agentId": agent_id, "jobId": job_id, **fields,
-                    "timestamp": format_instant(self._clock.now_ms())}
-            self._publisher.publish(event, agent_id, data, audience)
+            self._publisher.publish(event, agent_id, self._data(agent_id, job_id, **fields), audience)
 
         best_effort(event, publish)
+
+    def _ended(self, agent_id: str, run_id: str | None) -> None:
+        if run_id is not None:
+            best_effort("the last agent:progress", lambda: self._publisher.run_ended(agent_id, run_id))
 
     # A run starting, finishing or failing always moves runningAgentsCount (and a
     # failure that ends in ERROR moves scheduledTasksCount), so these events tell
@@ -74,14 +86,17 @@ class Events:
         self._emit("agent:started", agent_id, job_id, audience, status="started")
         self.counts_changed(audience)
 
-    def progress(self, agent_id: str, job_id: str, report: dict[str, Any]) -> None:
-        self._emit("agent:progress", agent_id, job_id, **report)
+    def progress(self, agent_id: str, job_id: str, run_id: str, report: dict[str, Any]) -> None:
+        best_effort("agent:progress", lambda: self._publisher.progress(
+            agent_id, run_id, self._data(agent_id, job_id, **report)))
 
-    def completed(self, agent_id: str, job_id: str, duration_ms: int) -> None:
+    def completed(self, agent_id: str, job_id: str, duration_ms: int, run_id: str | None = None) -> None:
+        self._ended(agent_id, run_id)
         self._emit("agent:completed", agent_id, job_id, status="completed", duration=duration_ms)
         self.counts_changed()
 
-    def failed(self, agent_id: str, job_id: str, error: str) -> None:
+    def failed(self, agent_id: str, job_id: str, error: str, run_id: str | None = None) -> None:
+        self._ended(agent_id, run_id)
         self._emit("agent:failed", agent_id, job_id, status="failed", error=error)
         self.counts_changed()
 

@@ -40,6 +40,8 @@
 | {p}:ws:status:lock         | str  | set while a scheduler:status send is throttled (PX)        |
 | {p}:ws:status:pending      | str  | set while a trailing scheduler:status send is queued (PX)  |
 | {p}:ws:fanout:{id}         | list | one entry per shared-out chunk of a fan-out that was sent  |
+| {p}:ws:progress:{runId}    | hash | a run's agent:progress coalescing: sentAt, the report held |
+|                            |      | for the trailing send, whether one is queued (PX)          |
 
 A *ref* (claims.py) names an item in the due and inflight indexes; the hash behind
 it is found with `item(ref)`. Lua scripts get every key through KEYS, never build one.
@@ -179,6 +181,9 @@ class Keys:
 
     def ws_fanout(self, fanout_id: str) -> str:
         return f"{self.head}:ws:fanout:{fanout_id}"
+
+    def ws_progress(self, run_id: str) -> str:
+        return f"{self.head}:ws:progress:{run_id}"
 
     def item(self, ref: str) -> str:
         """The hash that holds the item a due-index ref names."""

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 # scheduler:status goes out at most once per window, plus one trailing send.
 STATUS_WINDOW_MS = 250
+# A run's agent:progress likewise, per run; the report held last is the one the trailing send sends.
+PROGRESS_WINDOW_MS = 250
 _FANOUT = ThreadPoolExecutor(max_workers=FANOUT_THREADS, thread_name_prefix="ws-fanout")
 # A fan-out to more connections than this is shared out: the publisher sends the first chunk and
 # hands the others through the fan-out queue to other invocations (other Lambda containers), then
@@ -195,6 +197,33 @@ class WsPublisher:
         elif self._live.claim_trailing_status(STATUS_WINDOW_MS * 8):
             # Changes inside the window are not lost: one send follows it.
             self._queue.send_control("status", due_ms=self._clock.now_ms() + STATUS_WINDOW_MS)
+
+    def progress(self, agent_id: str, run_id: str, data: dict[str, Any]) -> None:
+        """agent:progress, coalesced per run: at most one per window; within it the last report
+        wins, and goes out when the window ends (a trailing send through the dispatch queue)."""
+        if not self._live.has_subscribers(agent_topic(agent_id)):
+            return
+        now = self._clock.now_ms()
+        verdict = self._live.offer_progress(run_id, json.dumps(data), now, PROGRESS_WINDOW_MS)
+        if verdict == "send":
+            self.publish("agent:progress", agent_id, data)
+        elif verdict != "held":
+            body = json.dumps({"kind": "progress", "agent": agent_id, "run": run_id, "due": verdict})
+            if self._queue.send_now([body]):
+                # No trailing send would come: what is held goes now rather than at the run's end.
+                self._send_held(agent_id, run_id, ended=False)
+
+    def send_trailing_progress(self, body: Mapping[str, Any]) -> None:
+        agent_id, run_id = str(body["agent"]), str(body["run"])
+        best_effort("trailing agent:progress", lambda: self._send_held(agent_id, run_id, ended=False))
+
+    def run_ended(self, agent_id: str, run_id: str) -> None:
+        self._send_held(agent_id, run_id, ended=True)
+
+    def _send_held(self, agent_id: str, run_id: str, ended: bool) -> None:
+        held = self._live.take_progress(run_id, self._clock.now_ms(), ended)
+        if held is not None:
+            self.publish("agent:progress", agent_id, json.loads(held))
 
     def send_trailing_status(self) -> None:
         def send() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .script_calls import Connect, Disconnect, Subscribe, Unsubscribe
+from .script_calls import Connect, Disconnect, ProgressOffer, ProgressTake, Subscribe, Unsubscribe
 from .store import Store
 
 IDLE_SECONDS = 600
@@ -39,6 +39,9 @@ class ConnectionRecord:
     authenticated: bool  # always, for JSON (on $connect); for Socket.IO, after its CONNECT packet
 # How long a fan-out's record of sent chunks outlives a publisher that stopped waiting for it.
 FANOUT_RECORD_SECONDS = 60
+# How long a run's progress record outlives its last report: longer than its trailing send can
+# take to come back through SQS.
+PROGRESS_HOLD_MS = 300_000
 
 
 def agent_topic(agent_id: str) -> str:
@@ -190,6 +193,21 @@ class LiveStore:
             pipe.execute()
 
         self.call(release)
+
+    def offer_progress(self, run_id: str, report_json: str, now: int, window_ms: int) -> str | int:
+        """A run's progress report: "send" it now, "held" for the trailing send already queued, or
+        the ms a trailing send is due at, which the caller queues (see progress_offer.lua)."""
+        answer = str(self._store.script(ProgressOffer(
+            progress_key=self.keys.ws_progress(run_id), now_ms=now, window_ms=window_ms,
+            report_json=report_json, hold_ms=PROGRESS_HOLD_MS,
+        )))
+        return answer if answer in ("send", "held") else int(answer)
+
+    def take_progress(self, run_id: str, now: int, ended: bool) -> str | None:
+        """The progress report held for a run, if any, to send now (`ended`: its run is over)."""
+        held = self._store.script(ProgressTake(progress_key=self.keys.ws_progress(run_id), now_ms=now,
+                                               why="end" if ended else "trailing"))
+        return str(held) if held else None
 
     def fanout_sent(self, fanout_id: str) -> None:
         """One shared-out chunk of a fan-out was sent (see WsPublisher.send_to)."""

@@ -414,6 +414,24 @@ class Subscribe(ScriptCall):
 
 
 @dataclass(frozen=True)
+class ProgressOffer(ScriptCall):
+    script: ClassVar[str] = "ws/progress_offer"
+    progress_key: str = key()
+    now_ms: int
+    window_ms: int
+    report_json: str
+    hold_ms: int
+
+
+@dataclass(frozen=True)
+class ProgressTake(ScriptCall):
+    script: ClassVar[str] = "ws/progress_take"
+    progress_key: str = key()
+    now_ms: int
+    why: str
+
+
+@dataclass(frozen=True)
 class Unsubscribe(ScriptCall):
     script: ClassVar[str] = "ws/unsubscribe"
     subscriptions_key: str = key()

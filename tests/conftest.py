@@ -148,6 +148,12 @@ class RecordingPublisher:
         with self._lock:
             self.events.append(("scheduler:status", {}))
 
+    def progress(self, agent_id: str, run_id: str, data: dict[str, Any]) -> None:
+        self.publish("agent:progress", agent_id, data)  # every report: the recorder coalesces none
+
+    def run_ended(self, agent_id: str, run_id: str) -> None:
+        pass
+
     def names(self, agent_id: str | None = None) -> list[str]:
         with self._lock:
             return [

@@ -666,6 +666,12 @@ class BrokenPublisher:
     def status_changed(self, audience: object = None) -> None:
         raise EndpointConnectionError(endpoint_url="https://abc123.execute-api.us-east-1.amazonaws.com/api")
 
+    def progress(self, agent_id: str, run_id: str, data: dict) -> None:
+        raise redis.ConnectionError("Redis went away")
+
+    def run_ended(self, agent_id: str, run_id: str) -> None:
+        raise redis.ConnectionError("Redis went away")
+
 
 def test_a_failing_publisher_never_stops_a_run(
     harness: Harness, agents: list[Agent], caplog: pytest.LogCaptureFixture

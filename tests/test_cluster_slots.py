@@ -50,6 +50,7 @@ KEY_BUILDERS: dict[str, Callable[[Keys], Any]] = {
     "subscriptions_key": lambda k: k.ws_subscriptions("conn-1"),
     "topic_key": lambda k: k.ws_topic("agent:agent-1"),
     "topic_keys": lambda k: (k.ws_topic("agent:agent-1"), k.ws_topic("scheduler")),
+    "progress_key": lambda k: k.ws_progress("run-1"),
     "calls_key": lambda k: k.flow("https://hooks.example.com:443").calls,
     "waiting_key": lambda k: k.flow("https://hooks.example.com:443", "tenant-7").waiting,
     "state_key": lambda k: k.flow("https://hooks.example.com:443").state,
