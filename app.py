@@ -207,6 +207,13 @@ def report_run(agentId: str, runId: str, report: str) -> Response:  # noqa: N803
 # -- live events (API Gateway WebSocket routes) -------------------------------------------
 
 
+@app.route("/api/ws-ticket", methods=["POST"], content_types=ANY_BODY)
+@handles_errors(api_error)
+def ws_ticket() -> Response:
+    # A one-time ticket to connect with (?ticket=), so the API token need not sit in a URL.
+    return json_response(agents_api.ok(_authorised().ws_routes.access.issue_ticket()), 201)
+
+
 @app.on_ws_connect()
 def ws_connect(event: Any) -> dict[str, Any]:
     raw = event.to_dict()
@@ -235,6 +242,7 @@ def tick(event: Any) -> dict[str, object]:
     svc = services.get()
     report = svc.scheduler.tick(deadline_from(event.context, svc.clock)).to_dict()
     best_effort("the Socket.IO heartbeat", svc.ws_routes.socketio.heartbeat)
+    best_effort("closing connections of a rotated-away token", svc.ws_routes.close_rotated)
     return report
 
 

@@ -20,6 +20,11 @@ DEFAULT_FANOUT_QUEUE = "punctual-fanout"
 # at most that many across the fleet, and a burst to one healthy destination is not slowed by it
 # (README, Delivery: lower limits measured).
 DEFAULT_DESTINATION_MAX_CALLS = 256
+# WebSocket caps (WS_MAX_CONNECTIONS_PER_TOKEN, WS_MAX_SUBSCRIPTIONS_PER_CONNECTION; 0: none):
+# room for the 1,000-subscriber fan-out benchmark on one token, and for a dashboard that watches
+# every agent of a large fleet on one connection (README, Security: WebSocket limits).
+DEFAULT_WS_MAX_CONNECTIONS_PER_TOKEN = 2000
+DEFAULT_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION = 1000
 # The stage that refuses to run without WEBHOOK_SECRET (PUNCTUAL_STAGE, set per stage in
 # .chalice/config.json).
 PROD_STAGE = "prod"
@@ -123,6 +128,10 @@ class Settings:
     breaker_max_cooldown_seconds: int = 300
     # The Chalice stage this runs as (PUNCTUAL_STAGE); '' when not said.
     stage: str = ""
+    ws_max_connections_per_token: int = DEFAULT_WS_MAX_CONNECTIONS_PER_TOKEN
+    ws_max_subscriptions_per_connection: int = DEFAULT_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION
+    # How long a connect ticket (POST /api/ws-ticket) may wait for its connection.
+    ws_ticket_seconds: int = 30
 
     def __post_init__(self) -> None:
         # Checked here, at start, not at the first delivery: a secret that does not decode would
@@ -201,4 +210,9 @@ class Settings:
             breaker_cooldown_seconds=_int(env, "BREAKER_COOLDOWN_SECONDS", 30, minimum=1),
             breaker_max_cooldown_seconds=_int(env, "BREAKER_MAX_COOLDOWN_SECONDS", 300, minimum=1),
             stage=env.get("PUNCTUAL_STAGE", "").strip(),
+            ws_max_connections_per_token=_int(env, "WS_MAX_CONNECTIONS_PER_TOKEN",
+                                              DEFAULT_WS_MAX_CONNECTIONS_PER_TOKEN),
+            ws_max_subscriptions_per_connection=_int(env, "WS_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+                                                     DEFAULT_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION),
+            ws_ticket_seconds=_int(env, "WS_TICKET_SECONDS", 30, minimum=1, maximum=300),
         )

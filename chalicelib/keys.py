@@ -40,6 +40,10 @@
 | {p}:ws:status:lock         | str  | set while a scheduler:status send is throttled (PX)        |
 | {p}:ws:status:pending      | str  | set while a trailing scheduler:status send is queued (PX)  |
 | {p}:ws:fanout:{id}         | list | one entry per shared-out chunk of a fan-out that was sent  |
+| {p}:ws:token:{tokenId}     | zset | connections opened with one API token (tokenId: a hash   |
+|                            |      | of it); score = connectedAt ms. Capped per token          |
+| {p}:ws:tokens              | set  | the tokenIds that have connections (the rotation sweep)    |
+| {p}:ws:ticket:{hash}       | str  | a one-time connect ticket (by its hash): tokenId:expiry ms |
 | {p}:ws:progress:{runId}    | hash | a run's agent:progress coalescing: sentAt, the report held |
 |                            |      | for the trailing send, whether one is queued (PX)          |
 
@@ -181,6 +185,16 @@ class Keys:
 
     def ws_fanout(self, fanout_id: str) -> str:
         return f"{self.head}:ws:fanout:{fanout_id}"
+
+    def ws_token_connections(self, token_id: str) -> str:
+        return f"{self.head}:ws:token:{token_id}"
+
+    @property
+    def ws_tokens(self) -> str:
+        return f"{self.head}:ws:tokens"
+
+    def ws_ticket(self, ticket_hash: str) -> str:
+        return f"{self.head}:ws:ticket:{ticket_hash}"
 
     def ws_progress(self, run_id: str) -> str:
         return f"{self.head}:ws:progress:{run_id}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import secrets
@@ -15,13 +14,14 @@ from .agent_store import AgentStore
 from .clock import Clock
 from .config import Settings
 from .dispatch_queue import DispatchQueue
-from .errors import BadRequest
+from .errors import BadRequest, Unauthorized
 from .events import Audience, best_effort
 from .ids import check_id
-from .live_store import SCHEDULER_TOPIC, LiveStore, Protocol, Target, agent_topic
+from .live_store import SCHEDULER_TOPIC, LiveStore, Protocol, Refused, Target, agent_topic
 from .management_api import FANOUT_THREADS, ManagementApi, management_endpoint
 from .socketio_routes import SocketIoRoutes, event_frame, open_frame, speaks_socketio
 from .timeutil import format_instant
+from .ws_access import WsAccess, connections_cap
 
 __all__ = ["LiveHandlers", "ManagementApi", "WsPublisher", "management_endpoint"]
 
@@ -258,7 +258,8 @@ class LiveHandlers:
         self._publisher = publisher
         self._clock = clock
         self._settings = settings
-        self.socketio = SocketIoRoutes(live, publisher, self.answer, clock, settings)
+        self.access = WsAccess(live, clock, settings)
+        self.socketio = SocketIoRoutes(live, publisher, self.answer, clock, self.access)
 
     def connect(
         self, connection_id: str, query: Mapping[str, str] | None, headers: Mapping[str, str] | None,
@@ -266,23 +267,39 @@ class LiveHandlers:
     ) -> dict[str, Any]:
         if speaks_socketio(query):
             return self.socketio.connect(connection_id, query or {}, endpoint)
-        token = (query or {}).get("token") or ""
-        if not token:
-            lowered = {k.lower(): v for k, v in (headers or {}).items()}
-            scheme, _, value = (lowered.get("authorization") or "").partition(" ")
-            token = value.strip() if scheme.lower() == "bearer" else ""
-        expected = self._settings.api_token
-        if not token or not expected or not hmac.compare_digest(token.encode(), expected.encode()):
-            return {"statusCode": 401, "body": json.dumps({"error": "missing or invalid token"})}
-        self._live.connect(connection_id, self._clock.now_ms())
+        try:
+            token_id = self.access.admit(query or {}, headers or {})
+        except Unauthorized as exc:
+            return {"statusCode": 401, "body": json.dumps({"error": exc.message})}
+        cap = self.access.caps.connections_per_token
+        if not self._live.connect(connection_id, self._clock.now_ms(), Protocol.JSON, token_id, cap):
+            # No frame can be sent from $connect: the refused handshake carries the error.
+            return {"statusCode": 429, "body": json.dumps({"error": connections_cap(cap)})}
         return {"statusCode": 200}
 
     def disconnect(self, connection_id: str) -> None:
         self._live.disconnect(connection_id)
 
+    def close_rotated(self) -> int:
+        """The tick's share: close every connection opened with a token that is no longer the API
+        token (rotated away); how many were."""
+        closed = 0
+        for stale in self._live.token_ids() - {self.access.current}:
+            for connection_id in self._live.connections_of(stale):
+                self._publisher.close(connection_id, None)
+                self._live.disconnect(connection_id)  # $disconnect does it too, if it still comes
+                closed += 1
+            self._live.forget_token(stale)
+        if closed:
+            log.info("closed %d WebSocket connection(s) opened with a rotated-away API token", closed)
+        return closed
+
     def message(self, connection_id: str, body: str | None, endpoint: str | None) -> None:
         now = self._clock.now_ms()
         record = self._live.record(connection_id)
+        if record is not None and self.access.rotated(record.token_id):
+            self._close_rotated(connection_id, record.protocol, endpoint)
+            return
         if record is not None:
             self._live.touch(connection_id, now, record.connected_ms)
             if record.protocol is Protocol.SOCKETIO:
@@ -294,12 +311,20 @@ class LiveHandlers:
             self._publisher.close(connection_id, endpoint)
             return
         else:
-            # Its record expired while API Gateway kept it open: it authenticated on $connect.
-            self._live.connect(connection_id, now)
+            # Its record expired while API Gateway kept it open: it authenticated on $connect, with
+            # a token that is taken to be the current one. Already open, it is not refused a cap.
+            self._live.connect(connection_id, now, Protocol.JSON, self.access.current)
         reply = self._parse_and_answer(connection_id, body, now)
         self._publisher.send_to([(connection_id, Protocol.JSON)], reply, endpoint)
         if reply["event"] == "subscribed" and reply["data"].get("topic") == "scheduler-updates":
             self._publisher.send_status([(connection_id, Protocol.JSON)], endpoint)
+
+    def _close_rotated(self, connection_id: str, protocol: Protocol, endpoint: str | None) -> None:
+        """Its token was rotated away: tell it why in its protocol, then close it."""
+        error = _error("the API token this connection was opened with has been rotated; connect again")
+        self._publisher.send_to([(connection_id, protocol)], error, endpoint)
+        self._publisher.close(connection_id, endpoint)
+        self._live.disconnect(connection_id)
 
     def _parse_and_answer(self, connection_id: str, body: str | None, now: int) -> dict[str, Any]:
         try:
@@ -333,8 +358,8 @@ class LiveHandlers:
             return _error("agentId is required: the agent whose updates to receive")
         if not _could_be_id(agent_id) or self._agents.find(agent_id) is None:
             return _error(f"agent {_shown(agent_id)} not found")
-        self._live.subscribe(connection_id, agent_topic(agent_id), now)
-        return {"event": "subscribed", "data": {"topic": "agent-updates", "agentId": agent_id}}
+        refused = self._subscribe(connection_id, agent_topic(agent_id), now)
+        return refused or {"event": "subscribed", "data": {"topic": "agent-updates", "agentId": agent_id}}
 
     def _unsubscribe_agent(self, connection_id: str, frame: dict[str, Any], now: int) -> dict[str, Any]:
         agent_id = frame.get("agentId")
@@ -345,8 +370,16 @@ class LiveHandlers:
         return {"event": "unsubscribed", "data": {"topic": "agent-updates", "agentId": agent_id}}
 
     def _subscribe_scheduler(self, connection_id: str, frame: dict[str, Any], now: int) -> dict[str, Any]:
-        self._live.subscribe(connection_id, SCHEDULER_TOPIC, now)
-        return {"event": "subscribed", "data": {"topic": "scheduler-updates"}}
+        refused = self._subscribe(connection_id, SCHEDULER_TOPIC, now)
+        return refused or {"event": "subscribed", "data": {"topic": "scheduler-updates"}}
+
+    def _subscribe(self, connection_id: str, topic: str, now: int) -> dict[str, Any] | None:
+        """Subscribe; None, or the error frame that answers a refusal."""
+        cap = self.access.caps.subscriptions_per_connection
+        if self._live.subscribe(connection_id, topic, now, cap) is not Refused.CAP:
+            return None
+        return _error(f"subscription cap reached: a connection may hold {cap} subscriptions "
+                      "(WS_MAX_SUBSCRIPTIONS_PER_CONNECTION); unsubscribe from one first")
 
     def _unsubscribe_scheduler(self, connection_id: str, frame: dict[str, Any], now: int) -> dict[str, Any]:
         self._live.unsubscribe(connection_id, SCHEDULER_TOPIC)

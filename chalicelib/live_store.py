@@ -12,7 +12,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .script_calls import Connect, Disconnect, ProgressOffer, ProgressTake, Subscribe, Unsubscribe
+from .script_calls import (
+    Authenticate,
+    Connect,
+    Disconnect,
+    ProgressOffer,
+    ProgressTake,
+    Subscribe,
+    Unsubscribe,
+)
 from .store import Store
 
 IDLE_SECONDS = 600
@@ -37,6 +45,20 @@ class ConnectionRecord:
     connected_ms: int
     protocol: Protocol
     authenticated: bool  # always, for JSON (on $connect); for Socket.IO, after its CONNECT packet
+    token_id: str = ""  # the API token it was opened with (ws_access.token_id); '' not yet known
+
+
+@dataclass(frozen=True)
+class Caps:
+    """How much one API token and one connection may hold (0: no cap)."""
+
+    connections_per_token: int = 0
+    subscriptions_per_connection: int = 0
+
+
+class Refused(StrEnum):
+    CAP = "cap"  # the cap of connections or subscriptions is reached
+    GONE = "gone"  # the connection's record is gone
 # How long a fan-out's record of sent chunks outlives a publisher that stopped waiting for it.
 FANOUT_RECORD_SECONDS = 60
 # How long a run's progress record outlives its last report: longer than its trailing send can
@@ -59,10 +81,18 @@ class LiveStore:
         left = MAX_CONNECTION_SECONDS - (now - connected_ms) // 1000
         return max(1, min(IDLE_SECONDS, left))
 
-    def connect(self, connection_id: str, now: int, protocol: Protocol = Protocol.JSON) -> None:
-        self._store.script(Connect(connection_key=self.keys.ws_connection(connection_id),
-                                   connection_id=connection_id, now_ms=now, expiry_seconds=IDLE_SECONDS,
-                                   protocol=protocol.value))
+    def connect(self, connection_id: str, now: int, protocol: Protocol = Protocol.JSON, token_id: str = "",
+                max_connections: int = 0) -> bool:
+        """Record a connection, counted against its token (`token_id`, '' for later); False when
+        the token holds `max_connections` already, and nothing is recorded."""
+        k = self.keys
+        return bool(self._store.script(Connect(
+            connection_key=k.ws_connection(connection_id),
+            token_connections_key=k.ws_token_connections(token_id),
+            tokens_key=k.ws_tokens, connection_id=connection_id, now_ms=now, expiry_seconds=IDLE_SECONDS,
+            protocol=protocol.value, token_id=token_id, max_connections=max_connections,
+            stale_before_ms=now - MAX_CONNECTION_SECONDS * 1000, hold_seconds=MAX_CONNECTION_SECONDS,
+        )))
 
     def connected_at(self, connection_id: str) -> int | None:
         value = self.call(lambda: self.client.hget(self.keys.ws_connection(connection_id), "connectedAt"))
@@ -70,17 +100,28 @@ class LiveStore:
 
     def record(self, connection_id: str) -> ConnectionRecord | None:
         key = self.keys.ws_connection(connection_id)
-        connected, protocol, authed = self.call(
-            lambda: self.client.hmget(key, "connectedAt", "protocol", "authenticatedAt")
+        connected, protocol, authed, token_id = self.call(
+            lambda: self.client.hmget(key, "connectedAt", "protocol", "authenticatedAt", "token")
         )
         if not connected:
             return None
         speaks = Protocol(protocol or Protocol.JSON)
-        return ConnectionRecord(int(connected), speaks, speaks is Protocol.JSON or bool(authed))
+        authenticated = speaks is Protocol.JSON or bool(authed)
+        return ConnectionRecord(int(connected), speaks, authenticated, token_id or "")
 
-    def authenticated(self, connection_id: str, now: int) -> None:
-        """A Socket.IO connection sent a valid CONNECT packet (one key: no script needed)."""
-        self.call(lambda: self.client.hset(self.keys.ws_connection(connection_id), "authenticatedAt", now))
+    def authenticated(
+        self, connection_id: str, token_id: str, now: int, max_connections: int
+    ) -> Refused | None:
+        """A Socket.IO connection sent a valid CONNECT packet: count it against its token."""
+        k = self.keys
+        answer = int(self._store.script(Authenticate(
+            connection_key=k.ws_connection(connection_id),
+            token_connections_key=k.ws_token_connections(token_id),
+            tokens_key=k.ws_tokens, connection_id=connection_id, token_id=token_id, now_ms=now,
+            max_connections=max_connections, stale_before_ms=now - MAX_CONNECTION_SECONDS * 1000,
+            hold_seconds=MAX_CONNECTION_SECONDS,
+        )))
+        return None if answer == 1 else Refused.CAP if answer == 0 else Refused.GONE
 
     def heartbeat_members(self) -> list[tuple[str, ConnectionRecord]]:
         """The Socket.IO connections, with their records; ones whose records expired leave."""
@@ -102,17 +143,23 @@ class LiveStore:
             for m, row in zip(members, rows, strict=True) if row[0]
         ]
 
-    def subscribe(self, connection_id: str, topic: str, now: int) -> bool:
+    def subscribe(
+        self, connection_id: str, topic: str, now: int, max_subscriptions: int = 0
+    ) -> Refused | None:
+        """Subscribe a connection to a topic, unless it holds `max_subscriptions` (0: no cap)
+        already; the Socket.IO heartbeat's topic is not counted."""
         connected = self.connected_at(connection_id)
         if connected is None:
-            return False
+            return Refused.GONE
         k = self.keys
-        return bool(self._store.script(Subscribe(
+        answer = int(self._store.script(Subscribe(
             connection_key=k.ws_connection(connection_id),
             subscriptions_key=k.ws_subscriptions(connection_id), topic_key=k.ws_topic(topic),
             connection_id=connection_id, topic=topic,
             expiry_seconds=self._expiry(connected, now), topic_expiry_seconds=MAX_CONNECTION_SECONDS,
+            max_subscriptions=max_subscriptions, uncounted_topic=HEARTBEAT_TOPIC,
         )))
+        return None if answer == 1 else Refused.CAP if answer == -1 else Refused.GONE
 
     def touch(self, connection_id: str, now: int, connected: int | None = None) -> bool:
         """A message arrived: the connection is not idle (`connected`: its connectedAt, when read)."""
@@ -138,12 +185,54 @@ class LiveStore:
 
     def disconnect(self, connection_id: str) -> None:
         k = self.keys
-        topics = self.call(lambda: self.client.smembers(k.ws_subscriptions(connection_id)))
+
+        def read() -> tuple[set[str], str | None]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.smembers(k.ws_subscriptions(connection_id))
+            pipe.hget(k.ws_connection(connection_id), "token")
+            topics, token_id = pipe.execute()
+            return topics, token_id
+
+        topics, token_id = self.call(read)
         self._store.script(Disconnect(
             connection_key=k.ws_connection(connection_id),
             subscriptions_key=k.ws_subscriptions(connection_id),
+            token_connections_key=k.ws_token_connections(token_id or ""),
             topic_keys=tuple(k.ws_topic(t) for t in sorted(topics)), connection_id=connection_id,
         ))
+
+    # -- API tokens and connect tickets ------------------------------------------------------
+
+    def token_ids(self) -> set[str]:
+        """The tokens (by id) that connections were opened with."""
+        return set(self.call(lambda: self.client.smembers(self.keys.ws_tokens)))
+
+    def connections_of(self, token_id: str) -> list[str]:
+        return list(self.call(lambda: self.client.zrange(self.keys.ws_token_connections(token_id), 0, -1)))
+
+    def forget_token(self, token_id: str) -> None:
+        """A token's connections are all closed: it leaves the rotation sweep."""
+        k = self.keys
+
+        def forget() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.delete(k.ws_token_connections(token_id))
+            pipe.srem(k.ws_tokens, token_id)
+            pipe.execute()
+
+        self.call(forget)
+
+    def put_ticket(self, ticket_hash: str, token_id: str, expires_ms: int, ttl_ms: int) -> None:
+        value = f"{token_id}:{expires_ms}"
+        self.call(lambda: self.client.set(self.keys.ws_ticket(ticket_hash), value, px=ttl_ms))
+
+    def take_ticket(self, ticket_hash: str) -> tuple[str, int] | None:
+        """A ticket's token id and expiry, taken so that it works once (None: unknown or used)."""
+        value = self.call(lambda: self.client.getdel(self.keys.ws_ticket(ticket_hash)))
+        if not value:
+            return None
+        token_id, _, expires = str(value).rpartition(":")
+        return token_id, int(expires)
 
     def subscribers(self, topic: str) -> list[Target]:
         """Live subscribers of a topic; ones whose records expired are dropped on the way."""

@@ -386,10 +386,30 @@ class RequeueStart(ScriptCall):
 class Connect(ScriptCall):
     script: ClassVar[str] = "ws/connect"
     connection_key: str = key()
+    token_connections_key: str = key()
+    tokens_key: str = key()
     connection_id: str
     now_ms: int
     expiry_seconds: int
     protocol: str
+    token_id: str
+    max_connections: int
+    stale_before_ms: int
+    hold_seconds: int
+
+
+@dataclass(frozen=True)
+class Authenticate(ScriptCall):
+    script: ClassVar[str] = "ws/authenticate"
+    connection_key: str = key()
+    token_connections_key: str = key()
+    tokens_key: str = key()
+    connection_id: str
+    token_id: str
+    now_ms: int
+    max_connections: int
+    stale_before_ms: int
+    hold_seconds: int
 
 
 @dataclass(frozen=True)
@@ -397,6 +417,7 @@ class Disconnect(ScriptCall):
     script: ClassVar[str] = "ws/disconnect"
     connection_key: str = key()
     subscriptions_key: str = key()
+    token_connections_key: str = key()
     topic_keys: tuple[str, ...] = keys_tail()
     connection_id: str
 
@@ -411,6 +432,8 @@ class Subscribe(ScriptCall):
     topic: str
     expiry_seconds: int
     topic_expiry_seconds: int
+    max_subscriptions: int
+    uncounted_topic: str
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ an unknown event is answered with an error (its ack, else an `error` event).
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -32,8 +31,9 @@ from engineio import packet as eio
 from socketio import packet as sio
 
 from .clock import Clock
-from .config import Settings
-from .live_store import HEARTBEAT_TOPIC, LiveStore, Protocol
+from .errors import Unauthorized
+from .live_store import HEARTBEAT_TOPIC, LiveStore, Protocol, Refused
+from .ws_access import WsAccess, connections_cap
 
 if TYPE_CHECKING:
     from .live import WsPublisher
@@ -87,13 +87,13 @@ class SocketIoRoutes:
         publisher: WsPublisher,
         answer: Callable[[str, dict[str, Any], int], dict[str, Any]],
         clock: Clock,
-        settings: Settings,
+        access: WsAccess,
     ) -> None:
         self._live = live
         self._publisher = publisher
         self._answer = answer  # the JSON protocol's handling of one request (live.LiveHandlers)
         self._clock = clock
-        self._settings = settings
+        self._access = access
 
     def connect(self, connection_id: str, query: Mapping[str, str], endpoint: str | None) -> dict[str, Any]:
         if query.get("EIO") != ENGINE_IO_VERSION:
@@ -148,18 +148,29 @@ class SocketIoRoutes:
                        endpoint)
             return
         auth = packet.data if isinstance(packet.data, dict) else {}
-        token = auth.get("token")
-        expected = self._settings.api_token
-        if not isinstance(token, str) or not token or not expected or not hmac.compare_digest(
-            token.encode(), expected.encode()
-        ):
-            refusal = {"message": "missing or invalid token: connect with io(url, {auth: {token}})"}
-            self._send(connection_id, sio.Packet(sio.CONNECT_ERROR, refusal), endpoint)
-            raise Closed("CONNECT without a valid token")
+        try:
+            token_id = self._token_of(auth)
+        except Unauthorized as exc:
+            self._send(connection_id, sio.Packet(sio.CONNECT_ERROR, {"message": exc.message}), endpoint)
+            raise Closed("CONNECT without a valid token or ticket") from None
         # A repeated CONNECT is answered as the first: socket.io-client sends one per connection,
-        # and one more changes nothing.
-        self._live.authenticated(connection_id, self._clock.now_ms())
+        # and one more changes nothing (nor is it counted twice).
+        cap = self._access.caps.connections_per_token
+        if self._live.authenticated(connection_id, token_id, self._clock.now_ms(), cap) is Refused.CAP:
+            refusal = {"message": connections_cap(cap)}
+            self._send(connection_id, sio.Packet(sio.CONNECT_ERROR, refusal), endpoint)
+            raise Closed("its token holds its cap of connections")
         self._send(connection_id, sio.Packet(sio.CONNECT, {"sid": connection_id}), endpoint)
+
+    def _token_of(self, auth: dict[str, Any]) -> str:
+        """The token id a CONNECT packet's auth carries: a ticket's (`{ticket}`), or the API
+        token's (`{token}`)."""
+        ticket = auth.get("ticket")
+        if isinstance(ticket, str) and ticket:
+            return self._access.redeem(ticket)
+        if not self._access.valid(auth.get("token")):
+            raise Unauthorized("missing or invalid token: connect with io(url, {auth: {token}})")
+        return self._access.current
 
     def _event(self, connection_id: str, packet: sio.Packet, endpoint: str | None) -> None:
         args = packet.data if isinstance(packet.data, list) else []

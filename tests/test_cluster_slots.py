@@ -56,6 +56,8 @@ KEY_BUILDERS: dict[str, Callable[[Keys], Any]] = {
     "state_key": lambda k: k.flow("https://hooks.example.com:443").state,
     "breaker_key": lambda k: k.breaker("https://hooks.example.com:443"),
     "destinations_key": lambda k: k.destinations,
+    "token_connections_key": lambda k: k.ws_token_connections("0123456789abcdef"),
+    "tokens_key": lambda k: k.ws_tokens,
 }
 
 CALLS = sorted(
