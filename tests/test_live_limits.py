@@ -216,3 +216,21 @@ def test_connections_of_a_rotated_away_token_are_closed(ws: Ws, sent: Sent) -> N
     # The new token connects as ever; the old one no longer does.
     assert ws.connect(query={"token": "the-new-token-after-rotation"})[1]["statusCode"] == 200
     assert ws.connect(query={"token": TOKEN})[1]["statusCode"] == 401
+
+
+def test_socketio_takes_a_ticket_in_its_connect_packet_and_its_heartbeat_is_no_subscription(
+    ws: Ws, sent: Sent
+) -> None:
+    ws.h.configure(ws_max_subscriptions_per_connection=1)
+    rebuild(ws)
+    one = ticket(ws.h)
+    first, _ = ws.connect(query={"EIO": "4", "transport": "websocket"})
+    ws.invoke("ws_message", ws_event("$default", first, body="40" + json.dumps({"ticket": one})))
+    assert sent.to(first) == "40" + json.dumps({"sid": first}, separators=(",", ":"))
+    # Subscribed to the tick's heartbeat since $connect, it still has its one subscription to use.
+    ws.invoke("ws_message", ws_event("$default", first, body='421["subscribe-scheduler-updates"]'))
+    assert '431[{"success":true' in sent.to(first)
+    replay, _ = ws.connect(query={"EIO": "4", "transport": "websocket"})
+    ws.invoke("ws_message", ws_event("$default", replay, body="40" + json.dumps({"ticket": one})))
+    assert sent.to(replay).startswith('44{"message":"connect ticket unknown or already used')
+    assert closed(replay)
