@@ -70,9 +70,14 @@ def test_the_spec_examples_work_unchanged(node_client: Path, stack: Stack, agent
     assert scheduled["id"] == "agent-123" and scheduled["scheduleEnabled"] is True and scheduled["nextRunAt"]
     assert seen["run"] == 202 and seen["paused"] == 200 and seen["resumed"] == 200 and seen["otherRun"] == 202
     names = [e["name"] for e in seen["events"]]
-    assert names == ["agent:started", "agent:progress", "agent:progress", "agent:progress",
+    # agent:progress is coalesced per run (at most four a second, the last report wins and is
+    # always sent, before the run's end): the three reports, sent back to back, arrive as the
+    # first and the last, or all three when they happen to be a quarter second apart.
+    progress_events = names.count("agent:progress")
+    assert names == ["agent:started", *["agent:progress"] * progress_events,
                      "agent:completed", "agent:paused", "agent:resumed"]
-    assert seen["progress"] == ["Progress: 25% - step 1", "Progress: 50% - step 2", "Progress: 75% - step 3"]
+    reports = ["Progress: 25% - step 1", "Progress: 50% - step 2", "Progress: 75% - step 3"]
+    assert seen["progress"] in (reports, [reports[0], reports[2]])
     started = seen["events"][0]["data"]
     assert set(started) == {"agentId", "jobId", "status", "timestamp"} and started["agentId"] == "agent-123"
     assert seen["completedIn"].startswith("Completed in ") and seen["completedIn"].endswith("ms")
