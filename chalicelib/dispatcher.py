@@ -42,7 +42,12 @@ class WsSender(Protocol):
 # Deliveries and agent calls at once in one Lambda container. An SQS batch holds up to 10
 # messages of up to dispatch_queue.GROUP_SIZE items; what cannot start in time is handed on.
 DELIVERY_THREADS = 64
-_POOL = ThreadPoolExecutor(max_workers=DELIVERY_THREADS, thread_name_prefix="deliver")
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The container's delivery pool (one per container: its threads serve one invocation at a time)."""
+    return threads.pool("deliver", DELIVERY_THREADS)
+
 # Connections to the targets of a batch's first due instant are opened ahead of it (see
 # Dispatcher._warm) when that instant is at least this far off, each within this long, for at
 # most this many hosts.
@@ -77,7 +82,7 @@ class Dispatcher:
     def handle_bodies(self, bodies: Iterable[str], deadline_ms: Callable[[], int]) -> None:
         """Handle one SQS batch: its items (single or grouped) are started as each falls due, on
         the container's delivery pool; the scheduler's own work runs beside them."""
-        threads.prestart(_POOL, DELIVERY_THREADS)
+        _pool()  # its threads start now, while the batch's items are not yet due
         items: list[Claimed] = []
         controls: list[Callable[[], None]] = []
         for body in bodies:
@@ -172,6 +177,7 @@ class Dispatcher:
         prepared = self._runner.prepare_fires(fires) if fires else {}
         if pending:
             self._warm(pending, prepared)
+        pool = _pool()
         started = []
         for due, wave in itertools.groupby(pending, key=lambda item: item.due_ms):
             self._clock.sleep_until(due)
@@ -179,13 +185,13 @@ class Dispatcher:
             fired: list[Claimed] = []
             for item in wave:
                 (fired if item.is_fire else now_due).append(item)
-            started += [_POOL.submit(self._run_item, item, deadline_ms) for item in now_due]
+            started += [pool.submit(self._run_item, item, deadline_ms) for item in now_due]
             if fired:
                 # Runs that get a slot are begun as they fire only when this invocation has the
                 # time to call them; else they are handed on as start claims.
                 begin = deadline_ms() - self._clock.now_ms() >= self._time_needed_ms(fired[0])
                 for starts in self._runner.fire_group(fired, prepared, begin):
-                    started += [_POOL.submit(self._run_item, item, deadline_ms) for item in starts]
+                    started += [pool.submit(self._run_item, item, deadline_ms) for item in starts]
         errors = [error for error in (future.exception() for future in started) if error]
         if errors:
             raise errors[0]  # the batch fails and SQS hands it out again; claims stop repeats
@@ -221,7 +227,7 @@ class Dispatcher:
             if left < WARM_MIN_LEAD_SECONDS:
                 return
             timeout = min(WARM_CONNECT_TIMEOUT_SECONDS, left - WARM_MIN_LEAD_SECONDS / 2)
-            self._sender.warm(url, min(count, DELIVERY_THREADS), timeout, _POOL)
+            self._sender.warm(url, min(count, DELIVERY_THREADS), timeout, _pool())
 
     def _run_item(self, item: Begun | Claimed, deadline_ms: Callable[[], int]) -> None:
         """Run an item, then the waiting runs it leaves this thread to start (a run that ends

@@ -31,6 +31,15 @@ logger = Logger(service=SERVICE)
 logging.getLogger("chalicelib")
 copy_config_to_registered_loggers(source_logger=logger, include={"chalicelib"})
 
+
+def use_formatter(formatter: logging.Formatter) -> None:
+    """Write the lines with `formatter` instead of as JSON, in this process (a host that shows them
+    to a person; the records and their fields stay the same). The `chalicelib` loggers share the
+    handler."""
+    for handler in logger.handlers:
+        handler.setFormatter(formatter)
+
+
 _metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 # One dispatch invocation delivers its batch on dozens of threads, and the local stack runs
 # many invocations in one process, but Powertools' metric set is a plain dict. Values wait in a

@@ -1,7 +1,8 @@
-"""Starting a thread pool's threads ahead of the work they are for."""
+"""Thread pools: each Lambda container's own, their threads started ahead of the work they are for."""
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -35,3 +36,52 @@ def prestart(pool: ThreadPoolExecutor, threads: int) -> None:
 
     for _ in range(threads):
         pool.submit(wait)
+
+
+class ContainerPools:
+    """A Lambda container's thread pools, by name: each built on first use, its threads started
+    then (see prestart), and kept for the container's later invocations.
+
+    On Lambda a container is a process that runs one invocation at a time, so one set per process
+    is one set per invocation. A host that runs several invocations at once in one process gives
+    each of them a set of its own (`enter`), so that one invocation's slow calls cannot take the
+    threads another one needs, as they cannot across containers.
+    """
+
+    def __init__(self) -> None:
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, size: int) -> ThreadPoolExecutor:
+        with self._lock:
+            pool = self._pools.get(name)
+            fresh = pool is None
+            if pool is None:
+                # The pool's own threads belong to the same container, for what they submit.
+                pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix=name, initializer=self.enter)
+                self._pools[name] = pool
+        if fresh:
+            prestart(pool, size)
+        return pool
+
+    def enter(self) -> None:
+        """Make these the pools of the calling thread (and of the pool threads it starts)."""
+        _current.set(self)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.shutdown(wait=False)
+
+
+# A new thread starts with an empty context, so a thread that never entered a container's pools
+# uses the process's.
+_current: contextvars.ContextVar[ContainerPools | None] = contextvars.ContextVar("container_pools",
+                                                                                 default=None)
+_process = ContainerPools()
+
+
+def pool(name: str, size: int) -> ThreadPoolExecutor:
+    """The calling container's pool `name` of `size` threads."""
+    return (_current.get() or _process).get(name, size)

@@ -23,6 +23,7 @@ from chalice.local import (
     ThreadedHTTPServer,
 )
 
+from .log_lines import use_local_format
 from .processes import configure_logging
 
 
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--listen-fd", type=int, required=True, help="the listening socket to serve")
     args = parser.parse_args()
     configure_logging()
+    use_local_format()
     from app import app
 
     config = Config.create(chalice_stage="local", app_name="punctual", lambda_timeout=60,

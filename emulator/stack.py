@@ -24,6 +24,7 @@ from .aws_local import ensure_endpoint, ensure_queues, sqs_client
 from .banner import Banner
 from .env_file import LocalEnvironment, Token, ensure_token
 from .listeners import Port, PortsInUse, bind_all, close
+from .log_lines import LogFormatError, log_format
 from .ports import wait_for_http
 from .processes import Supervisor, configure_logging
 from .redis_cluster import LocalCluster
@@ -31,6 +32,9 @@ from .redis_local import RedisPlan
 
 ROOT = Path(__file__).resolve().parent.parent
 WILDCARD_HOSTS = {"", "0.0.0.0"}
+# Invocations of each SQS function at once, across the worker processes: the function's reserved
+# concurrency, or its SQS event source's maximum concurrency (README, Local stack).
+DEFAULT_CONCURRENCY = 100
 
 
 class Stop(Exception):
@@ -82,23 +86,38 @@ def _url(scheme: str, host: str, listener: socket.socket, path: str = "") -> str
     return f"{scheme}://{shown_host}:{listener.getsockname()[1]}{path}"
 
 
-def _start_servers(env: dict[str, str], sockets: dict[str, socket.socket], supervisor: Supervisor) -> None:
-    """The API processes and the WebSocket gateway on the sockets bound for them, then the workers."""
+def _count(env: dict[str, str], variable: str, default: int) -> int:
+    raw = env.get(variable, "").strip() or str(default)
+    if not raw.isdigit() or int(raw) < 1:
+        raise SystemExit(f"{variable} must be a whole number of at least 1, got {raw!r}")
+    return int(raw)
+
+
+def _start_servers(env: dict[str, str], sockets: dict[str, socket.socket], supervisor: Supervisor,
+                   data_dir: Path) -> None:
+    """The API processes and the WebSocket gateway on the sockets bound for them, then the workers.
+
+    Each is started again if it dies (the supervisor keeps the sockets for that), as Lambda starts
+    a new container and API Gateway keeps serving.
+    """
     py = sys.executable
     api = sockets.pop("API_PORT")
-    for _ in range(int(env.get("API_PROCESSES", "2"))):
+    for _ in range(_count(env, "API_PROCESSES", 2)):
         supervisor.spawn("api", [py, "-m", "emulator.api_server", "--listen-fd", str(api.fileno())], env,
-                         pass_fds=[api.fileno()])
+                         pass_fds=[api.fileno()], restart=True)
     ws = sockets.pop("WS_PORT")
     supervisor.spawn("ws-gateway", [py, "-m", "emulator.ws_gateway", "--listen-fd", str(ws.fileno())], env,
-                     pass_fds=[ws.fileno()])
-    close([api, ws])  # the children hold them now
-    # Two worker processes per core: each is a container's worth of dispatch "Lambdas", and the
-    # threads of one process share one interpreter lock, so one process per core left the cores
-    # idle while its threads waited for the lock (README, Benchmarks).
-    for i in range(int(env.get("WORKER_PROCESSES") or 2 * (os.cpu_count() or 1))):
-        argv = [py, "-m", "emulator.workers"] + (["--ticker"] if i == 0 else [])
-        supervisor.spawn("workers", argv, env)
+                     pass_fds=[ws.fileno()], restart=True)
+    supervisor.keep(api, ws)
+    # Two worker processes per core: the threads of one process share one interpreter lock, so
+    # one process per core left the cores idle while its threads waited for the lock (README,
+    # Benchmarks). Each SQS function's concurrency is shared out among them.
+    processes = _count(env, "WORKER_PROCESSES", 2 * (os.cpu_count() or 1))
+    share = -(-_count(env, "LAMBDA_CONCURRENCY", DEFAULT_CONCURRENCY) // processes)
+    held = data_dir / "workers"
+    for i in range(processes):
+        argv = [py, "-m", "emulator.workers", "--concurrency", str(share), "--held-dir", str(held)]
+        supervisor.spawn("workers", argv + (["--ticker"] if i == 0 else []), env, restart=True)
 
 
 def _wait_until_serving(api_url: str, ws_url: str, supervisor: Supervisor) -> None:
@@ -126,6 +145,13 @@ def _redis_line(
 def start(local: LocalEnvironment, supervisor: Supervisor, cluster: LocalCluster | None = None) -> Banner:
     """Start every part (on `cluster` when given); returns the banner to print once all answer."""
     env = _with_defaults(local.values)
+    try:
+        chosen = log_format(env)  # LOG_FORMAT may come from .env
+    except LogFormatError as exc:
+        raise SystemExit(str(exc)) from None
+    if chosen == "human":
+        # CloudWatch's embedded metrics are JSON blobs, one per invocation: not for a person.
+        env.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     if cluster is not None:
         env["REDIS_URL"] = cluster.url
     data_dir = Path(env.get("PUNCTUAL_DATA_DIR") or ROOT / ".local")
@@ -149,7 +175,7 @@ def start(local: LocalEnvironment, supervisor: Supervisor, cluster: LocalCluster
         api_url = _url("http", env["API_HOST"], sockets["API_PORT"])
         ws_url = _url("ws", env["WS_HOST"], sockets["WS_PORT"], "/" + env["WS_STAGE"])
         env.setdefault("WS_MANAGEMENT_ENDPOINT", ws_url.replace("ws://", "http://"))
-        _start_servers(env, sockets, supervisor)
+        _start_servers(env, sockets, supervisor, data_dir)
     finally:
         close(sockets.values())
     _wait_until_serving(api_url, ws_url, supervisor)
@@ -160,7 +186,10 @@ def start(local: LocalEnvironment, supervisor: Supervisor, cluster: LocalCluster
 
 
 def main() -> int:
-    configure_logging()
+    try:
+        configure_logging()
+    except LogFormatError as exc:
+        raise SystemExit(str(exc)) from None
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     supervisor = Supervisor()
@@ -169,7 +198,7 @@ def main() -> int:
     try:
         banner = start(LocalEnvironment.read(os.environ, ROOT / ".env"), supervisor, cluster)
         print(banner.text(), file=sys.stderr, flush=True)
-        while (gone := supervisor.exited()) is None:
+        while (gone := supervisor.heal()) is None:
             time.sleep(0.2)
         print(f"{gone.name} exited with status {gone.process.returncode}; stopping the stack",
               file=sys.stderr)

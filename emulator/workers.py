@@ -1,11 +1,13 @@
 """The local event sources: an EventBridge-like ticker and Lambda's SQS pollers.
 
-Run as `python -m emulator.workers [--ticker]`. For each SQS handler of the app (`dispatch` on the
-dispatch queue, `fanout` on the fan-out queue), SQS_POLLERS threads long-poll its queue and invoke
-the handler with the SQS event Lambda would build, in batches of the size the handler declares, up
-to LAMBDA_CONCURRENCY invocations at once; a batch is deleted only when the handler returns, as
-Lambda's event source mapping does. The ticker invokes
-`tick` with a scheduled event at start and then every TICK_INTERVAL_SECONDS.
+Run as `python -m emulator.workers --concurrency N --held-dir DIR [--ticker]`. For each SQS handler
+of the app (`dispatch` on the dispatch queue, `fanout` on the fan-out queue), SQS_POLLERS threads
+long-poll its queue and invoke the handler with the SQS event Lambda would build, in batches of
+the size the handler declares, each invocation in a container of its own (emulator/containers.py),
+up to N at once; a batch is deleted only when the handler returns, as Lambda's event source
+mapping does. What the invocations hold is written down in DIR (emulator/held.py), and what dead
+worker processes held there is handed back to SQS. The ticker invokes `tick` with a scheduled
+event at start and then every TICK_INTERVAL_SECONDS.
 """
 
 from __future__ import annotations
@@ -16,75 +18,29 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from chalice.app import SQSEventConfig
 
+from chalicelib.threads import ContainerPools
+
 from .aws_local import sqs_client
+from .containers import LAMBDA_TIMEOUT_MS, Function, Handler
+from .held import HeldLog, release_orphans
 from .lambda_runtime import LambdaContext, scheduled_event, sqs_event
+from .log_lines import use_local_format
 from .processes import configure_logging
 
 log = logging.getLogger("punctual.workers")
 
-Handler = Callable[[dict[str, Any], Any], Any]
-
-LAMBDA_TIMEOUT_MS = 60_000
 # The queue each SQS handler of the app consumes (emulator/stack.py creates them).
 QUEUE_URL_VARIABLES = {"dispatch": "DISPATCH_QUEUE_URL", "fanout": "FANOUT_QUEUE_URL"}
 POLL_WAIT_SECONDS = 20
 SHUTDOWN_GRACE_SECONDS = 20
-
-
-class Invoker:
-    """Lambda's concurrency: up to `limit` handler invocations at once, each on one batch."""
-
-    def __init__(self, handler: Handler, limit: int) -> None:
-        self._handler = handler
-        self._slots = threading.BoundedSemaphore(limit)
-        self._pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="lambda")
-        self._running = 0
-        self._lock = threading.Lock()
-
-    @property
-    def busy(self) -> bool:
-        """A handler is running (a poller merely waiting on a long poll is not)."""
-        with self._lock:
-            return self._running > 0
-
-    def reserve(self, stopping: threading.Event) -> bool:
-        """Wait for a free slot (a poller receives only what can run at once)."""
-        while not stopping.is_set():
-            if self._slots.acquire(timeout=0.5):
-                return True
-        return False
-
-    def release(self) -> None:
-        """Give back a reserved slot that no invocation used."""
-        self._slots.release()
-
-    def submit(self, event: dict[str, Any], done: Callable[[bool], None]) -> None:
-        """Run the handler on a reserved slot; the slot is freed when it returns."""
-        with self._lock:
-            self._running += 1
-
-        def run() -> None:
-            ok = False
-            try:
-                self._handler(event, LambdaContext(budget_ms=LAMBDA_TIMEOUT_MS))
-                ok = True
-            except Exception:
-                # Like Lambda: the batch stays, and comes back after the visibility timeout.
-                log.exception("the dispatch handler failed; the batch will be received again")
-            finally:
-                done(ok)
-                with self._lock:
-                    self._running -= 1
-                self._slots.release()
-
-        self._pool.submit(run)
+# How often a worker process looks for what dead ones held (a new one also looks as it starts).
+SWEEP_SECONDS = 5.0
 
 
 class Poller(threading.Thread):
@@ -94,28 +50,30 @@ class Poller(threading.Thread):
     by every send, so pollers are kept few.
     """
 
-    def __init__(self, name: str, invoker: Invoker, sqs: Any, queue_url: str, queue_arn: str,
-                 region: str, batch_size: int, stopping: threading.Event) -> None:
+    def __init__(self, name: str, function: Function, sqs: Any, queue_url: str, queue_arn: str,
+                 region: str, batch_size: int, held: HeldLog, stopping: threading.Event) -> None:
         super().__init__(name=name, daemon=True)
-        self._invoker = invoker
+        self._function = function
         self._sqs = sqs
         self._url = queue_url
         self._arn = queue_arn
         self._region = region
         self._batch_size = batch_size
+        self._held = held
         self._stopping = stopping
 
     def run(self) -> None:
-        while self._invoker.reserve(self._stopping):
+        while self._function.reserve(self._stopping):
             messages = self._receive()
             if not messages:
-                self._invoker.release()
+                self._function.release()
             elif self._stopping.is_set():
                 self._give_back(messages)
-                self._invoker.release()
+                self._function.release()
             else:
+                self._held.hold(self._url, (m["ReceiptHandle"] for m in messages))
                 event = sqs_event(messages, self._arn, self._region)
-                self._invoker.submit(event, lambda ok, batch=messages: ok and self._acknowledge(batch))
+                self._function.invoke(event, lambda ok, batch=messages: self._finished(batch, ok))
 
     def _receive(self) -> list[dict[str, Any]]:
         try:
@@ -131,6 +89,12 @@ class Poller(threading.Thread):
             self._stopping.wait(1)
             return []
         return list(got.get("Messages", []))
+
+    def _finished(self, messages: list[dict[str, Any]], ok: bool) -> None:
+        if ok:
+            self._acknowledge(messages)
+        # A failed batch comes back after its visibility timeout, as on Lambda.
+        self._held.let_go(m["ReceiptHandle"] for m in messages)
 
     def _acknowledge(self, messages: list[dict[str, Any]]) -> None:
         entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
@@ -152,6 +116,8 @@ class Poller(threading.Thread):
 
 
 class Ticker(threading.Thread):
+    """EventBridge's schedule: the tick function, in a container of its own."""
+
     def __init__(self, handler: Handler, region: str, interval: float, stopping: threading.Event) -> None:
         super().__init__(name="ticker", daemon=True)
         self._handler = handler
@@ -160,6 +126,7 @@ class Ticker(threading.Thread):
         self._stopping = stopping
 
     def run(self) -> None:
+        ContainerPools().enter()
         while not self._stopping.is_set():
             started = time.monotonic()
             try:
@@ -171,11 +138,39 @@ class Ticker(threading.Thread):
             self._stopping.wait(max(0.0, self._interval - (time.monotonic() - started)))
 
 
+class Sweeper(threading.Thread):
+    """Hands back to SQS what dead worker processes held, every SWEEP_SECONDS."""
+
+    def __init__(self, directory: Path, sqs: Any, stopping: threading.Event) -> None:
+        super().__init__(name="held-sweeper", daemon=True)
+        self._directory = directory
+        self._sqs = sqs
+        self._stopping = stopping
+
+    def sweep(self) -> None:
+        try:
+            released = release_orphans(self._directory, self._sqs)
+        except OSError as exc:
+            log.warning("could not look for what dead worker processes held: %s", exc)
+            return
+        if released:
+            log.warning("handed back %d SQS message(s) a dead worker process held", released)
+
+    def run(self) -> None:
+        while not self._stopping.wait(SWEEP_SECONDS):
+            self.sweep()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ticker", action="store_true", help="also run the per-minute tick")
+    parser.add_argument("--concurrency", type=int, default=50,
+                        help="invocations of each SQS function at once in this process")
+    parser.add_argument("--held-dir", type=Path, required=True,
+                        help="where worker processes write down what they hold")
     args = parser.parse_args()
     configure_logging()
+    use_local_format()
 
     from app import app  # the very handlers Lambda runs
 
@@ -186,17 +181,22 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
 
+    sweeper = Sweeper(args.held_dir, sqs, stopping)
+    sweeper.sweep()  # what the process this one replaces held comes back now, not in 90 s
+    held = HeldLog(args.held_dir)
+    sweeper.start()
+
     # Each SQS event source of the app, polled as Lambda would, with the batch size it declares.
-    invokers = []
+    functions = []
     for source in (s for s in app.event_sources if isinstance(s, SQSEventConfig)):
         queue_url = os.environ[QUEUE_URL_VARIABLES[source.name]]
         attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
         arn = attributes["QueueArn"]
-        invoker = Invoker(app.handler_map[source.name], int(os.environ.get("LAMBDA_CONCURRENCY", "50")))
-        invokers.append(invoker)
+        function = Function(source.name, app.handler_map[source.name], max(1, args.concurrency))
+        functions.append(function)
         for i in range(int(os.environ.get("SQS_POLLERS", "4"))):
-            Poller(f"sqs-poller-{source.name}-{i}", invoker, sqs, queue_url, arn, region, source.batch_size,
-                   stopping).start()
+            Poller(f"sqs-poller-{source.name}-{i}", function, sqs, queue_url, arn, region, source.batch_size,
+                   held, stopping).start()
     if args.ticker:
         Ticker(app.handler_map["tick"], region, float(os.environ.get("TICK_INTERVAL_SECONDS", "60")),
                stopping).start()
@@ -205,8 +205,9 @@ def main() -> None:
     # daemon threads and simply end with us. One cut off mid-call leaves a lease that the
     # next tick reclaims.
     deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
-    while any(invoker.busy for invoker in invokers) and time.monotonic() < deadline:
+    while any(function.busy for function in functions) and time.monotonic() < deadline:
         time.sleep(0.05)
+    held.close()
 
 
 if __name__ == "__main__":

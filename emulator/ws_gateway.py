@@ -33,6 +33,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from .lambda_runtime import LambdaContext
+from .log_lines import use_local_format
 from .processes import configure_logging
 
 log = logging.getLogger("punctual.ws")
@@ -337,6 +338,7 @@ def main() -> None:
     parser.add_argument("--listen-fd", type=int, help="a listening socket to serve (the stack binds WS_PORT)")
     args = parser.parse_args()
     configure_logging()
+    use_local_format()
     if args.listen_fd is not None:
         listener = socket.socket(fileno=args.listen_fd)
     else:

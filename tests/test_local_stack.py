@@ -1,21 +1,29 @@
-"""How `make run` sets itself up, piece by piece: its ports, its Redis, its token, its logging.
+"""How `make run` sets itself up, piece by piece: its ports, its Redis, its token, its logging, how
+it starts a dead process again.
 (tests/e2e/test_first_run_e2e.py starts the whole stack.)"""
 
 from __future__ import annotations
 
 import errno
+import io
+import json
 import logging
+import re
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
+from chalicelib import observability
 from emulator import redis_local
 from emulator.env_file import LocalEnvironment, TokenSource, ensure_token
 from emulator.listeners import Port, PortsInUse, bind, bind_all
-from emulator.processes import configure_logging
+from emulator.log_lines import LogFormatError, log_format, use_local_format
+from emulator.processes import Backoff, Supervisor, configure_logging
 from emulator.redis_server import RedisServer
 
 
@@ -144,3 +152,118 @@ def test_botocore_notes_obey_the_log_level(monkeypatch: pytest.MonkeyPatch) -> N
         assert not logging.getLogger("botocore.credentials").isEnabledFor(logging.WARNING)
     finally:
         botocore.setLevel(before)
+
+
+# -- a stack that heals itself ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("quick_deaths", "delay"), [(0, 0.0), (1, 1.0), (2, 2.0), (3, 4.0), (5, 16.0),
+                                                     (6, 30.0), (40, 30.0)])
+def test_a_dead_process_is_started_again_at_once_then_backs_off(quick_deaths: int, delay: float) -> None:
+    assert Backoff(first=1.0, cap=30.0).delay(quick_deaths) == delay
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_child_that_dies_is_started_again_and_one_that_dies_at_once_is_not_spun() -> None:
+    clock = Clock()
+    supervisor = Supervisor(Backoff(first=1.0, cap=30.0, healthy_seconds=5.0), clock)
+    dies = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    try:
+        first = supervisor.spawn("workers", dies, {}, restart=True)
+        first.wait()
+        clock.now += 60  # it had run long enough: a new one at once
+        assert supervisor.heal() is None
+        [second] = [c.process for c in supervisor.children if c.name == "workers"]
+        assert second.pid != first.pid
+        second.wait()
+        clock.now += 0.5  # died soon after its start: the next waits 1 s, then 2 s
+        assert supervisor.heal() is None
+        assert supervisor.children[0].process is second
+        clock.now += 0.9
+        supervisor.heal()
+        assert supervisor.children[0].process is second
+        clock.now += 0.2
+        supervisor.heal()
+        third = supervisor.children[0].process
+        assert third is not second
+        third.wait()
+        clock.now += 0.1
+        supervisor.heal()
+        clock.now += 1.95
+        supervisor.heal()
+        assert supervisor.children[0].process is third
+        clock.now += 0.1
+        supervisor.heal()
+        assert supervisor.children[0].process is not third
+    finally:
+        supervisor.stop_all(grace_seconds=5)
+
+
+def test_a_child_that_is_not_restarted_stops_the_stack() -> None:
+    supervisor = Supervisor()
+    try:
+        supervisor.spawn("moto", [sys.executable, "-c", "pass"], {}).wait()
+        gone = supervisor.heal()
+        assert gone is not None and gone.name == "moto"
+    finally:
+        supervisor.stop_all(grace_seconds=5)
+
+
+# -- readable local logs -------------------------------------------------------------------------
+
+
+def logged(environ: dict[str, str], write: Any) -> list[str]:
+    """The lines the app writes in a process of the local stack with `environ`."""
+    [handler] = observability.logger.handlers  # the `chalicelib` loggers share it
+    assert isinstance(handler, logging.StreamHandler)
+    stream = io.StringIO()
+    formatter, before = handler.formatter, handler.setStream(stream)
+    try:
+        use_local_format(environ)
+        write()
+    finally:
+        handler.setStream(before)
+        handler.setFormatter(formatter)
+    return stream.getvalue().splitlines()
+
+
+def test_make_run_writes_one_short_line_per_request_delivery_run_and_tick() -> None:
+    def write() -> None:
+        observability.request("POST", "/messages", "/messages", 200, 3.2, "req-1")
+        observability.delivery("order-42", "delivered", 1, 1, None)
+        observability.delivery("order-43", "failed", 4, 2, "HTTP 500")
+        observability.run("agent-1", "run-9", "started", 1, 4)
+        observability.tick({"claimed": 12, "reclaimed": 0, "expiredRuns": 0, "sendFailures": 0,
+                            "handedOn": False}, 4.2)
+        logging.getLogger("chalicelib.dispatcher").warning("handing %s on", "m:order-44")
+
+    lines = logged({}, write)
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "POST /messages 200 3ms",
+        "delivered order-42 attempt 1 (late 1ms)",
+        "failed order-43 attempt 4 (late 2ms): HTTP 500",
+        "run agent-1/run-9 started attempt 1 (late 4ms)",
+        "tick claimed 12 in 4ms",
+        "WARNING chalicelib.dispatcher: handing m:order-44 on",
+    ]
+    for line in lines:
+        assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d\d\d", line.split(" ", 1)[0]), line
+
+
+def test_log_format_json_keeps_lambdas_json_lines_locally() -> None:
+    [line] = logged({"LOG_FORMAT": "json"},
+                    lambda: observability.delivery("order-42", "delivered", 1, 1, None))
+    record = json.loads(line)
+    assert (record["kind"], record["messageId"], record["latenessMs"]) == ("delivery", "order-42", 1)
+
+
+def test_an_unknown_log_format_is_refused_with_the_choices() -> None:
+    with pytest.raises(LogFormatError, match="LOG_FORMAT must be human or json, got 'yaml'"):
+        log_format({"LOG_FORMAT": "yaml"})
