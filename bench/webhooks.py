@@ -204,11 +204,25 @@ async def _isolation(stack_url: str, rcv: AsyncReceiver, slow_rcv: AsyncReceiver
     if lateness:
         ordered = sorted(lateness)
         print(f"  healthy p90 {ordered[int(len(ordered) * 0.9) - 1]:.1f} ms")
+        late_by_second(rcv, dues, bad_due)
     slow = sorted((a.at - bad_due) * 1000 for a in slow_rcv.arrivals)
     print(f"  slow endpoint: {len(slow)}/{bad} called by the end of the healthy run; "
           f"call start after due: {summary(slow)}")
     await report_states(stack_url, {"slow": [f"s-{i}" for i in range(bad)],
                                     "refused": [f"x-{i}" for i in range(bad)]})
+
+
+def late_by_second(rcv: AsyncReceiver, dues: dict[str, float], bad_due: float, late_ms: float = 100) -> None:
+    """How many healthy messages came more than `late_ms` late, by their due second relative to the
+    bad ones' instant: those due beside the bad ones travel in the same SQS messages and share an
+    invocation's threads with them, as they would on Lambda."""
+    first: dict[str, float] = {}
+    for a in rcv.arrivals:
+        first.setdefault(a.body["id"], a.at)
+    late = collections.Counter(int((due - bad_due) // 1) for i, due in dues.items()
+                               if i in first and (first[i] - due) * 1000 > late_ms)
+    shown = ", ".join(f"{second:+d} s: {n}" for second, n in sorted(late.items())) or "none"
+    print(f"  healthy later than {late_ms:.0f} ms, by due second after the bad instant: {shown}")
 
 
 async def report_states(stack_url: str, groups: dict[str, list[str]]) -> None:
