@@ -32,9 +32,10 @@ from .redis_local import RedisPlan
 
 ROOT = Path(__file__).resolve().parent.parent
 WILDCARD_HOSTS = {"", "0.0.0.0"}
-# Invocations of each SQS function at once, across the worker processes: the function's reserved
-# concurrency, or its SQS event source's maximum concurrency (README, Local stack).
-DEFAULT_CONCURRENCY = 100
+# Invocations of each SQS function at once, across the worker processes: the deployed stack's
+# DispatchReservedConcurrency, which is also its SQS event source's maximum concurrency (README,
+# Local stack).
+DEFAULT_CONCURRENCY = 50
 
 
 class Stop(Exception):
