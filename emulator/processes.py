@@ -146,7 +146,7 @@ class Supervisor:
                 log.warning("%s (pid %d) %s after %.1f s; starting a new one%s", child.name,
                             child.process.pid, _exit_status(child.process.returncode), ran,
                             f" in {delay:.0f} s" if delay else "")
-            if now >= child.restart_at:
+            if now >= child.restart_at:  # set just above, or on an earlier call
                 child.process = _start(child.spec)
                 child.started_at, child.restart_at = now, None
                 log.warning("started a new %s (pid %d)", child.name, child.process.pid)
