@@ -82,7 +82,6 @@ class Dispatcher:
     def handle_bodies(self, bodies: Iterable[str], deadline_ms: Callable[[], int]) -> None:
         """Handle one SQS batch: its items (single or grouped) are started as each falls due, on
         the container's delivery pool; the scheduler's own work runs beside them."""
-        _pool()  # its threads start now, while the batch's items are not yet due
         items: list[Claimed] = []
         controls: list[Callable[[], None]] = []
         for body in bodies:
@@ -96,6 +95,10 @@ class Dispatcher:
                 controls.append(parsed)
             else:
                 items += parsed
+        if items:
+            # The container's delivery threads start now, while the items are not yet due (a
+            # batch of fan-out chunks or control messages needs none of them).
+            _pool()
         if not controls:
             self._run_items(items, deadline_ms)
             return
