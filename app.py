@@ -97,6 +97,18 @@ def delete_message(message_id: str) -> Response:
     return json_response(messages_api.delete_message(_authorised(), message_id))
 
 
+@app.route("/messages/{message_id}/replay", methods=["POST"], content_types=ANY_BODY)
+@handles_errors(detail_error)
+def replay_message(message_id: str) -> Response:
+    return json_response(messages_api.replay_message(_authorised(), message_id, _body()))
+
+
+@app.route("/stats", methods=["GET"])
+@handles_errors(detail_error)
+def stats() -> Response:
+    return json_response(messages_api.get_stats(_authorised()))
+
+
 @app.route("/destinations", methods=["GET"])
 @handles_errors(detail_error)
 def list_destinations() -> Response:

@@ -12,7 +12,8 @@ from typing import Any
 from . import observability
 from .agent_store import AgentStore
 from .agents import Agent
-from .claims import Claimed, Step, plan_retry, split_run_ref
+from .attempt_log import Attempt, AttemptKind
+from .claims import Claimed, Retry, Step, plan_retry, split_run_ref
 from .clock import Clock
 from .config import Settings
 from .dispatch_queue import MAX_DELAY_SECONDS, Handoff
@@ -247,10 +248,11 @@ class AgentRunner:
                 self._handoff.send([Claimed(run.ref, begun.lease_ms, token, Step.TIMEOUT)])
             return []
         if result.ok:
-            return self._complete(run, token, "claim", keep=1)
+            return self._complete(run, token, "claim", keep=1, status=result.status_code)
         # Every failed answer is retried (4xx too); a refused endpoint would be refused
         # the same way again, so that attempt fails for good, as a webhook does.
-        return self._fail(run, token, "claim", result.error or "failed", retryable=not result.refused, keep=1)
+        return self._fail(run, token, "claim", result.error or "failed", retryable=not result.refused, keep=1,
+                          status=result.status_code)
 
     def _call(self, agent: Agent, run: Run, callback_token: str) -> DeliveryResult:
         body = json.dumps({
@@ -291,10 +293,10 @@ class AgentRunner:
     # start when `keep` (a dispatcher), else handed to SQS (an agent's report, the tick).
 
     def _complete(self, run: Run, token: str, token_kind: str, raise_errors: bool = False,
-                  keep: int = 0) -> list[Claimed]:
+                  keep: int = 0, status: int | None = None) -> list[Claimed]:
         now = self._clock.now_ms()
         code = self._runs.finish_run(run, token, token_kind, "completed", now, None,
-                                     self._settings.retention_seconds)
+                                     self._settings.retention_seconds, _attempt(run, now, status, None, None))
         if self._settled(code, run.id, raise_errors):
             duration = run.ran_for_ms(now)
             self._events.completed(run.agent_id, run.job_id, duration, run.id)
@@ -303,14 +305,15 @@ class AgentRunner:
         return []
 
     def _fail(self, run: Run, token: str, token_kind: str, error: str, raise_errors: bool = False,
-              retryable: bool = True, keep: int = 0) -> list[Claimed]:
+              retryable: bool = True, keep: int = 0, status: int | None = None) -> list[Claimed]:
         settings = self._settings
         now = self._clock.now_ms()
         retry = None
         if retryable:
             retry = plan_retry(run.ref, run.attempt, now, settings.agent_retries, settings.queue_grace_ms)
+        attempt = _attempt(run, now, status, error, retry)
         code = self._runs.finish_run(run, token, token_kind, "retry" if retry else "failed", now, error,
-                                     settings.retention_seconds, retry)
+                                     settings.retention_seconds, attempt, retry)
         if self._settled(code, run.id, raise_errors):
             self._events.failed(run.agent_id, run.job_id, error, run.id)
             observability.run(run.agent_id, run.id, "retry" if retry else "failed", run.attempt,
@@ -328,6 +331,13 @@ class AgentRunner:
             raise report_error(code, run_id)
         log.info("outcome for run %s not recorded (code %d): already settled", run_id, code)
         return False
+
+
+def _attempt(run: Run, now: int, status: int | None, error: str | None, retry: Retry | None) -> Attempt:
+    """A run attempt as its attempt log keeps it: from its start until `now`."""
+    started = run.started_ms
+    return Attempt(run.attempt, AttemptKind.DELIVERY, started if started is not None else now, status, error,
+                   now - started if started is not None else None, retry.claim.due_ms if retry else None)
 
 
 def _chunks(items: list[Claimed]) -> Iterator[list[Claimed]]:

@@ -194,7 +194,7 @@ def get_run(svc: Services, agent_id: str, run_id: str) -> dict[str, Any]:
     run = svc.run_store.get_run(run_id)
     if run is None or run.agent_id != agent_id or run.status is RunStatus.SCHEDULED:
         raise NotFound(f"run {run_id!r} of agent {agent_id!r} not found")
-    return ok(run.to_dict())
+    return ok({**run.to_dict(), "attemptLog": [attempt.to_dict() for attempt in run.attempt_log]})
 
 
 def _progress_report(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -43,7 +43,8 @@ class WayIn(StrEnum):
 class Created(IntEnum):
     """What create_message.lua did with a new message (its return codes)."""
 
-    TAKEN = 0  # the id exists: nothing stored
+    MISSING = -1  # a replay of no message: nothing stored
+    TAKEN = 0  # the id exists (for a replay: not finished yet): nothing stored
     INDEXED = 1  # it waits in the due index for a tick or a sweep
     CLAIMED = 2  # claimed: the caller sends it
     ASK_SWEEP = 3  # the first of its due second: the caller sends that second's sweep

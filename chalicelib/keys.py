@@ -5,8 +5,16 @@
 | {p}:due                    | zset | items waiting for the tick; member = ref, score = due ms   |
 | {p}:inflight               | zset | items handed to SQS or being delivered; score = the moment |
 |                            |      | they are presumed lost (queue grace or delivery lease)     |
-| {p}:msg:{id}               | hash | one webhook message (fields: see messages.Message)         |
+| {p}:msg:{id}               | hash | one webhook message (fields: see messages.Message; its     |
+|                            |      | last tries in `attemptLog`, see attempt_log.py)            |
 | {p}:msgs:pending           | zset | ids of messages not yet finished; score = due ms (listing) |
+| {p}:msgs:failed            | zset | ids of failed messages held for inspection; score = minus  |
+|                            |      | the failure's ms, so score order is newest first           |
+| {p}:msgs:counts            | hash | how many messages are `queued` and `delivering` (kept by   |
+|                            |      | the scripts on each transition)                            |
+| {p}:stats:{minute}         | hash | one minute's counts (epoch minute): deliveries, failures,  |
+|                            |      | retries, a lateness histogram, runs by outcome (stats.py); |
+|                            |      | expires 2 h after its first count                          |
 | {p}:agent:{id}             | hash | one agent, its schedule and its scheduling state           |
 | {p}:agents                 | zset | agent ids; score = creation ms (listing)                   |
 | {p}:schedules              | set  | ids of agents with an enabled schedule                     |
@@ -111,6 +119,18 @@ class Keys:
     @property
     def pending_messages(self) -> str:
         return f"{self.head}:msgs:pending"
+
+    @property
+    def failed_messages(self) -> str:
+        return f"{self.head}:msgs:failed"
+
+    @property
+    def message_counts(self) -> str:
+        return f"{self.head}:msgs:counts"
+
+    def stats_minute(self, at_ms: int) -> str:
+        """The stats bucket of the minute `at_ms` falls in."""
+        return f"{self.head}:stats:{at_ms // 60_000}"
 
     def message(self, message_id: str) -> str:
         return f"{self.head}:msg:{message_id}"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .attempt_log import Attempt, decode_log
 from .errors import BadRequest, PayloadTooLarge
 from .flow_control import FlowControl
 from .ids import check_id
@@ -61,6 +62,7 @@ class Message:
     finished_ms: int | None = None
     flow_control: FlowControl | None = None
     webhook_secret: str | None = field(default=None, repr=False)  # its own, else WEBHOOK_SECRET's
+    attempt_log: tuple[Attempt, ...] = ()  # the last tries, oldest first (attempt_log.py)
 
     @classmethod
     def from_hash(cls, fields: Mapping[str, str]) -> Message:
@@ -81,7 +83,13 @@ class Message:
             finished_ms=optional_int("finishedAt"),
             flow_control=FlowControl.from_hash(fields),
             webhook_secret=fields.get("secret") or None,
+            attempt_log=decode_log(fields.get("attemptLog")),
         )
+
+    def replayed(self, due_ms: int) -> NewMessage:
+        """This message, due again at `due_ms` (a replay keeps its stored record)."""
+        return NewMessage(id=self.id, due_ms=due_ms, payload_json=self.payload_json,
+                          webhook_url=self.webhook_url, flow_control=self.flow_control)
 
     def to_dict(self) -> dict[str, Any]:
         delivered = self.status is MessageStatus.DELIVERED
@@ -97,6 +105,7 @@ class Message:
             "deliveredAt": format_instant(self.finished_ms) if delivered else None,
             "failedAt": format_instant(self.finished_ms) if self.status is MessageStatus.FAILED else None,
             "createdAt": format_instant(self.created_ms),
+            "attemptLog": [attempt.to_dict() for attempt in self.attempt_log],
         }
         if self.flow_control is not None:
             shown["flowControl"] = self.flow_control.to_dict()

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import services
+from . import dead_letters, services, stats
 from .errors import BadRequest, EvictingStorage, Unavailable
 from .health import Report, refused, unreachable
 from .http import token_matches
-from .messages import parse_new_message
+from .messages import parse_json_object, parse_new_message
 from .services import Services
-from .timeutil import format_instant
+from .timeutil import format_instant, parse_instant
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -37,8 +37,13 @@ def page_size(params: Mapping[str, str]) -> int:
 
 
 def list_messages(svc: Services, params: Mapping[str, str]) -> dict[str, Any]:
+    status = params.get("status", "pending")
+    if status not in ("pending", "failed"):
+        raise BadRequest(f"status must be pending (the default) or failed, got {status!r}")
     limit = page_size(params)
     cursor = params.get("cursor") or None
+    if status == "failed":
+        return list_failed(svc, limit, cursor)
     page = svc.message_store.page_pending(limit, cursor)
     return {
         "scheduledJobs": [
@@ -48,6 +53,35 @@ def list_messages(svc: Services, params: Mapping[str, str]) -> dict[str, Any]:
         "count": page.total,
         "nextCursor": page.next_cursor,
     }
+
+
+def list_failed(svc: Services, limit: int, cursor: str | None) -> dict[str, Any]:
+    """The dead-letter view: failed messages held for inspection, newest first."""
+    page, shown = dead_letters.page_failed(svc.message_store, limit, cursor, svc.clock.now_ms(),
+                                           svc.settings.retention_seconds)
+    return {"failedMessages": [failed.to_dict() for failed in shown], "count": page.total,
+            "nextCursor": page.next_cursor}
+
+
+def replay_message(svc: Services, message_id: str, raw_body: bytes | None) -> dict[str, Any]:
+    """Deliver a delivered or failed message again, now or at `scheduleTo`, under the same id."""
+    body = parse_json_object(raw_body) if raw_body and raw_body.strip() else {}
+    unknown = sorted(set(body) - {"scheduleTo"})
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}; a replay takes only scheduleTo")
+    now = svc.clock.now_ms()
+    # A time already past is now: the replay is delivered at once, and its lateness counts from now.
+    due = max(now, parse_instant(body["scheduleTo"], "scheduleTo")) if "scheduleTo" in body else now
+    message = svc.message_store.get_message(message_id)
+    svc.scheduler.admit(message.replayed(due), replay=True)
+    return {"status": "scheduled", "messageId": message_id, "scheduleTo": format_instant(due)}
+
+
+def get_stats(svc: Services) -> dict[str, Any]:
+    now = svc.clock.now_ms()
+    body = stats.read(svc.message_store, now, svc.settings.retention_seconds)
+    body["scheduler"] = svc.agent_store.scheduler_stats(svc.settings.max_concurrent_agents, now)
+    return body
 
 
 def get_message(svc: Services, message_id: str) -> dict[str, Any]:

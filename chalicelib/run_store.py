@@ -11,6 +11,7 @@ from typing import Any
 
 from .agent_store import AgentStore, PendingSlot
 from .agents import DEFAULT_TIMEOUT_SECONDS, Agent
+from .attempt_log import ATTEMPT_LOG_SIZE, Attempt
 from .claims import Retry, new_token, run_ref
 from .errors import Conflict, NotFound, PunctualError, Unauthorized
 from .events import Audience
@@ -18,6 +19,7 @@ from .live_store import SCHEDULER_TOPIC, agent_topic
 from .runs import Run, new_run_id
 from .script_calls import BeginRun, FinishRun, Fire, Progress, RequeueStart, RunNow, StartReady
 from .scripts import Refusals, hash_of, refuse
+from .stats import STATS_TTL_SECONDS
 from .store import Store
 
 
@@ -199,9 +201,11 @@ class RunStore:
         now: int,
         error: str | None,
         retention: int,
+        attempt: Attempt,
         retry: Retry | None = None,
     ) -> int:
-        """Record how an attempt ended; returns report_checks.lua's code (1: recorded)."""
+        """Record how an attempt ended (in the run's attempt log and this minute's stats too);
+        returns report_checks.lua's code (1: recorded)."""
         k = self.keys
         agent_id, run_id = run.agent_id, run.id
         # Only a run whose retries are spent takes the agent off its schedule.
@@ -210,12 +214,15 @@ class RunStore:
         code = self._store.script(FinishRun(
             run_key=k.run(run_id), agent_key=k.agent(agent_id), running_key=k.running,
             inflight_key=k.inflight, schedules_key=k.schedules, pending_slot_key=slot.key, due_key=k.due,
-            paused_key=k.paused, agent_id=agent_id, token=token, run_id=run_id, outcome=outcome, now_ms=now,
+            paused_key=k.paused, stats_minute_key=k.stats_minute(now), agent_id=agent_id, token=token,
+            run_id=run_id, outcome=outcome, now_ms=now,
             error_text=error or "", retention_seconds=retention, run_ref=run.ref,
             retry_due_ms=retry.claim.due_ms if retry else "",
             retry_claim_token=retry.claim.token if retry else "",
             inflight_deadline_ms=retry.inflight_deadline_ms if retry else 0,
             pending_slot_run_id=slot.run_id, pending_slot_ref=slot.ref, token_kind=token_kind,
+            attempt_entry=attempt.encode(), attempt_log_size=ATTEMPT_LOG_SIZE,
+            stats_ttl_seconds=STATS_TTL_SECONDS,
         ))
         return int(code)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from .attempt_log import Attempt, decode_log
 from .claims import run_ref
 from .timeutil import format_instant, stored_ms
 
@@ -49,6 +50,7 @@ class Run:
     progress_json: str | None
     token: str  # the claim token of the step under way ('' none)
     callback_token: str  # what the agent's reports on this attempt must carry ('' none)
+    attempt_log: tuple[Attempt, ...] = ()  # the last attempts, oldest first (attempt_log.py)
 
     @classmethod
     def from_hash(cls, fields: Mapping[str, str]) -> Run:
@@ -66,6 +68,7 @@ class Run:
             progress_json=fields.get("progress") or None,
             token=fields.get("token", ""),
             callback_token=fields.get("callbackToken", ""),
+            attempt_log=decode_log(fields.get("attemptLog")),
         )
 
     @property

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from . import observability
 from .agent_runner import AgentRunner
+from .attempt_log import Attempt, AttemptKind
 from .claims import Claimed, Created, WayIn, message_ref, new_token
 from .clock import Clock
 from .config import Settings
@@ -65,8 +66,9 @@ class Scheduler:
     def window_ms(self) -> int:
         return self._settings.tick_window_seconds * 1000
 
-    def admit(self, new: NewMessage) -> None:
-        """Store a new message and set it on its way to SQS; never waits for the webhook.
+    def admit(self, new: NewMessage, replay: bool = False) -> None:
+        """Store a new message and set it on its way to SQS; never waits for the webhook. A
+        `replay` sets a delivered or failed message on its way again, the same way.
 
         Beyond the window, the tick claims it. Inside the window (which the last tick already
         covered) the messages of one second wait in the due index for one sweep of that second,
@@ -81,6 +83,7 @@ class Scheduler:
         created = self._store.create_message(
             new, now, self._way_in(until_due), claim.token,
             max(new.due_ms, now) + self._settings.queue_grace_ms, until_due + SWEEP_MARKER_MARGIN_MS,
+            replay=Attempt(0, AttemptKind.REPLAY, now, next_retry_ms=new.due_ms) if replay else None,
         )
         try:
             if created is Created.CLAIMED:

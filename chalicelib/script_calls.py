@@ -31,6 +31,8 @@ class CreateMessage(ScriptCall):
     due_key: str = key()
     inflight_key: str = key()
     sweep_key: str = key()
+    failed_messages_key: str = key()
+    message_counts_key: str = key()
     message_id: str
     webhook_url: str
     payload_json: str
@@ -41,6 +43,8 @@ class CreateMessage(ScriptCall):
     claim_token: str
     inflight_deadline_ms: int
     marker_ttl_ms: int
+    replay_entry: str  # '' for a new message
+    attempt_log_size: int
     fields: tuple[tuple[str, str], ...] = args_tail()  # optional (field, value) pairs
 
 
@@ -51,6 +55,8 @@ class DeleteMessage(ScriptCall):
     pending_messages_key: str = key()
     due_key: str = key()
     inflight_key: str = key()
+    failed_messages_key: str = key()
+    message_counts_key: str = key()
     message_id: str
     message_ref: str
 
@@ -64,6 +70,7 @@ class BeginDelivery(ScriptCall):
     waiting_key: str = key()
     state_key: str = key()
     breaker_key: str = key()
+    message_counts_key: str = key()
     message_ref: str
     claim_token: str
     lease_deadline_ms: int
@@ -87,6 +94,9 @@ class FinishDelivery(ScriptCall):
     state_key: str = key()
     breaker_key: str = key()
     destinations_key: str = key()
+    failed_messages_key: str = key()
+    message_counts_key: str = key()
+    stats_minute_key: str = key()
     message_ref: str
     claim_token: str
     outcome: str
@@ -105,6 +115,10 @@ class FinishDelivery(ScriptCall):
     breaker_threshold: int
     breaker_cooldown_ms: int
     breaker_max_cooldown_ms: int
+    attempt_entry: str
+    attempt_log_size: int
+    lateness_bucket: Number  # '': no call was made
+    stats_ttl_seconds: int
 
 
 @dataclass(frozen=True)
@@ -131,6 +145,7 @@ class ClaimDue(ScriptCall):
     script: ClassVar[str] = "claim_due"
     due_key: str = key()
     inflight_key: str = key()
+    message_counts_key: str = key()
     item_keys: tuple[str, ...] = keys_tail()
     until_ms: int
     grace_ms: int
@@ -142,6 +157,7 @@ class Reclaim(ScriptCall):
     script: ClassVar[str] = "reclaim"
     inflight_key: str = key()
     due_key: str = key()
+    message_counts_key: str = key()
     item_keys: tuple[str, ...] = keys_tail()
     now_ms: int
     refs: tuple[str, ...] = args_tail()
@@ -353,6 +369,7 @@ class FinishRun(ScriptCall):
     pending_slot_key: str = key()
     due_key: str = key()
     paused_key: str = key()
+    stats_minute_key: str = key()
     agent_id: str
     token: str
     run_id: str
@@ -367,6 +384,9 @@ class FinishRun(ScriptCall):
     pending_slot_run_id: str  # read for 'failed' only
     pending_slot_ref: str
     token_kind: str  # claim | callback | lease
+    attempt_entry: str
+    attempt_log_size: int
+    stats_ttl_seconds: int
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from .attempt_log import ATTEMPT_LOG_SIZE, Attempt
 from .claims import Claimed, Created, Retry, WayIn, message_ref, new_token
 from .config import Settings
 from .destinations import Destination, Health
@@ -33,6 +34,7 @@ from .script_calls import (
     Reclaim,
 )
 from .scripts import Refusals, ScriptCall, Scripts, hash_of, refuse
+from .stats import STATS_TTL_SECONDS
 from .targets import destination
 
 T = TypeVar("T")
@@ -75,7 +77,7 @@ class Finished:
 
 @dataclass(frozen=True)
 class Page:
-    items: list[tuple[str, int]]  # (id, due ms)
+    items: list[tuple[str, int]]  # (member, score): (id, due ms) for the pending messages
     total: int
     next_cursor: str | None
 
@@ -146,18 +148,26 @@ class Store:
 
     def create_message(
         self, new: NewMessage, now_ms: int, way_in: WayIn, claim_token: str, inflight_deadline_ms: int,
-        marker_ttl_ms: int,
+        marker_ttl_ms: int, replay: Attempt | None = None,
     ) -> Created:
-        """Store a message and set it on its way to SQS as `way_in` says (see create_message.lua)."""
+        """Store a message and set it on its way to SQS as `way_in` says (see create_message.lua);
+        with `replay`, set a finished message on its way again (its record stays)."""
         k = self.keys
         created = Created(int(self.script(CreateMessage(
             message_key=k.message(new.id), pending_messages_key=k.pending_messages, due_key=k.due,
-            inflight_key=k.inflight, sweep_key=k.sweep(new.due_ms), message_id=new.id,
+            inflight_key=k.inflight, sweep_key=k.sweep(new.due_ms), failed_messages_key=k.failed_messages,
+            message_counts_key=k.message_counts, message_id=new.id,
             webhook_url=new.webhook_url, payload_json=new.payload_json, due_ms=new.due_ms, now_ms=now_ms,
             message_ref=message_ref(new.id), mode=way_in.value, claim_token=claim_token,
             inflight_deadline_ms=inflight_deadline_ms, marker_ttl_ms=marker_ttl_ms,
+            replay_entry=replay.encode() if replay else "", attempt_log_size=ATTEMPT_LOG_SIZE,
             fields=new.stored_fields(),
         ))))
+        if created is Created.MISSING:
+            raise NotFound(f"message {new.id!r} not found")
+        if created is Created.TAKEN and replay:
+            raise Conflict(f"message {new.id!r} is not finished yet (it is pending); only a delivered or "
+                           "failed message can be replayed")
         if created is Created.TAKEN:
             raise Conflict(f"message {new.id!r} already exists and is not delivered yet")
         return created
@@ -185,7 +195,8 @@ class Store:
         k = self.keys
         result = self.script(DeleteMessage(
             message_key=k.message(message_id), pending_messages_key=k.pending_messages, due_key=k.due,
-            inflight_key=k.inflight, message_id=message_id, message_ref=message_ref(message_id),
+            inflight_key=k.inflight, failed_messages_key=k.failed_messages,
+            message_counts_key=k.message_counts, message_id=message_id, message_ref=message_ref(message_id),
         ))
         refuse(DELETE_REFUSALS, result, message_id=message_id)
 
@@ -235,7 +246,8 @@ class Store:
         answer = self.script(BeginDelivery(
             message_key=k.item(claimed.ref), inflight_key=k.inflight, calls_key=flow.calls,
             waiting_key=flow.waiting, state_key=flow.state, breaker_key=k.breaker(claimed.dest),
-            message_ref=claimed.ref, claim_token=claimed.token, lease_deadline_ms=lease_deadline_ms,
+            message_counts_key=k.message_counts, message_ref=claimed.ref, claim_token=claimed.token,
+            lease_deadline_ms=lease_deadline_ms,
             # The body is kept only by a claim that waits, which only one to a destination may.
             now_ms=now_ms, max_calls=limit, claim_body=claimed.to_body() if claimed.dest else "",
             due_ms=claimed.due_ms, postpone_token=postpone_token, grace_ms=grace_ms,
@@ -264,13 +276,16 @@ class Store:
         settings: Settings,
         *,
         health: Health,
+        attempt: Attempt,
+        lateness_bucket: int | None = None,
         retry: Retry | None = None,
         pause_until_ms: int | None = None,
         took_call: bool = True,
     ) -> Finished:
-        """Record an attempt's outcome, give back its call to its flow and count what the call
-        said of its destination (`health`); a 429's Retry-After pauses the flow until
-        `pause_until_ms`. A BreakerOpen attempt took no call (`took_call`)."""
+        """Record an attempt's outcome (in its attempt log, and in this minute's stats with its
+        call's `lateness_bucket`), give back its call to its flow and count what the call said of
+        its destination (`health`); a 429's Retry-After pauses the flow until `pause_until_ms`.
+        A BreakerOpen attempt took no call (`took_call`)."""
         k = self.keys
         flow = k.flow(claimed.dest, claimed.flow)
         breaker = settings.breaker
@@ -278,7 +293,9 @@ class Store:
             message_key=k.message(message.id), inflight_key=k.inflight,
             pending_messages_key=k.pending_messages, calls_key=flow.calls, waiting_key=flow.waiting,
             state_key=flow.state, breaker_key=k.breaker(claimed.dest), destinations_key=k.destinations,
-            message_ref=message_ref(message.id), claim_token=claimed.token, outcome=outcome, now_ms=now_ms,
+            failed_messages_key=k.failed_messages, message_counts_key=k.message_counts,
+            stats_minute_key=k.stats_minute(now_ms), message_ref=message_ref(message.id),
+            claim_token=claimed.token, outcome=outcome, now_ms=now_ms,
             error_text=error or "", retention_seconds=settings.retention_seconds, message_id=message.id,
             retry_claim_token=retry.claim.token if retry else "",
             retry_due_ms=retry.claim.due_ms if retry else "",
@@ -287,7 +304,9 @@ class Store:
             dest=claimed.dest, health=health.value if claimed.dest else "",
             pause_until_ms="" if pause_until_ms is None else pause_until_ms,
             breaker_threshold=breaker.failures, breaker_cooldown_ms=breaker.cooldown_ms,
-            breaker_max_cooldown_ms=breaker.max_cooldown_ms,
+            breaker_max_cooldown_ms=breaker.max_cooldown_ms, attempt_entry=attempt.encode(),
+            attempt_log_size=ATTEMPT_LOG_SIZE, stats_ttl_seconds=STATS_TTL_SECONDS,
+            lateness_bucket="" if lateness_bucket is None else lateness_bucket,
         ))
         return Finished(bool(recorded), [Claimed.from_body(json.loads(body)) for body in handed_on])
 
@@ -341,8 +360,9 @@ class Store:
         if not refs:
             return [], False
         flat = self.script(ClaimDue(
-            due_key=k.due, inflight_key=k.inflight, item_keys=tuple(k.item(ref) for ref in refs),
-            until_ms=until_ms, grace_ms=grace_ms, items=tuple((ref, new_token()) for ref in refs),
+            due_key=k.due, inflight_key=k.inflight, message_counts_key=k.message_counts,
+            item_keys=tuple(k.item(ref) for ref in refs), until_ms=until_ms, grace_ms=grace_ms,
+            items=tuple((ref, new_token()) for ref in refs),
         ))
         claimed = [
             Claimed(ref=flat[i], due_ms=int(float(flat[i + 1])), token=flat[i + 2],
@@ -367,8 +387,8 @@ class Store:
         if not refs:
             return 0, False
         count = self.script(Reclaim(
-            inflight_key=k.inflight, due_key=k.due, item_keys=tuple(k.item(ref) for ref in refs),
-            now_ms=now_ms, refs=tuple(refs),
+            inflight_key=k.inflight, due_key=k.due, message_counts_key=k.message_counts,
+            item_keys=tuple(k.item(ref) for ref in refs), now_ms=now_ms, refs=tuple(refs),
         ))
         return int(count), len(refs) == batch
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from . import observability
+from .attempt_log import Attempt, AttemptKind
 from .backoff import parse_retry_after
 from .claims import Claimed, Retry, plan_retry
 from .clock import Clock
@@ -18,6 +19,7 @@ from .errors import PunctualError
 from .messages import Message
 from .sender import DeliveryResult, HttpSender
 from .standard_webhooks import webhook_headers
+from .stats import lateness_bucket
 from .store import WAITING, BreakerOpen, Finished, Postponed, Store
 from .timeutil import format_instant
 
@@ -46,6 +48,7 @@ class WebhookDelivery:
         began = self._begin(claimed)
         if isinstance(began, list):
             return began
+        started = self._clock.now_ms()
         if isinstance(began, BreakerOpen):
             message = began.message
             result = DeliveryResult(ok=False, retryable=True, error=(
@@ -57,7 +60,7 @@ class WebhookDelivery:
             message = began
             # When the request went out, against when it could first have gone out: a message
             # accepted with a scheduleTo in the past is due at its acceptance, not years ago.
-            lateness = self._clock.now_ms() - max(claimed.due_ms, message.created_ms)
+            lateness = started - max(claimed.due_ms, message.created_ms)
             result = self._post(message)
         now = self._clock.now_ms()
         retry_after = parse_retry_after(result.retry_after, now)
@@ -70,8 +73,11 @@ class WebhookDelivery:
         if result.status_code == 429 and retry_after is not None:
             # The whole flow waits as long as the receiver asked (within the retry cap).
             pause_until = now + int(min(retry_after, settings.retry_max_delay_seconds) * 1000)
-        finished = self._finish(message, claimed, outcome, result, retry, pause_until,
-                                took_call=not isinstance(began, BreakerOpen))
+        attempt = Attempt(
+            message.attempts, AttemptKind.DELIVERY if lateness is not None else AttemptKind.BREAKER_OPEN,
+            started, result.status_code, result.error, now - started if lateness is not None else None,
+            retry.claim.due_ms if retry else None)
+        finished = self._finish(message, claimed, outcome, result, retry, pause_until, attempt, lateness)
         if finished is None:
             return []
         if finished.recorded:
@@ -113,11 +119,15 @@ class WebhookDelivery:
         return self._sender.post(message.webhook_url, body, headers, "webhookUrl")
 
     def _finish(self, message: Message, claimed: Claimed, outcome: str, result: DeliveryResult,
-                retry: Retry | None, pause_until: int | None, *, took_call: bool) -> Finished | None:
+                retry: Retry | None, pause_until: int | None, attempt: Attempt,
+                lateness: int | None) -> Finished | None:
+        """Record the attempt; one with no `lateness` made no call (its breaker was open)."""
+        took_call = lateness is not None
         try:
             return self._store.finish_delivery(
                 message, claimed, outcome, self._clock.now_ms(), result.error, self._settings,
-                health=health_of(result) if took_call else Health.NONE, retry=retry,
+                health=health_of(result) if took_call else Health.NONE, attempt=attempt,
+                lateness_bucket=lateness_bucket(lateness) if lateness is not None else None, retry=retry,
                 pause_until_ms=pause_until, took_call=took_call,
             )
         except PunctualError as exc:

@@ -35,7 +35,8 @@ LAMBDA_TIMEOUT_MS = 60_000
 # primaries, and one cluster node holding every slot (how ElastiCache Serverless presents itself).
 REDIS_SHAPES = ("plain", "cluster", "one-node")
 # Test modules run once per shape; the others on a plain Redis only.
-ON_EVERY_SHAPE = {"test_delivery", "test_agent_runs", "test_live", "test_messages_api", "test_agents_api"}
+ON_EVERY_SHAPE = {"test_delivery", "test_agent_runs", "test_live", "test_messages_api", "test_agents_api",
+                  "test_attempts", "test_stats"}
 
 
 class RedisServers:

@@ -12,6 +12,7 @@ Scripts are named as `Scripts.get` names them: their path under chalicelib/lua/,
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,7 @@ def include_names() -> list[str]:
         for line in _lines(name):
             match = INCLUDE.match(line)
             if match:
-                included.add((folder / match.group(1)).as_posix())
+                included.add(posixpath.normpath((folder / match.group(1)).as_posix()))
     return sorted(included)
 
 

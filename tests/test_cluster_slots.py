@@ -58,6 +58,9 @@ KEY_BUILDERS: dict[str, Callable[[Keys], Any]] = {
     "destinations_key": lambda k: k.destinations,
     "token_connections_key": lambda k: k.ws_token_connections("0123456789abcdef"),
     "tokens_key": lambda k: k.ws_tokens,
+    "failed_messages_key": lambda k: k.failed_messages,
+    "message_counts_key": lambda k: k.message_counts,
+    "stats_minute_key": lambda k: k.stats_minute(1_893_456_000_000),
 }
 
 CALLS = sorted(

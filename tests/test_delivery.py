@@ -293,7 +293,7 @@ def tick_in_twos_beside_a_rival(
 
     def beside_a_rival(name: str, keys: list[str], args: list[object]) -> object:
         if name == script and not rival:
-            rival.append(run_script(name, keys[:3], args[:first_item_args]))
+            rival.append(run_script(name, keys[:4], args[:first_item_args]))  # its fixed keys and one item
         return run_script(name, keys, args)
 
     monkeypatch.setattr(store.scripts, "run", beside_a_rival)

@@ -145,8 +145,8 @@ def test_a_variadic_script_s_repeated_part_comes_last(name: str) -> None:
 
 def test_a_call_sends_its_keys_and_args_in_order_with_the_tails_flattened() -> None:
     call = script_calls.ClaimDue(
-        due_key="d", inflight_key="i", item_keys=("h1", "h2"), until_ms=5, grace_ms=6,
+        due_key="d", inflight_key="i", message_counts_key="c", item_keys=("h1", "h2"), until_ms=5, grace_ms=6,
         items=(("r1", "t1"), ("r2", "t2")),
     )
-    assert call.keys() == ["d", "i", "h1", "h2"]
+    assert call.keys() == ["d", "i", "c", "h1", "h2"]
     assert call.args() == [5, 6, "r1", "t1", "r2", "t2"]

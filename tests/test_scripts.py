@@ -23,7 +23,8 @@ def _queued(client: redis.Redis, ref: str, token: str) -> None:
 def _begin(scripts: Scripts, ref: str, token: str) -> Any:
     call = BeginDelivery(
         message_key=f"item:{ref}", inflight_key="inflight", calls_key="calls", waiting_key="waiting",
-        state_key="state", breaker_key="breaker", message_ref=ref, claim_token=token, lease_deadline_ms=5,
+        state_key="state", breaker_key="breaker", message_counts_key="counts", message_ref=ref,
+        claim_token=token, lease_deadline_ms=5,
         now_ms=0, max_calls=0, claim_body="", due_ms=0, postpone_token="later", grace_ms=0,
         known_destination="",
     )

@@ -13,6 +13,7 @@
 -- KEYS[3] the flow's calls under way (zset: ref, score = lease deadline)
 -- KEYS[4] the flow's waiting claims (zset: SQS body, score = due ms)
 -- KEYS[5] the flow's state (hash)   KEYS[6] the destination's breaker (hash)
+-- KEYS[7] message counts hash (a claim moves one from queued to delivering)
 -- ARGV[1] message ref   ARGV[2] claim token   ARGV[3] lease deadline ms   ARGV[4] now ms
 -- ARGV[5] calls allowed at once to a destination (0: no limit), unless the message says
 -- ARGV[6] the claim as an SQS body (kept while it waits)   ARGV[7] its due ms
@@ -27,6 +28,7 @@ local calls_key = KEYS[3]
 local waiting_key = KEYS[4]
 local state_key = KEYS[5]
 local breaker_key = KEYS[6]
+local message_counts_key = KEYS[7]
 local message_ref = ARGV[1]
 local claim_token = ARGV[2]
 local lease_deadline_ms = ARGV[3]
@@ -51,6 +53,8 @@ end
 local function claim()
   redis.call('HSET', message_key, 'status', 'delivering')
   redis.call('HINCRBY', message_key, 'attempts', 1)
+  redis.call('HINCRBY', message_counts_key, 'queued', -1)
+  redis.call('HINCRBY', message_counts_key, 'delivering', 1)
   redis.call('ZADD', inflight_key, lease_deadline_ms, message_ref)
   return redis.call('HGETALL', message_key)
 end

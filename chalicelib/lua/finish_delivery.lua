@@ -1,11 +1,15 @@
 -- Record the outcome of a delivery attempt, if this dispatcher still holds it, and give its
 -- flow's call back: the claim waiting longest in that flow is handed to the caller, which
 -- delivers it next. A call that was made is counted against its destination's breaker, and a
--- 429's Retry-After pauses the whole flow.
+-- 429's Retry-After pauses the whole flow. The attempt goes into the message's attempt log,
+-- and into this minute's stats; a failed message into the failed index.
 --#include flow
+--#include attempt_log
+--#include stats_minute
 -- KEYS[1] message hash   KEYS[2] inflight zset   KEYS[3] pending-messages zset
 -- KEYS[4] the flow's calls under way   KEYS[5] the flow's waiting claims
 -- KEYS[6] the flow's state   KEYS[7] the destination's breaker   KEYS[8] destinations zset
+-- KEYS[9] failed-messages zset   KEYS[10] message counts hash   KEYS[11] this minute's stats hash
 -- ARGV[1] message ref   ARGV[2] claim token   ARGV[3] outcome: delivered | failed | retry
 -- ARGV[4] now ms   ARGV[5] error text ('' for none)   ARGV[6] retention seconds
 -- ARGV[7] message id
@@ -19,6 +23,9 @@
 -- ARGV[14] pause the flow until this ms ('' for no pause)
 -- ARGV[15] failures in a row that open the breaker   ARGV[16] its first cool-down ms
 -- ARGV[17] its longest cool-down ms
+-- ARGV[18] the attempt's attempt-log line   ARGV[19] how many lines the log keeps
+-- ARGV[20] the lateness histogram bucket of its call ('' when no call was made)
+-- ARGV[21] how long a minute's stats bucket lives (s)
 -- Returns {1, the waiting claim handed on (an SQS body), if any} when recorded; {0} when the
 -- claim was lost (lease expired, deleted).
 local message_key = KEYS[1]
@@ -29,6 +36,9 @@ local waiting_key = KEYS[5]
 local state_key = KEYS[6]
 local breaker_key = KEYS[7]
 local destinations_key = KEYS[8]
+local failed_messages_key = KEYS[9]
+local message_counts_key = KEYS[10]
+local stats_minute_key = KEYS[11]
 local message_ref = ARGV[1]
 local claim_token = ARGV[2]
 local outcome = ARGV[3]
@@ -46,6 +56,10 @@ local pause_until_ms = ARGV[14]
 local breaker_threshold = ARGV[15]
 local breaker_cooldown_ms = ARGV[16]
 local breaker_max_cooldown_ms = ARGV[17]
+local attempt_entry = ARGV[18]
+local attempt_log_size = ARGV[19]
+local lateness_bucket = ARGV[20]
+local stats_ttl_seconds = ARGV[21]
 
 local message = redis.call('HMGET', message_key, 'status', 'token', 'flowParallelism')
 if message[1] ~= 'delivering' or message[2] ~= claim_token then return {0} end
@@ -75,11 +89,23 @@ if pause_until_ms ~= '' then
   end
 end
 if error_text ~= '' then redis.call('HSET', message_key, 'lastError', error_text) end
+log_attempt(message_key, attempt_entry, attempt_log_size)
+redis.call('HINCRBY', message_counts_key, 'delivering', -1)
+if lateness_bucket ~= '' then count_minute(stats_minute_key, 'l' .. lateness_bucket, stats_ttl_seconds) end
 if outcome == 'retry' then
   redis.call('HSET', message_key, 'status', 'queued', 'token', retry_claim_token,
     'nextAttemptAt', retry_due_ms)
   redis.call('ZADD', inflight_key, inflight_deadline_ms, message_ref)
+  redis.call('HINCRBY', message_counts_key, 'queued', 1)
+  count_minute(stats_minute_key, 'retried', stats_ttl_seconds)
   return {1, unpack(handed_on)}
+end
+count_minute(stats_minute_key, outcome, stats_ttl_seconds)
+if outcome == 'failed' then
+  -- Newest first in score order; those past retention (their message has expired) leave.
+  redis.call('ZADD', failed_messages_key, string.format('%.0f', -now), message_id)
+  redis.call('ZREMRANGEBYSCORE', failed_messages_key,
+    '(' .. string.format('%.0f', tonumber(retention_seconds) * 1000 - now), '+inf')
 end
 redis.call('HSET', message_key, 'status', outcome, 'finishedAt', now_ms)
 redis.call('HDEL', message_key, 'token', 'nextAttemptAt')

@@ -1,8 +1,11 @@
 --#include lib
--- Record how a run attempt ended: completed, retry (after a backoff) or failed.
+--#include ../attempt_log
+--#include ../stats_minute
+-- Record how a run attempt ended: completed, retry (after a backoff) or failed; the attempt goes
+-- into the run's attempt log and into this minute's stats.
 -- KEYS[1] run hash   KEYS[2] agent hash   KEYS[3] running zset   KEYS[4] inflight zset
 -- KEYS[5] schedules set   KEYS[6] the pending slot's run hash   KEYS[7] due index
--- KEYS[8] paused set
+-- KEYS[8] paused set   KEYS[9] this minute's stats hash
 -- ARGV[1] agent id   ARGV[2] token   ARGV[3] run id   ARGV[4] outcome: completed | retry | failed
 -- ARGV[5] now ms   ARGV[6] error text ('' none)   ARGV[7] retention seconds
 -- ARGV[8] run ref   ARGV[9] retry due ms   ARGV[10] retry claim token
@@ -11,6 +14,8 @@
 -- ARGV[14] the token's kind: 'claim' when it is the claim token (the dispatcher), 'callback'
 --          when it is the agent's callback token, 'lease' for the claim token of a run timed
 --          out because its lease has passed
+-- ARGV[15] the attempt's attempt-log line   ARGV[16] how many lines the log keeps
+-- ARGV[17] how long a minute's stats bucket lives (s)
 -- Returns 1; 0 unknown run; -1 finished run; -2 not running (or, for 'lease', its lease has
 -- not passed); -3 wrong token.
 --#include report_checks
@@ -22,6 +27,7 @@ local schedules_key = KEYS[5]
 local pending_slot_key = KEYS[6]
 local due_key = KEYS[7]
 local paused_key = KEYS[8]
+local stats_minute_key = KEYS[9]
 local agent_id = ARGV[1]
 local token = ARGV[2]
 local run_id = ARGV[3]
@@ -36,6 +42,9 @@ local inflight_deadline_ms = ARGV[11]
 local pending_slot_run_id = ARGV[12]
 local pending_slot_ref = ARGV[13]
 local token_kind = ARGV[14]
+local attempt_entry = ARGV[15]
+local attempt_log_size = ARGV[16]
+local stats_ttl_seconds = ARGV[17]
 
 local refusal = report_checks(run_key, agent_id, token, token_kind)
 if refusal then return refusal end
@@ -49,6 +58,9 @@ end
 local paused = redis.call('HEXISTS', agent_key, 'paused') == 1
 redis.call('ZREM', running_key, run_id)
 if error_text ~= '' then redis.call('HSET', run_key, 'error', error_text) end
+log_attempt(run_key, attempt_entry, attempt_log_size)
+if token_kind == 'lease' then count_minute(stats_minute_key, 'run.timedOut', stats_ttl_seconds) end
+count_minute(stats_minute_key, outcome == 'retry' and 'run.retried' or 'run.' .. outcome, stats_ttl_seconds)
 if outcome == 'retry' then
   local attempt = redis.call('HINCRBY', run_key, 'attempt', 1)
   redis.call('HSET', run_key, 'status', 'queued', 'token', retry_claim_token, 'scheduledFor', retry_due_ms)

@@ -1,0 +1,104 @@
+"""GET /stats: messages by status, the last hour minute by minute, agent runs by outcome.
+
+Bounded memory whatever the traffic: two counters the scripts keep on each transition
+(`queued`, `delivering`: keys.message_counts), what the indexes already hold (pending, overdue,
+failed), and one small hash per minute (keys.stats_minute) that the scripts recording outcomes
+count into and that expires STATS_TTL_SECONDS after its first count. The README's Stats section
+says how each number is computed and what it costs.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import dead_letters
+from .timeutil import format_instant
+
+if TYPE_CHECKING:  # the store records into the minutes with this module's figures
+    from .store import Store
+
+MINUTES = 60  # minutes shown, the current one last
+MINUTE_MS = 60_000
+STATS_TTL_SECONDS = 2 * 3600
+# Upper bounds (ms) of the lateness histogram's buckets (`l0` … `l16` in a minute's hash); the
+# last bucket holds everything from 300 s on.
+LATENESS_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000,
+                      300_000)
+RUN_OUTCOMES = ("completed", "failed", "retried", "timedOut")
+
+
+def lateness_bucket(lateness_ms: int) -> int:
+    """The histogram bucket a call that went out `lateness_ms` after its due instant falls in."""
+    return bisect.bisect_right(LATENESS_BOUNDS_MS, max(0, lateness_ms))
+
+
+def percentile(counts: list[int], fraction: float) -> float | None:
+    """The lateness below which `fraction` of the counted calls fall, interpolated within its
+    bucket (the last, open bucket answers its lower bound); None when nothing was counted."""
+    total = sum(counts)
+    if not total:
+        return None
+    rank = fraction * total
+    seen = 0
+    for i, count in enumerate(counts):
+        if count and seen + count >= rank:
+            lower = LATENESS_BOUNDS_MS[i - 1] if i else 0
+            if i == len(LATENESS_BOUNDS_MS):
+                return float(lower)
+            upper = LATENESS_BOUNDS_MS[i]
+            return round(lower + (upper - lower) * (rank - seen) / count, 1)
+        seen += count
+    return None  # not reached: the last bucket with a count holds the rank
+
+
+def minute_row(minute: int, fields: Mapping[str, str]) -> dict[str, Any]:
+    counts = [int(fields.get(f"l{i}") or 0) for i in range(len(LATENESS_BOUNDS_MS) + 1)]
+    return {
+        "minute": format_instant(minute * MINUTE_MS),
+        "delivered": int(fields.get("delivered") or 0),
+        "failed": int(fields.get("failed") or 0),
+        "retried": int(fields.get("retried") or 0),
+        "latenessP50Ms": percentile(counts, 0.5),
+        "latenessP99Ms": percentile(counts, 0.99),
+    }
+
+
+def read(store: Store, now_ms: int, retention_seconds: int) -> dict[str, Any]:
+    """The `messages`, `minutes` and `agentRuns` parts of GET /stats, in one round trip."""
+    k = store.keys
+    first = now_ms // MINUTE_MS - MINUTES + 1
+    minutes = range(first, first + MINUTES)
+
+    def read_all() -> list[Any]:
+        pipe = store.client.pipeline(transaction=False)
+        pipe.hmget(k.message_counts, "queued", "delivering")
+        pipe.zcard(k.pending_messages)
+        pipe.zcount(k.pending_messages, "-inf", now_ms)
+        dead_letters.trim(store, pipe, now_ms, retention_seconds)
+        pipe.zcard(k.failed_messages)
+        for minute in minutes:
+            pipe.hgetall(k.stats_minute(minute * MINUTE_MS))
+        return pipe.execute()
+
+    (queued, delivering), pending, overdue, _, failed_held, *buckets = store.call(read_all)
+    # The counters start at zero with the release that keeps them: messages already under way
+    # then could take one below zero.
+    queued, delivering = max(0, int(queued or 0)), max(0, int(delivering or 0))
+    rows = [minute_row(minute, fields) for minute, fields in zip(minutes, buckets, strict=True)]
+    return {
+        "messages": {
+            "scheduled": max(0, int(pending) - queued - delivering),
+            "queued": queued,
+            "delivering": delivering,
+            "delivered": sum(row["delivered"] for row in rows),
+            "failed": sum(row["failed"] for row in rows),
+            "pending": int(pending),
+            "overdue": int(overdue),
+            "failedHeld": int(failed_held),
+        },
+        "minutes": rows,
+        "agentRuns": {outcome: sum(int(fields.get(f"run.{outcome}") or 0) for fields in buckets)
+                      for outcome in RUN_OUTCOMES},
+    }
