@@ -66,6 +66,21 @@ def test_counts_by_status_follow_each_transition(harness: Harness, receiver: Rec
         "failedHeld": 0}
 
 
+def test_messages_under_way_before_the_counters_existed_leave_them_exact(
+    harness: Harness, receiver: Receiver
+) -> None:
+    for i in range(3):
+        harness.post(message(f"old-{i}", SOON, receiver.url))
+    harness.redis.delete(harness.svc.message_store.keys.message_counts)  # as an upgrade finds them
+    assert stats(harness)["messages"]["scheduled"] == 3
+    harness.drain()
+    harness.post(message("new", SOON, receiver.url))
+    counts = stats(harness)["messages"]
+    assert (counts["scheduled"], counts["queued"], counts["delivering"]) == (0, 1, 0)
+    assert harness.redis.hgetall(harness.svc.message_store.keys.message_counts) == {"queued": "1",
+                                                                                     "delivering": "0"}
+
+
 def test_each_minute_counts_deliveries_failures_retries_and_lateness(harness: Harness) -> None:
     endpoint = Receiver(responder=lambda path, n: (500, {}) if path == "/flaky" and n == 1
                         else (404, {}) if path == "/gone" else (200, {}))

@@ -9,6 +9,7 @@
 --   its flow's rate is spent: postponed to its next start, no attempt spent.
 -- A flow is the flow-control key the message names, else its destination.
 --#include flow
+--#include message_counts
 -- KEYS[1] message hash   KEYS[2] inflight zset
 -- KEYS[3] the flow's calls under way (zset: ref, score = lease deadline)
 -- KEYS[4] the flow's waiting claims (zset: SQS body, score = due ms)
@@ -53,7 +54,7 @@ end
 local function claim()
   redis.call('HSET', message_key, 'status', 'delivering')
   redis.call('HINCRBY', message_key, 'attempts', 1)
-  redis.call('HINCRBY', message_counts_key, 'queued', -1)
+  count_down(message_counts_key, 'queued')
   redis.call('HINCRBY', message_counts_key, 'delivering', 1)
   redis.call('ZADD', inflight_key, lease_deadline_ms, message_ref)
   return redis.call('HGETALL', message_key)

@@ -4,6 +4,7 @@
 -- KEYS[5] failed-messages zset   KEYS[6] message counts hash
 -- ARGV[1] message id   ARGV[2] message ref
 -- Returns 1 when deleted, 0 when unknown, -1 while a delivery is under way.
+--#include message_counts
 local message_key = KEYS[1]
 local pending_messages_key = KEYS[2]
 local due_key = KEYS[3]
@@ -16,7 +17,7 @@ local message_ref = ARGV[2]
 local status = redis.call('HGET', message_key, 'status')
 if not status then return 0 end
 if status == 'delivering' then return -1 end
-if status == 'queued' then redis.call('HINCRBY', message_counts_key, 'queued', -1) end
+if status == 'queued' then count_down(message_counts_key, 'queued') end
 redis.call('DEL', message_key)
 redis.call('ZREM', failed_messages_key, message_id)
 redis.call('ZREM', pending_messages_key, message_id)

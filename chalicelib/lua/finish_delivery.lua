@@ -4,6 +4,7 @@
 -- 429's Retry-After pauses the whole flow. The attempt goes into the message's attempt log,
 -- and into this minute's stats; a failed message into the failed index.
 --#include flow
+--#include message_counts
 --#include attempt_log
 --#include stats_minute
 -- KEYS[1] message hash   KEYS[2] inflight zset   KEYS[3] pending-messages zset
@@ -90,7 +91,7 @@ if pause_until_ms ~= '' then
 end
 if error_text ~= '' then redis.call('HSET', message_key, 'lastError', error_text) end
 log_attempt(message_key, attempt_entry, attempt_log_size)
-redis.call('HINCRBY', message_counts_key, 'delivering', -1)
+count_down(message_counts_key, 'delivering')
 if lateness_bucket ~= '' then count_minute(stats_minute_key, 'l' .. lateness_bucket, stats_ttl_seconds) end
 if outcome == 'retry' then
   redis.call('HSET', message_key, 'status', 'queued', 'token', retry_claim_token,

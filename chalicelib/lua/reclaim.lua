@@ -5,6 +5,7 @@
 -- ARGV[1] now ms
 -- Then, for each item i (from 1): KEYS[3+i] its hash;   ARGV[1+i] its ref.
 -- Returns the number of items put back.
+--#include message_counts
 local inflight_key = KEYS[1]
 local due_key = KEYS[2]
 local message_counts_key = KEYS[3]
@@ -20,7 +21,7 @@ for i = 1, #KEYS - 3 do
     local hash = KEYS[3 + i]
     local status = redis.call('HGET', hash, 'status')
     if status == 'queued' or status == 'delivering' then
-      if string.sub(ref, 1, 2) == 'm:' then redis.call('HINCRBY', message_counts_key, status, -1) end
+      if string.sub(ref, 1, 2) == 'm:' then count_down(message_counts_key, status) end
       redis.call('HSET', hash, 'status', 'scheduled')
       redis.call('HDEL', hash, 'token')
       redis.call('ZADD', due_key, now, ref)

@@ -164,6 +164,28 @@ def check_destinations(out: str) -> None:
     assert json.loads(out) == {"destinations": [], "count": 0}  # nothing called yet
 
 
+def check_failed(out: str) -> None:
+    body = json.loads(out)
+    assert (body["count"], body["nextCursor"]) == (1, None)
+    [failed] = body["failedMessages"]
+    assert failed["messageId"] == "will-fail" and failed["webhookUrl"].endswith("/no-such-hook")
+    assert failed["attempts"] == 1 and failed["lastError"].startswith("HTTP 4")
+
+
+def check_replay(out: str) -> None:
+    body = json.loads(out)
+    assert (body["status"], body["messageId"]) == ("scheduled", "will-fail")
+    assert body["scheduleTo"].endswith("Z")
+
+
+def check_stats(out: str) -> None:
+    body = json.loads(out)
+    assert set(body) == {"messages", "minutes", "agentRuns", "scheduler"}
+    assert body["messages"]["pending"] >= 2  # the README's two messages for 2030
+    assert len(body["minutes"]) == 60 and body["messages"]["failed"] >= 1
+    assert body["scheduler"]["isRunning"] is True
+
+
 def check_agent(out: str) -> None:
     body = json.loads(out)
     assert body["success"] is True
@@ -190,6 +212,9 @@ CHECKS: list[tuple[str, Callable[[Any], None]]] = [
     ('"id": "order-42-reminder"', check_message),
     ('"flowControl": {"key": "customer-42"', check_flow_control),
     ("$API/destinations", check_destinations),
+    ("status=failed", check_failed),
+    ("/replay", check_replay),
+    ("$API/stats", check_stats),
     ('"endpointUrl": "https://agents.example.com/run"', check_agent),
     ("/api/agents/agent-123/schedule", check_schedule),
     ("websockets.connect", check_live),
