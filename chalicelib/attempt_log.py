@@ -1,10 +1,12 @@
 """The attempt log: a message's or a run's last tries, kept in its own hash (field `attemptLog`).
 
-Each entry is one line, written by the Lua script that records the attempt's outcome
-(lua/attempt_log.lua keeps the last ATTEMPT_LOG_SIZE lines), so logging costs no round trip and
-lives exactly as long as the hash. A line is `attempt|kind|startedMs|status|latencyMs|nextRetryMs|error`,
-empty where there is nothing: a first try delivered is about 30 bytes, which keeps a small
-message hash in Redis's compact encoding.
+Each entry is one line. The script that records an attempt's outcome writes the log in the same
+HSET as the outcome (the caller read the log with the claim, and only the claim's holder writes
+it), so logging costs no round trip, no extra command, and lives exactly as long as the hash; a
+replay appends its line in Lua (lua/attempt_log.lua). The last ATTEMPT_LOG_SIZE lines are kept.
+A line is `attempt|kind|startedMs|status|latencyMs|nextRetryMs|error`, each empty where there is
+nothing: a first try delivered is about 30 bytes, which keeps a small message hash in Redis's
+compact encoding.
 """
 
 from __future__ import annotations
@@ -68,6 +70,11 @@ class Attempt:
             "nextRetryAt": format_instant(self.next_retry_ms),
             "kind": self.kind.value,
         }
+
+
+def encode_log(attempts: tuple[Attempt, ...]) -> str:
+    """The stored form of a log: its last ATTEMPT_LOG_SIZE entries."""
+    return "\n".join(attempt.encode() for attempt in attempts[-ATTEMPT_LOG_SIZE:])
 
 
 def decode_log(text: str | None) -> tuple[Attempt, ...]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from .agent_store import AgentStore, PendingSlot
 from .agents import DEFAULT_TIMEOUT_SECONDS, Agent
-from .attempt_log import ATTEMPT_LOG_SIZE, Attempt
+from .attempt_log import Attempt, encode_log
 from .claims import Retry, new_token, run_ref
 from .errors import Conflict, NotFound, PunctualError, Unauthorized
 from .events import Audience
@@ -19,7 +19,7 @@ from .live_store import SCHEDULER_TOPIC, agent_topic
 from .runs import Run, new_run_id
 from .script_calls import BeginRun, FinishRun, Fire, Progress, RequeueStart, RunNow, StartReady
 from .scripts import Refusals, hash_of, refuse
-from .stats import STATS_TTL_SECONDS
+from .stats import STATS_TTL_SECONDS, run_field
 from .store import Store
 
 
@@ -221,8 +221,8 @@ class RunStore:
             retry_claim_token=retry.claim.token if retry else "",
             inflight_deadline_ms=retry.inflight_deadline_ms if retry else 0,
             pending_slot_run_id=slot.run_id, pending_slot_ref=slot.ref, token_kind=token_kind,
-            attempt_entry=attempt.encode(), attempt_log_size=ATTEMPT_LOG_SIZE,
-            stats_ttl_seconds=STATS_TTL_SECONDS,
+            attempt_log=encode_log((*run.attempt_log, attempt)),
+            stats_field=run_field(outcome, token_kind == "lease"), stats_ttl_seconds=STATS_TTL_SECONDS,
         ))
         return int(code)
 

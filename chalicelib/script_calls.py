@@ -115,9 +115,8 @@ class FinishDelivery(ScriptCall):
     breaker_threshold: int
     breaker_cooldown_ms: int
     breaker_max_cooldown_ms: int
-    attempt_entry: str
-    attempt_log_size: int
-    lateness_bucket: Number  # '': no call was made
+    attempt_log: str
+    stats_field: str
     stats_ttl_seconds: int
 
 
@@ -384,8 +383,8 @@ class FinishRun(ScriptCall):
     pending_slot_run_id: str  # read for 'failed' only
     pending_slot_ref: str
     token_kind: str  # claim | callback | lease
-    attempt_entry: str
-    attempt_log_size: int
+    attempt_log: str
+    stats_field: str
     stats_ttl_seconds: int
 
 

@@ -22,16 +22,30 @@ if TYPE_CHECKING:  # the store records into the minutes with this module's figur
 MINUTES = 60  # minutes shown, the current one last
 MINUTE_MS = 60_000
 STATS_TTL_SECONDS = 2 * 3600
-# Upper bounds (ms) of the lateness histogram's buckets (`l0` … `l16` in a minute's hash); the
-# last bucket holds everything from 300 s on.
+# Upper bounds (ms) of the lateness histogram's buckets (0 … 16); the last bucket holds everything
+# from 300 s on.
 LATENESS_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000,
                       300_000)
-RUN_OUTCOMES = ("completed", "failed", "retried", "timedOut")
+# A webhook attempt is counted in one field of its minute: its outcome's initial and its call's
+# lateness bucket (`d3`: delivered, 5 to 10 ms late; `r`: a retry spent without a call).
+_OUTCOMES = {"d": "delivered", "r": "retried", "f": "failed"}
 
 
 def lateness_bucket(lateness_ms: int) -> int:
     """The histogram bucket a call that went out `lateness_ms` after its due instant falls in."""
     return bisect.bisect_right(LATENESS_BOUNDS_MS, max(0, lateness_ms))
+
+
+def attempt_field(outcome: str, lateness_ms: int | None) -> str:
+    """The field of a minute's stats that counts a webhook attempt (outcome: delivered, retry or
+    failed; lateness_ms None: no call was made)."""
+    return outcome[0] + ("" if lateness_ms is None else str(lateness_bucket(lateness_ms)))
+
+
+def run_field(outcome: str, timed_out: bool) -> str:
+    """The field of a minute's stats that counts a run attempt (outcome: completed, retry or
+    failed; timed_out: ended by its timeout)."""
+    return "run." + ("retried" if outcome == "retry" else outcome) + (".timeout" if timed_out else "")
 
 
 def percentile(counts: list[int], fraction: float) -> float | None:
@@ -54,14 +68,27 @@ def percentile(counts: list[int], fraction: float) -> float | None:
 
 
 def minute_row(minute: int, fields: Mapping[str, str]) -> dict[str, Any]:
-    counts = [int(fields.get(f"l{i}") or 0) for i in range(len(LATENESS_BOUNDS_MS) + 1)]
+    outcomes = dict.fromkeys(_OUTCOMES.values(), 0)
+    histogram = [0] * (len(LATENESS_BOUNDS_MS) + 1)
+    for name, value in fields.items():
+        if name.startswith("run."):
+            continue  # counted in agentRuns
+        outcome = _OUTCOMES[name[0]]
+        outcomes[outcome] += int(value)
+        if name[1:]:
+            histogram[int(name[1:])] += int(value)
+    return {"minute": format_instant(minute * MINUTE_MS), **outcomes,
+            "latenessP50Ms": percentile(histogram, 0.5), "latenessP99Ms": percentile(histogram, 0.99)}
+
+
+def run_outcomes(buckets: list[Mapping[str, str]]) -> dict[str, int]:
+    counted = {name: sum(int(fields.get(name) or 0) for fields in buckets)
+               for name in (run_field(o, t) for o in ("completed", "failed", "retry") for t in (False, True))}
     return {
-        "minute": format_instant(minute * MINUTE_MS),
-        "delivered": int(fields.get("delivered") or 0),
-        "failed": int(fields.get("failed") or 0),
-        "retried": int(fields.get("retried") or 0),
-        "latenessP50Ms": percentile(counts, 0.5),
-        "latenessP99Ms": percentile(counts, 0.99),
+        "completed": counted["run.completed"] + counted["run.completed.timeout"],
+        "failed": counted["run.failed"] + counted["run.failed.timeout"],
+        "retried": counted["run.retried"] + counted["run.retried.timeout"],
+        "timedOut": counted["run.failed.timeout"] + counted["run.retried.timeout"],
     }
 
 
@@ -99,6 +126,5 @@ def read(store: Store, now_ms: int, retention_seconds: int) -> dict[str, Any]:
             "failedHeld": int(failed_held),
         },
         "minutes": rows,
-        "agentRuns": {outcome: sum(int(fields.get(f"run.{outcome}") or 0) for fields in buckets)
-                      for outcome in RUN_OUTCOMES},
+        "agentRuns": run_outcomes(buckets),
     }

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from .attempt_log import ATTEMPT_LOG_SIZE, Attempt
+from .attempt_log import ATTEMPT_LOG_SIZE, Attempt, encode_log
 from .claims import Claimed, Created, Retry, WayIn, message_ref, new_token
 from .config import Settings
 from .destinations import Destination, Health
@@ -34,7 +34,7 @@ from .script_calls import (
     Reclaim,
 )
 from .scripts import Refusals, ScriptCall, Scripts, hash_of, refuse
-from .stats import STATS_TTL_SECONDS
+from .stats import STATS_TTL_SECONDS, attempt_field
 from .targets import destination
 
 T = TypeVar("T")
@@ -277,15 +277,15 @@ class Store:
         *,
         health: Health,
         attempt: Attempt,
-        lateness_bucket: int | None = None,
+        lateness_ms: int | None = None,
         retry: Retry | None = None,
         pause_until_ms: int | None = None,
         took_call: bool = True,
     ) -> Finished:
         """Record an attempt's outcome (in its attempt log, and in this minute's stats with its
-        call's `lateness_bucket`), give back its call to its flow and count what the call said of
-        its destination (`health`); a 429's Retry-After pauses the flow until `pause_until_ms`.
-        A BreakerOpen attempt took no call (`took_call`)."""
+        call's lateness, None when no call was made), give back its call to its flow and count what
+        the call said of its destination (`health`); a 429's Retry-After pauses the flow until
+        `pause_until_ms`. A BreakerOpen attempt took no call (`took_call`)."""
         k = self.keys
         flow = k.flow(claimed.dest, claimed.flow)
         breaker = settings.breaker
@@ -304,9 +304,9 @@ class Store:
             dest=claimed.dest, health=health.value if claimed.dest else "",
             pause_until_ms="" if pause_until_ms is None else pause_until_ms,
             breaker_threshold=breaker.failures, breaker_cooldown_ms=breaker.cooldown_ms,
-            breaker_max_cooldown_ms=breaker.max_cooldown_ms, attempt_entry=attempt.encode(),
-            attempt_log_size=ATTEMPT_LOG_SIZE, stats_ttl_seconds=STATS_TTL_SECONDS,
-            lateness_bucket="" if lateness_bucket is None else lateness_bucket,
+            breaker_max_cooldown_ms=breaker.max_cooldown_ms,
+            attempt_log=encode_log((*message.attempt_log, attempt)),
+            stats_field=attempt_field(outcome, lateness_ms), stats_ttl_seconds=STATS_TTL_SECONDS,
         ))
         return Finished(bool(recorded), [Claimed.from_body(json.loads(body)) for body in handed_on])
 

@@ -19,7 +19,6 @@ from .errors import PunctualError
 from .messages import Message
 from .sender import DeliveryResult, HttpSender
 from .standard_webhooks import webhook_headers
-from .stats import lateness_bucket
 from .store import WAITING, BreakerOpen, Finished, Postponed, Store
 from .timeutil import format_instant
 
@@ -127,7 +126,7 @@ class WebhookDelivery:
             return self._store.finish_delivery(
                 message, claimed, outcome, self._clock.now_ms(), result.error, self._settings,
                 health=health_of(result) if took_call else Health.NONE, attempt=attempt,
-                lateness_bucket=lateness_bucket(lateness) if lateness is not None else None, retry=retry,
+                lateness_ms=lateness, retry=retry,
                 pause_until_ms=pause_until, took_call=took_call,
             )
         except PunctualError as exc:

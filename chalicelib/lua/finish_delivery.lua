@@ -5,7 +5,6 @@
 -- and into this minute's stats; a failed message into the failed index.
 --#include flow
 --#include message_counts
---#include attempt_log
 --#include stats_minute
 -- KEYS[1] message hash   KEYS[2] inflight zset   KEYS[3] pending-messages zset
 -- KEYS[4] the flow's calls under way   KEYS[5] the flow's waiting claims
@@ -24,9 +23,9 @@
 -- ARGV[14] pause the flow until this ms ('' for no pause)
 -- ARGV[15] failures in a row that open the breaker   ARGV[16] its first cool-down ms
 -- ARGV[17] its longest cool-down ms
--- ARGV[18] the attempt's attempt-log line   ARGV[19] how many lines the log keeps
--- ARGV[20] the lateness histogram bucket of its call ('' when no call was made)
--- ARGV[21] how long a minute's stats bucket lives (s)
+-- ARGV[18] the message's attempt log with this attempt (the caller read the rest as it claimed it)
+-- ARGV[19] the field of this minute's stats that counts the attempt (its outcome and lateness)
+-- ARGV[20] how long a minute's stats bucket lives (s)
 -- Returns {1, the waiting claim handed on (an SQS body), if any} when recorded; {0} when the
 -- claim was lost (lease expired, deleted).
 local message_key = KEYS[1]
@@ -57,10 +56,9 @@ local pause_until_ms = ARGV[14]
 local breaker_threshold = ARGV[15]
 local breaker_cooldown_ms = ARGV[16]
 local breaker_max_cooldown_ms = ARGV[17]
-local attempt_entry = ARGV[18]
-local attempt_log_size = ARGV[19]
-local lateness_bucket = ARGV[20]
-local stats_ttl_seconds = ARGV[21]
+local attempt_log = ARGV[18]
+local stats_field = ARGV[19]
+local stats_ttl_seconds = ARGV[20]
 
 local message = redis.call('HMGET', message_key, 'status', 'token', 'flowParallelism')
 if message[1] ~= 'delivering' or message[2] ~= claim_token then return {0} end
@@ -90,25 +88,22 @@ if pause_until_ms ~= '' then
   end
 end
 if error_text ~= '' then redis.call('HSET', message_key, 'lastError', error_text) end
-log_attempt(message_key, attempt_entry, attempt_log_size)
 count_down(message_counts_key, 'delivering')
-if lateness_bucket ~= '' then count_minute(stats_minute_key, 'l' .. lateness_bucket, stats_ttl_seconds) end
+count_minute(stats_minute_key, stats_field, stats_ttl_seconds)
 if outcome == 'retry' then
   redis.call('HSET', message_key, 'status', 'queued', 'token', retry_claim_token,
-    'nextAttemptAt', retry_due_ms)
+    'nextAttemptAt', retry_due_ms, 'attemptLog', attempt_log)
   redis.call('ZADD', inflight_key, inflight_deadline_ms, message_ref)
   redis.call('HINCRBY', message_counts_key, 'queued', 1)
-  count_minute(stats_minute_key, 'retried', stats_ttl_seconds)
   return {1, unpack(handed_on)}
 end
-count_minute(stats_minute_key, outcome, stats_ttl_seconds)
 if outcome == 'failed' then
   -- Newest first in score order; those past retention (their message has expired) leave.
   redis.call('ZADD', failed_messages_key, string.format('%.0f', -now), message_id)
   redis.call('ZREMRANGEBYSCORE', failed_messages_key,
     '(' .. string.format('%.0f', tonumber(retention_seconds) * 1000 - now), '+inf')
 end
-redis.call('HSET', message_key, 'status', outcome, 'finishedAt', now_ms)
+redis.call('HSET', message_key, 'status', outcome, 'finishedAt', now_ms, 'attemptLog', attempt_log)
 redis.call('HDEL', message_key, 'token', 'nextAttemptAt')
 redis.call('ZREM', inflight_key, message_ref)
 redis.call('ZREM', pending_messages_key, message_id)

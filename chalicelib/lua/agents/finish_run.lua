@@ -1,5 +1,4 @@
 --#include lib
---#include ../attempt_log
 --#include ../stats_minute
 -- Record how a run attempt ended: completed, retry (after a backoff) or failed; the attempt goes
 -- into the run's attempt log and into this minute's stats.
@@ -14,7 +13,8 @@
 -- ARGV[14] the token's kind: 'claim' when it is the claim token (the dispatcher), 'callback'
 --          when it is the agent's callback token, 'lease' for the claim token of a run timed
 --          out because its lease has passed
--- ARGV[15] the attempt's attempt-log line   ARGV[16] how many lines the log keeps
+-- ARGV[15] the run's attempt log with this attempt (the caller read the rest with the run)
+-- ARGV[16] the field of this minute's stats that counts the outcome
 -- ARGV[17] how long a minute's stats bucket lives (s)
 -- Returns 1; 0 unknown run; -1 finished run; -2 not running (or, for 'lease', its lease has
 -- not passed); -3 wrong token.
@@ -42,8 +42,8 @@ local inflight_deadline_ms = ARGV[11]
 local pending_slot_run_id = ARGV[12]
 local pending_slot_ref = ARGV[13]
 local token_kind = ARGV[14]
-local attempt_entry = ARGV[15]
-local attempt_log_size = ARGV[16]
+local attempt_log = ARGV[15]
+local stats_field = ARGV[16]
 local stats_ttl_seconds = ARGV[17]
 
 local refusal = report_checks(run_key, agent_id, token, token_kind)
@@ -58,19 +58,18 @@ end
 local paused = redis.call('HEXISTS', agent_key, 'paused') == 1
 redis.call('ZREM', running_key, run_id)
 if error_text ~= '' then redis.call('HSET', run_key, 'error', error_text) end
-log_attempt(run_key, attempt_entry, attempt_log_size)
-if token_kind == 'lease' then count_minute(stats_minute_key, 'run.timedOut', stats_ttl_seconds) end
-count_minute(stats_minute_key, outcome == 'retry' and 'run.retried' or 'run.' .. outcome, stats_ttl_seconds)
+count_minute(stats_minute_key, stats_field, stats_ttl_seconds)
 if outcome == 'retry' then
   local attempt = redis.call('HINCRBY', run_key, 'attempt', 1)
-  redis.call('HSET', run_key, 'status', 'queued', 'token', retry_claim_token, 'scheduledFor', retry_due_ms)
+  redis.call('HSET', run_key, 'status', 'queued', 'token', retry_claim_token, 'scheduledFor', retry_due_ms,
+    'attemptLog', attempt_log)
   redis.call('HDEL', run_key, 'callbackToken')
   redis.call('ZADD', inflight_key, inflight_deadline_ms, run_ref)
   redis.call('HSET', agent_key, 'status', paused and 'PAUSED' or 'IDLE', 'retryCount', attempt - 1,
     'lastError', error_text, 'backoffUntil', retry_due_ms)
   return 1
 end
-redis.call('HSET', run_key, 'status', outcome, 'finishedAt', now_ms)
+redis.call('HSET', run_key, 'status', outcome, 'finishedAt', now_ms, 'attemptLog', attempt_log)
 -- The callback token stays: a late report that holds it is told the run has finished (409),
 -- one that does not is refused (401) without learning that.
 redis.call('HDEL', run_key, 'token')
