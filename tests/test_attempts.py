@@ -269,3 +269,22 @@ def test_an_unknown_status_is_refused_and_pending_is_the_default(harness: Harnes
     assert status == 400 and "status must be pending" in body["detail"]
     assert harness.api("GET", "/messages?status=pending") == harness.api("GET", "/messages")
     assert harness.api("GET", "/messages")[1]["count"] == 1
+
+
+def test_a_replay_is_signed_with_the_messages_own_secret(harness: Harness, answers: Any) -> None:
+    from datetime import UTC, datetime
+
+    from standardwebhooks.webhooks import Webhook
+
+    own = "whsec_bWluZS1vd24tc2VjcmV0LW9mLTMyLWJ5dGVzLW9rISE="
+    endpoint, answers = answers
+    answers["status"] = 404
+    harness.post({**message("signed", SOON, endpoint.url), "webhookSecret": own})
+    harness.drain()
+    answers["status"] = 200
+    assert replay(harness, "signed")[0] == 200
+    harness.drain()
+    _, again = endpoint.received
+    sent_at = datetime.fromtimestamp(int(again.headers["webhook-timestamp"]), tz=UTC)
+    assert again.headers["webhook-signature"] == Webhook(own).sign("signed", sent_at, again.body.decode())
+    assert "whsec_" not in harness.get("/messages/signed").body.decode()
