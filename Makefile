@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run run-cluster test lint bench package test-localstack clean
+.PHONY: setup run run-cluster test lint chromium bench package test-localstack clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -33,7 +33,11 @@ JS_DEPS := tests/js/node_modules/.package-lock.json
 $(JS_DEPS): tests/js/package-lock.json
 	cd tests/js && npm ci --no-audit --no-fund
 
-test: lint $(JS_DEPS)
+# The dashboard's browser test drives Debian's chromium through Playwright (no browser download).
+chromium:
+	@bash emulator/ensure_chromium.sh
+
+test: lint $(JS_DEPS) chromium
 	$(PY) -m pytest
 
 # LocalStack in its own virtualenv (it pins its own dependencies, and downloads a lot).

@@ -7,7 +7,7 @@ from typing import Any
 
 from chalice import Chalice, Rate, Response
 
-from chalicelib import agents_api, messages_api, observability, openapi, services
+from chalicelib import agents_api, dashboard, messages_api, observability, openapi, services
 from chalicelib.config import DEFAULT_DISPATCH_QUEUE, DEFAULT_FANOUT_QUEUE
 from chalicelib.events import best_effort
 from chalicelib.http import (
@@ -71,6 +71,19 @@ def health() -> Response:
 def openapi_document() -> Response:
     # The contract is public, like /health: no token.
     return json_response(openapi.document())
+
+
+@app.route("/dashboard", methods=["GET"])
+@handles_errors(detail_error)
+def dashboard_page() -> Response:
+    # Public like /openapi.json: the page holds no data and asks for the token itself.
+    return dashboard.page(services.get().settings)
+
+
+@app.route("/dashboard/{asset}", methods=["GET"])
+@handles_errors(detail_error)
+def dashboard_asset(asset: str) -> Response:
+    return dashboard.asset(asset)
 
 
 @app.route("/messages", methods=["POST"], content_types=ANY_BODY)

@@ -59,7 +59,7 @@ def test_operation_ids_are_unique() -> None:
 def test_errors_are_documented_in_the_shape_of_their_api(path: str, method: str) -> None:
     shape = "ApiError" if path.startswith("/api/") else "Detail"
     errors = {code: resp for code, resp in operation(path, method)["responses"].items() if code[0] in "45"}
-    if path not in {"/health", "/openapi.json"}:
+    if path not in {"/health", "/openapi.json", "/dashboard", "/dashboard/{asset}"}:
         assert "401" in errors  # every other route is behind a bearer token
     for code, response in errors.items():
         schema = resolve(response)["content"]["application/json"]["schema"]

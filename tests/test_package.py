@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -488,3 +489,13 @@ def test_terraform_stack_declares_the_queues_and_wires_them(packaged: Packaged) 
         "fanout-sqs-event-source": ("${aws_lambda_function.fanout.arn}", 1),
     }
     assert set(override["aws_lambda_function"]) == set(chalice_tf["aws_lambda_function"])
+
+
+def test_the_lambda_package_holds_the_files_the_code_reads(packaged: Packaged) -> None:
+    # Served from chalicelib/ at run time: the OpenAPI document and the dashboard's page.
+    with zipfile.ZipFile(packaged.sam_path.parent / "deployment.zip") as package:
+        names = set(package.namelist())
+    needed = {"chalicelib/openapi.json", "chalicelib/dashboard/index.html", "chalicelib/dashboard/app.js",
+              "chalicelib/dashboard/style.css"}
+    assert needed <= names
+    assert not any(name.startswith(("emulator/", "tests/")) for name in names)
