@@ -216,3 +216,49 @@ def test_a_phone_width_window_does_not_scroll_sideways(
         assert boxes[0] and boxes[1] and boxes[1]["y"] >= boxes[0]["y"] + boxes[0]["height"]
     finally:
         context.close()
+
+
+def test_the_counts_and_the_chart_show_what_stats_says(page: Page, stack: Stack) -> None:
+    # GET /stats answered with known figures, so what the page draws can be checked exactly.
+    minutes = [{"minute": f"2030-12-25T09:{m:02d}:00Z", "delivered": 0, "failed": 0, "retried": 0,
+                "latenessP50Ms": None, "latenessP99Ms": None} for m in range(60)]
+    minutes[-2] = {**minutes[-2], "delivered": 8, "failed": 2, "retried": 3,
+                   "latenessP50Ms": 4, "latenessP99Ms": 40}
+    minutes[-1] = {**minutes[-1], "delivered": 4, "latenessP50Ms": 2, "latenessP99Ms": 10}
+    counts = {"scheduled": 5, "queued": 1, "delivering": 1, "delivered": 12, "failed": 2,
+              "pending": 7, "overdue": 3}
+    stats = {"messages": counts, "minutes": minutes, "agentRuns": {}}
+    page.route("**/stats", lambda route: route.fulfill(json=stats))
+    sign_in(page, stack)
+    for name, value in counts.items():
+        expect(page.locator(f"#count-{name} .value")).to_have_text(str(value))
+    bars = page.locator("#chart rect.delivered")
+    expect(bars).to_have_count(60)
+    tallest = bars.nth(58)
+    expect(tallest.locator("title")).to_have_text(re.compile(r"8 delivered, 2 failed, 3 retried$"))
+    heights = [float(bars.nth(n).get_attribute("height") or 0) for n in (57, 58, 59)]
+    assert heights[0] == 0 and heights[1] > heights[2] > 0
+    expect(page.locator("#chart figcaption").nth(1)).to_contain_text("max 40")
+    assert page.locator("#chart polyline.latenessP99Ms").get_attribute("points").count(",") == 2
+
+
+def test_replay_a_failed_message_from_the_page(page: Page, stack: Stack) -> None:
+    if "failedMessages" not in stack.call("GET", "/messages?status=failed").json():
+        pytest.skip("this stack has no failed listing and replay yet (issue 19, item 2)")
+    # The first call is refused for good (410: not retried); the replay's call succeeds.
+    rcv = Receiver(responder=lambda path, n: (410 if n == 1 else 200, {}))
+    try:
+        schedule_message(stack, "dash-replay", rcv.url + "/flaky", datetime.now(UTC))
+        stack.wait_until("/messages/dash-replay", lambda m: m["status"] == "failed")
+        sign_in(page, stack)
+        failed = page.locator('#failed tr[data-message-id="dash-replay"]')
+        expect(failed).to_contain_text("410", timeout=SHOWN)
+        failed.locator("button[data-action=replay]").click()
+        expect(failed).to_have_count(0, timeout=SHOWN)
+        recent = page.locator('#recent tr[data-message-id="dash-replay"]')
+        expect(recent).to_have_attribute("data-status", "delivered", timeout=SHOWN)
+        assert len(rcv.wait_for(2)) == 2
+        # The same webhook-id on both calls: receivers dedupe on it.
+        assert {r.headers["webhook-id"] for r in rcv.received} == {"dash-replay"}
+    finally:
+        rcv.stop()
