@@ -145,9 +145,25 @@
 
   // -- live events ----------------------------------------------------------------------------
 
-  function connect(attempt = 0) {
+  // A one-time connect ticket keeps the token out of URLs (and so out of access logs); a stack
+  // without POST /api/ws-ticket takes the token itself.
+  async function credential() {
+    const issued = await optional("POST", "api/ws-ticket").catch(() => null);
+    const ticket = issued && issued.data && issued.data.ticket;
+    return ticket ? `ticket=${encodeURIComponent(ticket)}` : `token=${encodeURIComponent(token)}`;
+  }
+
+  async function connect(attempt = 0) {
     if (!WS_URL) { setBadge("live-state", "live: not configured", "off"); return; }
-    const ws = new WebSocket(`${WS_URL}?token=${encodeURIComponent(token)}`);
+    const query = await credential();
+    if (!token) return; // signed out meanwhile
+    let ws;
+    try {
+      ws = new WebSocket(`${WS_URL}?${query}`);
+    } catch (error) { // a data-ws-url that is not a WebSocket URL
+      setBadge("live-state", "live: bad WebSocket URL", "bad");
+      return;
+    }
     ws.subscribed = new Set(); // agents asked for
     ws.confirmed = new Set(); // agents whose events now come
     socket = ws;
@@ -234,6 +250,7 @@
     if (stats) {
       renderCounts(stats.messages);
       renderChart(stats.minutes);
+      renderAgentRuns(stats.agentRuns);
       return;
     }
     const pending = await api("GET", "messages?limit=1");
@@ -394,6 +411,11 @@
       tile("waiting", "waiting for a slot", stats.queuedTasksCount),
       tile("schedules", "schedules", stats.scheduledTasksCount),
       tile("paused", "paused", stats.pausedJobsCount));
+  }
+
+  function renderAgentRuns(outcomes) {
+    const shown = Object.entries(outcomes || {}).map(([outcome, count]) => `${outcome} ${count}`);
+    $("agent-runs").textContent = shown.length ? `Agent runs by outcome: ${shown.join(", ")}` : "";
   }
 
   function renderAgents() {

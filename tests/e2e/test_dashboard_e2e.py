@@ -227,7 +227,7 @@ def test_the_counts_and_the_chart_show_what_stats_says(page: Page, stack: Stack)
     minutes[-1] = {**minutes[-1], "delivered": 4, "latenessP50Ms": 2, "latenessP99Ms": 10}
     counts = {"scheduled": 5, "queued": 1, "delivering": 1, "delivered": 12, "failed": 2,
               "pending": 7, "overdue": 3}
-    stats = {"messages": counts, "minutes": minutes, "agentRuns": {}}
+    stats = {"messages": counts, "minutes": minutes, "agentRuns": {"completed": 3, "failed": 1}}
     page.route("**/stats", lambda route: route.fulfill(json=stats))
     sign_in(page, stack)
     for name, value in counts.items():
@@ -240,6 +240,7 @@ def test_the_counts_and_the_chart_show_what_stats_says(page: Page, stack: Stack)
     assert heights[0] == 0 and heights[1] > heights[2] > 0
     expect(page.locator("#chart figcaption").nth(1)).to_contain_text("max 40")
     assert page.locator("#chart polyline.latenessP99Ms").get_attribute("points").count(",") == 2
+    expect(page.locator("#agent-runs")).to_have_text("Agent runs by outcome: completed 3, failed 1")
 
 
 def test_replay_a_failed_message_from_the_page(page: Page, stack: Stack) -> None:
