@@ -48,6 +48,8 @@
 
   // A table cell; `label` is shown before the value in the phone layout.
   const td = (label, ...children) => el("td", { "data-label": label }, ...children);
+  // A table row that is a note, not data: "No agents.", "Not available: …".
+  const noteRow = (columns, text) => el("tr", {}, el("td", { colspan: columns, class: "muted", text }));
   const when = (iso) => el("time", { datetime: iso || undefined, title: iso || undefined, text: shortTime(iso) });
 
   function shortTime(iso) {
@@ -211,7 +213,7 @@
         runs.set(agentId, { ...run, status: "running", progress: Number(data.progress) || 0,
           message: data.message, step: data.currentStep, steps: data.totalSteps });
         break;
-      case "agent:completed": runs.set(agentId, { ...run, status: "completed", progress: 100, duration: data.duration }); break;
+      case "agent:completed": runs.set(agentId, { ...run, status: "completed", progress: 100 }); break;
       case "agent:failed": runs.set(agentId, { ...run, status: "failed", error: data.error }); break;
       case "agent:paused": case "agent:resumed": break;
       case "subscribed":
@@ -398,7 +400,8 @@
     const names = [["pending", "pending"], ["overdue", "overdue"], ["scheduled", "scheduled"], ["queued", "queued"],
       ["delivering", "delivering"], ["delivered", "delivered"], ["failed", "failed"]];
     const tiles = names.map(([key, label]) => tile(key, label, counts[key]));
-    if (partial) tiles.push(el("p", { class: "muted", text: "Other counts not available: this API serves no GET /stats." }));
+    const note = "Other counts not available: this API serves no GET /stats.";
+    if (partial) tiles.push(el("p", { class: "muted", text: note }));
     $("counts").replaceChildren(...tiles);
   }
 
@@ -431,9 +434,9 @@
         td("Last run", when(a.lastRunAt)),
         td("", agentButtons(id, entry)));
     });
-    if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 6, class: "muted", text: "No agents." })));
+    if (!rows.length) rows.push(noteRow(6, "No agents."));
     if (agentTotal > agents.size) {
-      rows.push(el("tr", {}, el("td", { colspan: 6, class: "muted", text: `The first ${agents.size} of ${agentTotal} agents.` })));
+      rows.push(noteRow(6, `The first ${agents.size} of ${agentTotal} agents.`));
     }
     $("agents").tBodies[0].replaceChildren(...rows);
   }
@@ -460,30 +463,37 @@
       td("Message", el("span", { class: "id", text: job.messageId })),
       td("Due", when(job.nextRun)),
       td("", cancelButton(job.messageId))));
-    if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 3, class: "muted", text: "Nothing pending." })));
+    if (!rows.length) rows.push(noteRow(3, "Nothing pending."));
     if (page.count > page.scheduledJobs.length) {
-      rows.push(el("tr", {}, el("td", { colspan: 3, class: "muted", text: `… and ${page.count - page.scheduledJobs.length} more` })));
+      rows.push(noteRow(3, `… and ${page.count - page.scheduledJobs.length} more`));
     }
     $("pending").tBodies[0].replaceChildren(...rows);
   }
 
+  // One line of GET /messages/{id}'s attemptLog: "delivery #2 · 10:30:01 · 503 · 12 ms · … · next try 10:30:03".
+  function attemptText(a) {
+    const parts = [a.kind, a.attempt === undefined ? null : `#${a.attempt}`, a.startedAt && shortTime(a.startedAt),
+      a.status, a.latencyMs === null || a.latencyMs === undefined ? null : `${a.latencyMs} ms`, a.error,
+      a.nextRetryAt && `next try ${shortTime(a.nextRetryAt)}`];
+    return parts.filter((part) => part !== null && part !== undefined && part !== "").join(" · ");
+  }
+
   function attemptList(log) {
     if (!Array.isArray(log) || !log.length) return null;
-    const items = log.map((entry) => el("li", {
-      text: Object.entries(entry).map(([k, v]) => `${k}: ${v === null ? "—" : v}`).join(", "),
-    }));
+    const items = log.map((entry) => el("li", { text: attemptText(entry) }));
     return el("details", {}, el("summary", { text: "attempts" }), el("ul", { class: "attempts" }, ...items));
   }
 
   function renderRecent() {
-    const rows = [...recent.values()].reverse().map((m) => el("tr", { "data-message-id": m.messageId, "data-status": m.status },
+    const newestFirst = [...recent.values()].reverse();
+    const rows = newestFirst.map((m) => el("tr", { "data-message-id": m.messageId, "data-status": m.status },
       td("Message", el("span", { class: "id", text: m.messageId })),
       td("Status", el("span", { class: "status", "data-status": m.status, text: m.status })),
       td("When", when(m.deliveredAt || m.failedAt)),
       td("Attempts", String(m.attempts ?? "—"), m.lastError ? el("div", { class: "muted", text: m.lastError }) : null,
         attemptList(m.attemptLog))));
     if (!rows.length) {
-      rows.push(el("tr", {}, el("td", { colspan: 4, class: "muted", text: "None yet: messages seen pending here appear when they finish." })));
+      rows.push(noteRow(4, "None yet: messages seen pending here appear when they finish."));
     }
     $("recent").tBodies[0].replaceChildren(...rows);
   }
@@ -491,7 +501,7 @@
   function renderFailed(page) {
     const body = $("failed").tBodies[0];
     if (!page) {
-      body.replaceChildren(el("tr", {}, el("td", { colspan: 6, class: "muted", text: "Not available: this API does not list failed messages." })));
+      body.replaceChildren(noteRow(6, "Not available: this API does not list failed messages."));
       return;
     }
     const rows = page.failedMessages.map((m) => el("tr", { "data-message-id": m.messageId },
@@ -501,7 +511,7 @@
       td("Last error", m.lastError || "—"),
       td("Attempts", String(m.attempts ?? "—")),
       td("", replayButton(m.messageId))));
-    if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 6, class: "muted", text: "No failed messages." })));
+    if (!rows.length) rows.push(noteRow(6, "No failed messages."));
     body.replaceChildren(...rows);
   }
 
@@ -537,17 +547,26 @@
     const bars = minutes.flatMap((m, i) => {
       const ok = ((m.delivered || 0) / most) * H;
       const bad = ((m.failed || 0) / most) * H;
-      const tip = title(`${shortTime(m.minute)}: ${m.delivered || 0} delivered, ${m.failed || 0} failed, ${m.retried || 0} retried`);
+      const tip = title(`${shortTime(m.minute)}: ${m.delivered || 0} delivered, ${m.failed || 0} failed, `
+        + `${m.retried || 0} retried`);
       return [svg("rect", { x: i * step + 1, y: H - ok, width: step - 2, height: ok, class: "delivered" }, tip),
         svg("rect", { x: i * step + 1, y: H - ok - bad, width: step - 2, height: bad, class: "failed" })];
     });
     const slowest = Math.max(1, ...minutes.map((m) => m.latenessP99Ms || 0));
-    const line = (key) => svg("polyline", { class: key, points: minutes
-      .map((m, i) => (m[key] === null || m[key] === undefined ? null : `${i * step + step / 2},${H - (m[key] / slowest) * H}`))
-      .filter(Boolean).join(" ") }, title(key === "latenessP50Ms" ? "lateness p50" : "lateness p99"));
+    const known = (m, key) => m[key] !== null && m[key] !== undefined;
+    const y = (value) => H - (value / slowest) * H;
+    // A line through the minutes that had deliveries, and a mark on each (one minute alone is no line).
+    const line = (key, label) => {
+      const points = minutes.map((m, i) => [m, i * step]).filter(([m]) => known(m, key));
+      const path = points.map(([m, x]) => `${x + step / 2},${y(m[key])}`).join(" ");
+      const marks = points.map(([m, x]) => svg("rect", { class: `mark ${key}`, x: x + 1, y: y(m[key]) - 1,
+        width: step - 2, height: 2 }, title(`${shortTime(m.minute)}: ${label} ${m[key]} ms`)));
+      return [svg("polyline", { class: key, points: path }), ...marks];
+    };
     $("chart").replaceChildren(
       panel("Deliveries per minute (green delivered, red failed)", most, ...bars),
-      panel("Lateness, ms (p50 solid, p99 dashed)", Math.round(slowest), line("latenessP50Ms"), line("latenessP99Ms")));
+      panel("Lateness, ms (p50 solid, p99 dashed)", Math.round(slowest),
+        ...line("latenessP50Ms", "lateness p50"), ...line("latenessP99Ms", "lateness p99")));
   }
 
   // -- start ----------------------------------------------------------------------------------

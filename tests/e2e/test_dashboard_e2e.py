@@ -240,6 +240,8 @@ def test_the_counts_and_the_chart_show_what_stats_says(page: Page, stack: Stack)
     assert heights[0] == 0 and heights[1] > heights[2] > 0
     expect(page.locator("#chart figcaption").nth(1)).to_contain_text("max 40")
     assert page.locator("#chart polyline.latenessP99Ms").get_attribute("points").count(",") == 2
+    expect(page.locator("#chart rect.mark.latenessP99Ms")).to_have_count(2)
+    expect(page.locator("#chart rect.mark.latenessP99Ms title").first).to_contain_text("lateness p99 40 ms")
     expect(page.locator("#agent-runs")).to_have_text("Agent runs by outcome: completed 3, failed 1")
 
 
@@ -258,6 +260,10 @@ def test_replay_a_failed_message_from_the_page(page: Page, stack: Stack) -> None
         expect(failed).to_have_count(0, timeout=SHOWN)
         recent = page.locator('#recent tr[data-message-id="dash-replay"]')
         expect(recent).to_have_attribute("data-status", "delivered", timeout=SHOWN)
+        # Its attempts: the refused call, then the replay's.
+        recent.locator("summary").click()
+        expect(recent.locator(".attempts li")).not_to_have_count(0)
+        expect(recent.locator(".attempts")).to_contain_text("410")
         assert len(rcv.wait_for(2)) == 2
         # The same webhook-id on both calls: receivers dedupe on it.
         assert {r.headers["webhook-id"] for r in rcv.received} == {"dash-replay"}
