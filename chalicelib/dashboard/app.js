@@ -12,6 +12,7 @@
   const LIST_LIMIT = 20;
   const WATCHED_KEPT = 200;
   const RECENT_KEPT = 20;
+  const CONFIRM_MS = 4000;
   const PRIORITIES = { 1: "LOW", 2: "NORMAL", 3: "HIGH", 4: "CRITICAL" };
   // The API's root: "/" locally, "/{stage}/" on API Gateway (the page is {root}dashboard).
   const ROOT = new URL(".", location.href);
@@ -28,6 +29,8 @@
   const runs = new Map(); // agentId -> {status, progress, message, error}
   const watched = new Set(); // message ids seen pending or replayed here, until they finish
   const recent = new Map(); // message id -> its GET /messages/{id}, newest last
+  const confirming = new Map(); // message id -> until when its Cancel asks to be confirmed (ms)
+  let lastPending = null; // the pending list last shown
 
   class Refused extends Error {}
 
@@ -363,17 +366,22 @@
     return buttons;
   }
 
-  // Cancelling forgets the message: the first click asks, the second cancels.
+  // Cancelling forgets the message: the first click asks, a second within CONFIRM_MS cancels. Which
+  // messages are asking is kept here, so a refresh that redraws the list keeps the question.
   function cancelButton(id) {
-    const button = el("button", { type: "button", class: "danger", "data-action": "cancel", text: "Cancel" });
+    const asking = (confirming.get(id) || 0) > Date.now();
+    const button = el("button", { type: "button", class: "danger", "data-action": "cancel",
+      "data-armed": asking, text: asking ? "Confirm cancel" : "Cancel" });
     button.addEventListener("click", () => {
-      if (!button.dataset.armed) {
-        button.dataset.armed = "1";
-        button.textContent = "Confirm cancel";
-        setTimeout(() => { delete button.dataset.armed; button.textContent = "Cancel"; }, 4000);
+      if ((confirming.get(id) || 0) > Date.now()) {
+        confirming.delete(id);
+        act(button, `cancel ${id}`, () => api("DELETE", `messages/${idPath(id)}`));
         return;
       }
-      act(button, `cancel ${id}`, () => api("DELETE", `messages/${idPath(id)}`));
+      confirming.set(id, Date.now() + CONFIRM_MS);
+      button.dataset.armed = "";
+      button.textContent = "Confirm cancel";
+      setTimeout(() => { confirming.delete(id); if (lastPending) renderPending(lastPending); }, CONFIRM_MS);
     });
     return button;
   }
@@ -459,6 +467,7 @@
   }
 
   function renderPending(page) {
+    lastPending = page;
     const rows = page.scheduledJobs.map((job) => el("tr", { "data-message-id": job.messageId },
       td("Message", el("span", { class: "id", text: job.messageId })),
       td("Due", when(job.nextRun)),
