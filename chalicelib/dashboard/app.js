@@ -12,7 +12,7 @@
   const LIST_LIMIT = 20;
   const WATCHED_KEPT = 200;
   const RECENT_KEPT = 20;
-  const CONFIRM_MS = 4000;
+  const CONFIRM_MS = 10000; // longer than POLL_MS: a second click can come after a redraw
   const PRIORITIES = { 1: "LOW", 2: "NORMAL", 3: "HIGH", 4: "CRITICAL" };
   // The API's root: "/" locally, "/{stage}/" on API Gateway (the page is {root}dashboard).
   const ROOT = new URL(".", location.href);
