@@ -30,6 +30,14 @@ SHOWN = 20_000
 
 
 @pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # A stack of its own: the messages and agents left here must not meet the other e2e tests.
+    running = Stack(Path(tmp_path_factory.mktemp("dashboard-stack"))).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (emulator/ensure_chromium.sh)")
