@@ -109,6 +109,8 @@ def test_a_wrong_token_is_refused_and_the_right_one_shows_the_counts(page: Page,
     expect(page.locator("#login-error")).to_contain_text("Token refused")
     expect(page.locator("#board")).to_be_hidden()
 
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
     sign_in(page, stack)
     expect(page.locator("#board")).to_be_visible()
     expect(page.locator("#login-error")).to_be_hidden()
@@ -116,6 +118,8 @@ def test_a_wrong_token_is_refused_and_the_right_one_shows_the_counts(page: Page,
     expect(page.locator("#count-overdue .value")).to_have_text(re.compile(r"^(\d+|—)$"))
     expect(page.locator("#scheduler-state")).to_have_text("scheduler: running", timeout=SHOWN)
     expect(page.locator("#live-state")).to_have_text("live")
+    # Connected with a one-time ticket: the token never appears in a URL (nor in access logs).
+    assert sockets and all("ticket=" in url and TOKEN not in url for url in sockets), sockets
 
     # The token stays for the tab (sessionStorage): a reload opens the board without asking.
     page.reload()
