@@ -4,11 +4,12 @@ item at its due instant (webhooks on webhook_delivery.py, runs on agent_runner.p
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from . import threads
@@ -21,6 +22,7 @@ from .errors import PunctualError
 from .run_store import Begun
 from .scheduler import Scheduler
 from .sender import HttpSender
+from .shares import SharedStarts, flow_of
 from .store import Store
 from .webhook_delivery import WebhookDelivery
 
@@ -42,6 +44,9 @@ class WsSender(Protocol):
 # Deliveries and agent calls at once in one Lambda container. An SQS batch holds up to 10
 # messages of up to dispatch_queue.GROUP_SIZE items; what cannot start in time is handed on.
 DELIVERY_THREADS = 64
+# At most this many of them for one destination at once (shares.py): a quarter stays for the
+# others in the batch, so a destination whose calls hang cannot stall theirs.
+DESTINATION_SHARE = DELIVERY_THREADS * 3 // 4
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -180,7 +185,7 @@ class Dispatcher:
         prepared = self._runner.prepare_fires(fires) if fires else {}
         if pending:
             self._warm(pending, prepared)
-        pool = _pool()
+        starts = SharedStarts(_pool(), DESTINATION_SHARE)
         started = []
         for due, wave in itertools.groupby(pending, key=lambda item: item.due_ms):
             self._clock.sleep_until(due)
@@ -188,16 +193,23 @@ class Dispatcher:
             fired: list[Claimed] = []
             for item in wave:
                 (fired if item.is_fire else now_due).append(item)
-            started += [pool.submit(self._run_item, item, deadline_ms) for item in now_due]
+            started += [self._start(starts, item, deadline_ms) for item in now_due]
             if fired:
                 # Runs that get a slot are begun as they fire only when this invocation has the
                 # time to call them; else they are handed on as start claims.
                 begin = deadline_ms() - self._clock.now_ms() >= self._time_needed_ms(fired[0])
-                for starts in self._runner.fire_group(fired, prepared, begin):
-                    started += [pool.submit(self._run_item, item, deadline_ms) for item in starts]
+                for begun in self._runner.fire_group(fired, prepared, begin):
+                    started += [self._start(starts, item, deadline_ms) for item in begun]
         errors = [error for error in (future.exception() for future in started) if error]
         if errors:
             raise errors[0]  # the batch fails and SQS hands it out again; claims stop repeats
+
+    def _start(
+        self, starts: SharedStarts, item: Begun | Claimed, deadline_ms: Callable[[], int]
+    ) -> Future[None]:
+        # Runs name no destination: they share one count (the concurrency limit holds them anyway).
+        flow = flow_of(item) if isinstance(item, Claimed) else ""
+        return starts.submit(flow, functools.partial(self._run_item, item, deadline_ms))
 
     def _warm(self, pending: list[Claimed], prepared: Prepared) -> None:
         """Open the connections the first due instant's requests will need, while there is time.

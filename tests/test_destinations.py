@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 
+from chalicelib import dispatcher
 from chalicelib.claims import Claimed
 from chalicelib.messages import Message
 from chalicelib.services import Services
@@ -189,3 +190,26 @@ def test_a_claim_carries_its_destination_through_sqs_bodies_and_group_rows() -> 
     assert Claimed.from_row(["m:a", "tok", T0, ""]).dest == ""
     old: dict[str, Any] = {"ref": "m:a", "token": "tok", "due": T0}
     assert Claimed.from_body(old).dest == ""
+
+
+def test_a_hanging_destination_holds_at_most_its_share_of_an_invocation_s_threads(
+    harness: Harness, gate: tuple[Gate, Receiver], receiver: Receiver
+) -> None:
+    held, slow = gate
+    threads = dispatcher.DELIVERY_THREADS
+    for i in range(threads):  # enough to take every delivery thread of the invocation
+        harness.post(message(f"slow{i}", SOON, slow.url + "/hook"))
+    harness.post(message("healthy", SOON, receiver.url + "/hook"))
+    bodies = [m["Body"] for m in harness.receive()]
+    assert len(bodies) == threads + 1
+    # One invocation, the healthy message's item last in it.
+    running = threading.Thread(target=harness.svc.dispatcher.handle_bodies, args=(bodies, lambda: FAR),
+                               daemon=True)
+    running.start()
+    assert held.wait_under_way(dispatcher.DESTINATION_SHARE) == dispatcher.DESTINATION_SHARE
+    # The healthy message went out while the slow ones hang, on a thread they were not given.
+    assert [r.json() for r in receiver.wait_for(1)] == [{"hello": "healthy"}]
+    assert held.under_way == dispatcher.DESTINATION_SHARE < threads
+    held.open.set()
+    running.join(30)
+    assert len(slow.received) == threads and held.most == dispatcher.DESTINATION_SHARE
