@@ -200,6 +200,12 @@ class Harness:
     def delete(self, path: str, headers: dict[str, str] | None = None) -> Any:
         return self.client.http.delete(path, headers=AUTH if headers is None else headers)
 
+    def read_message(self, message_id: str) -> dict[str, Any]:
+        """GET /messages/{id}, which must answer 200: the message as the API shows it."""
+        status, body = self.api("GET", f"/messages/{message_id}")
+        assert status == 200, body
+        return dict(body)
+
     def api(self, method: str, path: str, body: Any = None, token: str = TOKEN) -> tuple[int, Any]:
         """Call the agent API; returns (status, parsed JSON body)."""
         raw = body if body is None or isinstance(body, (bytes, str)) else json.dumps(body)

@@ -105,3 +105,10 @@ class Receiver:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def answering(status: int) -> tuple[Receiver, dict[str, int]]:
+    """An endpoint that answers with `answers["status"]`, which the test may change as it goes;
+    returns (the endpoint, answers). Stop the endpoint when done."""
+    answers = {"status": status}
+    return Receiver(responder=lambda path, n: (answers["status"], {})), answers

@@ -11,18 +11,12 @@ import pytest
 from chalicelib.attempt_log import ATTEMPT_LOG_SIZE
 from chalicelib.timeutil import format_instant
 from tests.conftest import T0, Harness, message
-from tests.receiver import Receiver
+from tests.receiver import Receiver, answering
 
 SOON = "2030-01-01T00:00:30Z"
 SOON_MS = T0 + 30_000
 LATER = "2030-01-01T01:00:00Z"
 FAR = T0 + 3_600_000
-
-
-def shown(harness: Harness, message_id: str) -> dict[str, Any]:
-    status, body = harness.api("GET", f"/messages/{message_id}")
-    assert status == 200, body
-    return dict(body)
 
 
 def replay(harness: Harness, message_id: str, body: Any = None) -> tuple[int, Any]:
@@ -32,8 +26,7 @@ def replay(harness: Harness, message_id: str, body: Any = None) -> tuple[int, An
 @pytest.fixture
 def answers() -> Any:
     """An endpoint that answers with the status set in `answers['status']` (200 at first)."""
-    answers = {"status": 200}
-    endpoint = Receiver(responder=lambda path, n: (answers["status"], {}))
+    endpoint, answers = answering(200)
     yield endpoint, answers
     endpoint.stop()
 
@@ -43,9 +36,9 @@ def answers() -> Any:
 
 def test_a_delivered_message_shows_its_one_attempt(harness: Harness, receiver: Receiver) -> None:
     harness.post(message("ok", SOON, receiver.url))
-    assert shown(harness, "ok")["attemptLog"] == []
+    assert harness.read_message("ok")["attemptLog"] == []
     harness.drain()
-    record = shown(harness, "ok")
+    record = harness.read_message("ok")
     assert record["attempts"] == 1  # the integer stays what it was
     assert record["attemptLog"] == [{
         "attempt": 1, "startedAt": format_instant(SOON_MS), "status": 200, "error": None, "latencyMs": 0,
@@ -57,7 +50,7 @@ def test_each_retry_is_an_attempt_with_its_status_error_and_next_retry(harness: 
     try:
         harness.post(message("flaky", SOON, flaky.url))
         harness.drain()
-        log = shown(harness, "flaky")["attemptLog"]
+        log = harness.read_message("flaky")["attemptLog"]
     finally:
         flaky.stop()
     started = [SOON_MS, SOON_MS + 1_000, SOON_MS + 3_000]  # backoff of 1 s, then 2 s
@@ -80,7 +73,7 @@ def test_an_attempt_spent_while_the_breaker_is_open_is_logged_as_such(harness: H
     harness.post(message("held", "2030-01-01T00:00:31Z", endpoint.url))
     harness.drain()
     assert len(endpoint.received) == 1
-    log = shown(harness, "held")["attemptLog"]
+    log = harness.read_message("held")["attemptLog"]
     assert [(a["attempt"], a["kind"], a["status"], a["latencyMs"]) for a in log] == [
         (1, "breaker-open", None, None), (2, "breaker-open", None, None)]
     assert "circuit breaker" in log[0]["error"] and log[0]["nextRetryAt"] is not None
@@ -95,7 +88,7 @@ def test_the_log_keeps_the_last_attempts_only(harness: Harness, answers: Any) ->
     for _ in range(12):  # each round logs the replay and its attempt
         assert replay(harness, "again")[0] == 200
         harness.drain()
-    log = shown(harness, "again")["attemptLog"]
+    log = harness.read_message("again")["attemptLog"]
     assert len(endpoint.received) == 13
     assert len(log) == ATTEMPT_LOG_SIZE == 20
     assert [a["kind"] for a in log] == ["replay", "delivery"] * 10  # the oldest went first
@@ -127,13 +120,13 @@ def test_a_failed_message_is_replayed_now_under_the_same_id(harness: Harness, an
     answers["status"] = 410
     harness.post(message("dead", SOON, endpoint.url, {"n": 1}))
     harness.drain()
-    assert shown(harness, "dead")["status"] == "failed"
+    assert harness.read_message("dead")["status"] == "failed"
     answers["status"] = 200
     harness.clock.set(SOON_MS + 60_000)
     status, body = replay(harness, "dead")
     assert (status, body) == (200, {"status": "scheduled", "messageId": "dead",
                                     "scheduleTo": format_instant(SOON_MS + 60_000)})
-    record = shown(harness, "dead")
+    record = harness.read_message("dead")
     assert record["status"] == "queued" and record["attempts"] == 0 and record["lastError"] is None
     assert record["failedAt"] is None and record["payload"] == {"n": 1}
     assert harness.redis.ttl(harness.svc.message_store.keys.message("dead")) == -1  # kept until done
@@ -146,7 +139,7 @@ def test_a_failed_message_is_replayed_now_under_the_same_id(harness: Harness, an
     first, second = endpoint.received
     assert second.headers["webhook-id"] == first.headers["webhook-id"] == "dead"
     assert second.json() == {"n": 1}
-    record = shown(harness, "dead")
+    record = harness.read_message("dead")
     assert record["status"] == "delivered" and record["attempts"] == 1
     assert [a["status"] for a in record["attemptLog"]] == [410, None, 200]
 
@@ -161,7 +154,7 @@ def test_a_delivered_message_is_replayed_on_time_at_its_schedule_to(
     harness.configure(lead_seconds=2)
     status, body = replay(harness, "twice", {"scheduleTo": "2030-01-01T00:01:15+00:00"})
     assert (status, body["scheduleTo"]) == (200, "2030-01-01T00:01:15.000Z")
-    assert shown(harness, "twice")["status"] == "scheduled"
+    assert harness.read_message("twice")["status"] == "scheduled"
     held = harness.sqs.get_queue_attributes(QueueUrl=harness.queue_url,
                                             AttributeNames=["ApproximateNumberOfMessagesDelayed"])
     assert held["Attributes"]["ApproximateNumberOfMessagesDelayed"] == "1"  # the sweep, held back
@@ -170,7 +163,7 @@ def test_a_delivered_message_is_replayed_on_time_at_its_schedule_to(
     harness.drain()
     assert len(receiver.wait_for(2)) == 2
     assert harness.clock.now_ms() == T0 + 75_000
-    assert shown(harness, "twice")["status"] == "delivered"
+    assert harness.read_message("twice")["status"] == "delivered"
     # Beyond it: the tick claims it (and hands it to SQS visible at once, as tests have it).
     harness.configure(lead_seconds=900)
     assert replay(harness, "twice", {"scheduleTo": LATER})[0] == 200
@@ -183,10 +176,10 @@ def test_a_delivered_message_is_replayed_on_time_at_its_schedule_to(
 
 def test_replay_refuses_a_pending_or_unknown_message_and_bad_input(harness: Harness) -> None:
     harness.post(message("waiting", LATER, "http://127.0.0.1:9/x"))
-    before = shown(harness, "waiting")
+    before = harness.read_message("waiting")
     status, body = replay(harness, "waiting")
     assert status == 409 and "pending" in body["detail"]
-    assert shown(harness, "waiting") == before
+    assert harness.read_message("waiting") == before
     status, body = replay(harness, "nobody")
     assert status == 404 and "nobody" in body["detail"]
     for bad, says in ((b"{", "not valid JSON"), ({"scheduleTo": "tomorrow"}, "scheduleTo"),
@@ -194,7 +187,7 @@ def test_replay_refuses_a_pending_or_unknown_message_and_bad_input(harness: Harn
                       ([LATER], "JSON object")):
         status, body = replay(harness, "waiting", bad)
         assert status == 400 and says in body["detail"], (bad, body)
-    assert shown(harness, "waiting") == before
+    assert harness.read_message("waiting") == before
 
 
 # -- the failed listing -------------------------------------------------------------------------
@@ -226,7 +219,7 @@ def test_failed_messages_are_listed_newest_first_with_a_stable_cursor(harness: H
     assert everything["count"] == 24 and everything["nextCursor"] is None
     rows = everything["failedMessages"]
     for row in rows:
-        record = shown(harness, row["messageId"])
+        record = harness.read_message(row["messageId"])
         assert row == {"messageId": record["messageId"], "webhookUrl": endpoint.url,
                        "failedAt": record["failedAt"],
                        "lastError": "HTTP 400", "attempts": 1}

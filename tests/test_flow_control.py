@@ -14,7 +14,7 @@ from chalicelib.store import BreakerOpen
 from chalicelib.targets import destination
 from chalicelib.timeutil import format_instant
 from tests.conftest import T0, Harness, message
-from tests.receiver import Receiver
+from tests.receiver import Receiver, answering
 from tests.test_destinations import Gate, Invocations
 
 SOON = "2030-01-01T00:00:30Z"
@@ -36,17 +36,10 @@ def destinations(harness: Harness) -> dict[str, dict[str, Any]]:
     return {d["destination"]: d for d in body["destinations"]}
 
 
-def stored(harness: Harness, message_id: str) -> dict[str, Any]:
-    status, body = harness.api("GET", f"/messages/{message_id}")
-    assert status == 200
-    return dict(body)
-
-
 @pytest.fixture
 def flaky() -> Any:
     """An endpoint that answers 503 until told to answer 200."""
-    answers = {"status": 503}
-    endpoint = Receiver(responder=lambda path, n: (answers["status"], {}))
+    endpoint, answers = answering(503)
     yield endpoint, answers
     endpoint.stop()
 
@@ -78,7 +71,7 @@ def test_failures_in_a_row_open_the_breaker_and_its_deliveries_spend_retries_wit
     harness.post(message("while-open", "2030-01-01T00:00:31Z", endpoint.url + "/hook"))
     deliver(harness, *claims(harness))
     assert len(endpoint.received) == 3  # no call was made
-    record = stored(harness, "while-open")
+    record = harness.read_message("while-open")
     assert record["attempts"] == 1 and record["status"] == "queued"
     assert "circuit breaker" in record["lastError"] and dest in record["lastError"]
     assert record["nextAttemptAt"] is not None  # on its retry schedule, never silently dropped
@@ -99,7 +92,7 @@ def test_a_probe_after_the_cool_down_closes_the_breaker(harness: Harness, flaky:
     assert destinations(harness)[destination(endpoint.url)]["state"] == "closed"
     deliver(harness, *others)  # closed: they go too
     assert len(endpoint.received) == 6
-    assert {stored(harness, f"fail-{i}")["status"] for i in range(3)} == {"delivered"}
+    assert {harness.read_message(f"fail-{i}")["status"] for i in range(3)} == {"delivered"}
 
 
 def test_a_failed_probe_opens_the_breaker_for_twice_as_long(harness: Harness, flaky: Any) -> None:
@@ -145,7 +138,7 @@ def test_a_message_fails_by_the_retry_rules_while_the_breaker_stays_open(
     claims(harness)  # the earlier messages' retries are left waiting
     harness.post(message("doomed", "2030-01-01T00:00:31Z", endpoint.url + "/hook"))
     harness.drain()
-    record = stored(harness, "doomed")
+    record = harness.read_message("doomed")
     assert record["status"] == "failed" and record["attempts"] == 3
     assert "circuit breaker" in record["lastError"]
     assert len(endpoint.received) == 3
@@ -192,13 +185,13 @@ def test_a_429_with_retry_after_pauses_every_message_of_its_destination(harness:
         assert destinations(harness)[destination(endpoint.url)]["pausedUntil"] == format_instant(paused_until)
         deliver(harness, second)
         assert len(endpoint.received) == 1  # paused: not called, and no attempt spent
-        record = stored(harness, "second")
+        record = harness.read_message("second")
         assert record["attempts"] == 0 and record["status"] == "queued"
         assert record["nextAttemptAt"] == format_instant(paused_until)
         later = {c.ref: c for c in claims(harness)}
         assert later["m:second"].due_ms == paused_until
         deliver(harness, later["m:second"], later["m:first"])
-        assert {stored(harness, m)["status"] for m in ("first", "second")} == {"delivered"}
+        assert {harness.read_message(m)["status"] for m in ("first", "second")} == {"delivered"}
     finally:
         endpoint.stop()
 
@@ -232,9 +225,9 @@ def test_flow_control_is_validated(harness: Harness, receiver: Receiver, flow: A
 def test_flow_control_is_kept_and_shown(harness: Harness, receiver: Receiver) -> None:
     flow = {"key": "tenant-7", "parallelism": 2, "ratePerSecond": 0.5}
     assert harness.post({**message("m", SOON, receiver.url), "flowControl": flow}).status_code == 200
-    assert stored(harness, "m")["flowControl"] == flow
+    assert harness.read_message("m")["flowControl"] == flow
     harness.post(message("plain", SOON, receiver.url))
-    assert "flowControl" not in stored(harness, "plain")
+    assert "flowControl" not in harness.read_message("plain")
 
 
 def test_a_key_s_parallelism_holds_across_destinations(harness: Harness) -> None:
@@ -269,7 +262,7 @@ def test_a_key_s_rate_spreads_its_starts(harness: Harness, receiver: Receiver) -
     assert len(receiver.received) == 2  # two starts in the first second
     later = claims(harness)
     assert sorted(c.due_ms for c in later) == [SOON_MS + 500] * 3
-    assert {stored(harness, c.ref[2:])["attempts"] for c in later} == {0}
+    assert {harness.read_message(c.ref[2:])["attempts"] for c in later} == {0}
     harness.clock.set(SOON_MS + 500)
     deliver(harness, *later)
     assert len(receiver.received) == 3  # one more half a second on
