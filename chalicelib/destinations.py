@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .sender import DeliveryResult
 from .timeutil import format_instant
+
+if TYPE_CHECKING:  # config.py reads BreakerPolicy from here: it need not load the HTTP client
+    from .sender import DeliveryResult
 
 
 class Health(StrEnum):
