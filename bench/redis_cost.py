@@ -46,6 +46,24 @@ def redis_cpu(nodes: list[redis.Redis]) -> float:
     return total
 
 
+def reset_command_stats(nodes: list[redis.Redis]) -> None:
+    for node in nodes:
+        node.config_resetstat()
+
+
+def print_command_stats(nodes: list[redis.Redis], count: int, spell: str, top: int = 12) -> None:
+    """Where Redis's time went, by command (scripts' own commands are counted apart), per message."""
+    totals: dict[str, list[float]] = {}
+    for node in nodes:
+        for name, stat in node.info("commandstats").items():
+            row = totals.setdefault(name.removeprefix("cmdstat_"), [0, 0.0])
+            row[0] += int(stat["calls"])
+            row[1] += float(stat["usec"])
+    print(f"  {spell}: commands by time (calls and us per message; a script's own commands apart)")
+    for name, (calls, usec) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:top]:
+        print(f"    {name:<18} {calls / count:6.2f}  {usec / count:7.1f}")
+
+
 def worker_pids(stack: Stack) -> list[int]:
     pids = []
     for pid in descendants(stack.process.pid):
@@ -79,9 +97,12 @@ async def measure(stack: Stack, rcv: AsyncReceiver, nodes: list[redis.Redis], co
     due = int((time.time() + 60) * 1000) / 1000
     bodies = [message("c", i, due, rcv.url + "/cost") for i in range(count)]
     started = time.monotonic()
+    reset_command_stats(nodes)
     cpu_before = redis_cpu(nodes)
     seconds, statuses = await post_all(stack.url, bodies)
     posted_cpu = redis_cpu(nodes) - cpu_before
+    print_command_stats(nodes, count, "POST")
+    reset_command_stats(nodes)
     print(f"  posted {count} in {seconds:.2f} s {dict(statuses)}; due {due - time.time():.1f} s later")
     workers = worker_pids(stack)
     await rcv.wait_for(lambda: time.time() >= due - 3, timeout=due - time.time())
@@ -98,6 +119,7 @@ async def measure(stack: Stack, rcv: AsyncReceiver, nodes: list[redis.Redis], co
     print(f"  redis CPU per message, end to end: {per_message:.1f} us "
           f"(POST {posted_cpu / count * 1e6:.1f} us, claim + deliver + finish "
           f"{(spent - idle - posted_cpu) / count * 1e6:.1f} us)")
+    print_command_stats(nodes, count, "claim + deliver + finish")
     print(f"  dispatcher Python CPU per delivery ({len(workers)} worker processes): "
           f"{python_spent / count * 1e6:.0f} us")
 
