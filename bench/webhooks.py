@@ -3,11 +3,12 @@
     .venv/bin/python bench/webhooks.py                   # everything (`make bench`)
     .venv/bin/python bench/webhooks.py --only precision  # or burst, post-rate, tick
     .venv/bin/python bench/webhooks.py --redis cluster   # or one-node: on a throwaway Redis Cluster
+    .venv/bin/python bench/webhooks.py --shards 3        # REDIS_SHARDS (default: 1 plain, 3 cluster)
     .venv/bin/python bench/webhooks.py --only isolation  # healthy webhooks beside a slow and a dead endpoint
 
 Each run starts a fresh local stack (`make run`'s entry point: REST API, SQS on a moto server,
 pollers, ticker, private Redis) on free ports, and a webhook receiver in this process. The tick
-figure is measured in-process on a private Redis holding 1,000,000 pending messages.
+figure is measured in-process on the same kind of Redis, holding 1,000,000 pending messages.
 Targets (2 cores): precision p99 lateness <= 10 ms with 0 missing / 0 duplicates; burst of 5,000
 drained <= 3 s; >= 1,500 POST/s with 16 clients; tick <= 5 ms with 1M pending, none due;
 isolation: the healthy messages' p99 lateness <= 10 ms, 0 missing / 0 duplicates.
@@ -112,43 +113,41 @@ async def post_rate(stack_url: str, rcv: AsyncReceiver, count: int = 10_000) -> 
     print(f"  {(count - 500) / seconds:.0f} POST/s ({dict(statuses)})")
 
 
-def tick_with_pending(total: int = 1_000_000) -> None:
-    """The tick's own time with `total` pending messages, none due: private Redis, moto in-process."""
+def tick_with_pending(redis_url: str | None, shards: int | None, total: int = 1_000_000) -> None:
+    """The tick's own time with `total` pending messages, none due, spread over the shards: in
+    this process, on the bench's Redis (a private one by default), moto's SQS in-process."""
     from moto import mock_aws
 
-    from chalicelib.claims import WayIn, message_ref
+    from chalicelib.claims import WayIn
     from chalicelib.clock import SystemClock
     from chalicelib.config import Settings
-    from chalicelib.script_calls import CreateMessage
+    from chalicelib.messages import NewMessage
     from chalicelib.services import Services
+    from chalicelib.store import create_call
     from emulator.redis_server import RedisServer
 
-    print(f"tick: {total:,} pending messages, none due")
     # This part runs the app's code in this process: keep its log lines and metrics off the report.
     os.environ.update(LOG_LEVEL="WARNING", POWERTOOLS_METRICS_DISABLED="true")
-    server = RedisServer()
+    server = None if redis_url else RedisServer()
     os.environ.update(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x", AWS_DEFAULT_REGION="us-east-1")
     try:
         with mock_aws():
             import boto3
 
             boto3.client("sqs", region_name="us-east-1").create_queue(QueueName="punctual-dispatch")
-            svc = Services.build(Settings.from_env({"REDIS_URL": server.url, "API_TOKEN": "x"}))
-            store, keys = svc.message_store, svc.message_store.keys
+            env = {"REDIS_URL": redis_url or server.url, "API_TOKEN": "x",
+                   **({"REDIS_SHARDS": str(shards)} if shards else {})}
+            svc = Services.build(Settings.from_env(env))
+            store = svc.message_store
+            store.client.flushall()
+            print(f"tick: {total:,} pending messages, none due, over {store.shards.current.count} shard(s)")
             now = SystemClock().now_ms()
             started = time.perf_counter()
             for base in range(0, total, 20_000):
                 calls = []
                 for i in range(base, min(total, base + 20_000)):
-                    due, mid = now + 86_400_000 + i, f"t-{i}"  # a day on: nothing due
-                    calls.append(CreateMessage(
-                        message_key=keys.message(mid), pending_messages_key=keys.pending_messages,
-                        due_key=keys.due, inflight_key=keys.inflight, sweep_key=keys.sweep(due),
-                        message_id=mid, webhook_url="http://127.0.0.1:9/", payload_json="{}", due_ms=due,
-                        now_ms=now,
-                        message_ref=message_ref(mid), mode=WayIn.TICK.value, claim_token="",
-                        inflight_deadline_ms=0, marker_ttl_ms=0,
-                    ))
+                    new = NewMessage(f"t-{i}", now + 86_400_000 + i, "{}", "http://127.0.0.1:9/")  # a day on
+                    calls.append(create_call(new, store.place(new, now), now, WayIn.TICK, "", 0, 0))
                 store.scripts.call_many(calls)
             print(f"  loaded in {time.perf_counter() - started:.0f} s")
             times = []
@@ -164,7 +163,8 @@ def tick_with_pending(total: int = 1_000_000) -> None:
                 pages.append((time.perf_counter() - t0) * 1000)
             print(f"  GET /messages first page (store): {summary(pages)}")
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
 
 
 SLOW_SECONDS = 8
@@ -241,9 +241,12 @@ async def report_states(stack_url: str, groups: dict[str, list[str]]) -> None:
             print(f"  {name}: {dict(by_status)}; attempts {dict(sorted(attempts.items()))}")
 
 
-async def against_stack(sections: list[str], counts: dict[str, int], redis_url: str | None) -> None:
+async def against_stack(sections: list[str], counts: dict[str, int], redis_url: str | None,
+                        shards: int | None) -> None:
     rcv = AsyncReceiver()
     settings = {"REDIS_URL": redis_url} if redis_url else {}
+    if shards:
+        settings["REDIS_SHARDS"] = str(shards)
     async with running(rcv, **settings) as stack:
         for name in sections:
             run = {"precision": precision, "burst": burst, "post-rate": post_rate,
@@ -260,6 +263,8 @@ def main() -> None:
     parser.add_argument("--redis", choices=["plain", "cluster", "one-node"], default="plain",
                         help="the stack's Redis: a private redis-server (plain), a throwaway cluster of "
                              "three primaries (cluster), or one cluster node holding every slot (one-node)")
+    parser.add_argument("--shards", type=int,
+                        help="REDIS_SHARDS (default: 1 on a plain Redis, 3 on a cluster)")
     parser.add_argument("--burst-count", type=int, default=5000)
     parser.add_argument("--precision-count", type=int, default=2000)
     options = parser.parse_args()
@@ -267,19 +272,20 @@ def main() -> None:
     counts = {"burst": options.burst_count, "precision": options.precision_count}
     print(f"cpus: {os.cpu_count()}, redis: {options.redis}")
     stack_sections = [s for s in sections if s != "tick"]
-    if stack_sections:
-        cluster = None
-        if options.redis != "plain":
-            from emulator.redis_cluster import LocalCluster
+    cluster = None
+    if options.redis != "plain":
+        from emulator.redis_cluster import LocalCluster
 
-            cluster = LocalCluster(one_node=options.redis == "one-node")
-        try:
-            asyncio.run(against_stack(stack_sections, counts, cluster.url if cluster else None))
-        finally:
-            if cluster is not None:
-                cluster.stop()
-    if "tick" in sections:
-        tick_with_pending()
+        cluster = LocalCluster(one_node=options.redis == "one-node")
+    try:
+        if stack_sections:
+            url = cluster.url if cluster else None
+            asyncio.run(against_stack(stack_sections, counts, url, options.shards))
+        if "tick" in sections:
+            tick_with_pending(cluster.url if cluster else None, options.shards)
+    finally:
+        if cluster is not None:
+            cluster.stop()
 
 
 if __name__ == "__main__":

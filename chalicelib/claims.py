@@ -99,6 +99,8 @@ class Claimed:
     dest: str = ""
     # The flow-control key its message names ('' for none: its destination is its flow).
     flow: str = ""
+    # The shard its message is in (shards.py; '' for the bare head's, where every run is).
+    shard: str = ""
 
     @property
     def item(self) -> ItemKind:
@@ -129,26 +131,30 @@ class Claimed:
             body["dest"] = self.dest
         if self.flow:
             body["flow"] = self.flow
+        if self.shard:
+            body["shard"] = self.shard
         return json.dumps(body)
 
     @classmethod
     def from_body(cls, data: Mapping[str, object]) -> Claimed:
         return cls(ref=str(data["ref"]), due_ms=int(str(data["due"])), token=str(data["token"]),
                    step=Step(str(data.get("kind", ""))), dest=str(data.get("dest") or ""),
-                   flow=str(data.get("flow") or ""))
+                   flow=str(data.get("flow") or ""), shard=str(data.get("shard") or ""))
 
     def to_row(self) -> list[object]:
         """The compact form an item takes inside a group's body."""
-        row: list[object] = [self.ref, self.token, self.due_ms, self.step.value]
-        if self.flow:
-            return [*row, self.dest, self.flow]
-        return [*row, self.dest] if self.dest else row
+        row: list[object] = [self.ref, self.token, self.due_ms, self.step.value, self.dest, self.flow,
+                             self.shard]
+        while len(row) > 4 and row[-1] == "":  # what is empty at the end is left off
+            row.pop()
+        return row
 
     @classmethod
     def from_row(cls, row: list[object]) -> Claimed:
         ref, token, due, step, *where = row
+        dest, flow, shard = (*(str(value) for value in where[:3]), "", "", "")[:3]
         return cls(ref=str(ref), due_ms=int(str(due)), token=str(token), step=Step(str(step)),
-                   dest=str(where[0]) if where else "", flow=str(where[1]) if len(where) > 1 else "")
+                   dest=dest, flow=flow, shard=shard)
 
 
 @dataclass(frozen=True)
@@ -162,10 +168,10 @@ class Retry:
 
 def plan_retry(
     ref: str, attempt: int, now_ms: int, policy: RetryPolicy, grace_ms: int,
-    retry_after_seconds: float | None = None, dest: str = "", flow: str = "",
+    retry_after_seconds: float | None = None, dest: str = "", flow: str = "", shard: str = "",
 ) -> Retry | None:
     """The retry that follows failed attempt `attempt` (1-based), or None once they are spent."""
     if attempt > policy.max_retries:
         return None
     due = now_ms + int(policy.delay_seconds(attempt, retry_after_seconds) * 1000)
-    return Retry(Claimed(ref, due, new_token(), dest=dest, flow=flow), due + grace_ms)
+    return Retry(Claimed(ref, due, new_token(), dest=dest, flow=flow, shard=shard), due + grace_ms)

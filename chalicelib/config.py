@@ -10,6 +10,7 @@ from .aws_secrets import resolve as resolve_secrets
 from .backoff import RetryPolicy
 from .destinations import BreakerPolicy
 from .redis_client import ClusterSetting
+from .shards import MAX_SHARDS
 from .standard_webhooks import EXAMPLE, check_secrets
 
 # The queues' names unless DISPATCH_QUEUE_NAME / FANOUT_QUEUE_NAME say otherwise; the packaged
@@ -45,6 +46,12 @@ def _int(
     if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be at most {maximum}, got {value}")
     return value
+
+
+def _shards(env: Mapping[str, str]) -> int | None:
+    if not env.get("REDIS_SHARDS", "").strip():
+        return None  # the default follows the kind of Redis (Services.build)
+    return _int(env, "REDIS_SHARDS", 1, minimum=1, maximum=MAX_SHARDS)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -121,6 +128,9 @@ class Settings:
     agent_endpoint_template: str | None = None
     # Whether Redis runs in cluster mode: asked of the server (auto), or said (on, off).
     redis_cluster: ClusterSetting = ClusterSetting.AUTO
+    # How many hash-slot shards webhook messages spread over (shards.py); None: 1 on a plain
+    # Redis, shards.CLUSTER_DEFAULT_SHARDS on a cluster.
+    redis_shards: int | None = None
     # A destination's circuit breaker (destinations.py): failed calls in a row that open it
     # (0: never), and its first and longest cool-downs.
     breaker_failures: int = 5
@@ -206,6 +216,7 @@ class Settings:
             ws_stage=env.get("WS_STAGE", "").strip() or "api",
             agent_endpoint_template=env.get("AGENT_ENDPOINT_TEMPLATE", "").strip() or None,
             redis_cluster=ClusterSetting.parse(env.get("REDIS_CLUSTER", "")),
+            redis_shards=_shards(env),
             breaker_failures=_int(env, "BREAKER_FAILURES", 5),
             breaker_cooldown_seconds=_int(env, "BREAKER_COOLDOWN_SECONDS", 30, minimum=1),
             breaker_max_cooldown_seconds=_int(env, "BREAKER_MAX_COOLDOWN_SECONDS", 300, minimum=1),

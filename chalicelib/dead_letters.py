@@ -16,6 +16,7 @@ from .messages import MessageStatus
 from .timeutil import format_instant
 
 if TYPE_CHECKING:  # the store counts failures with stats.py, which trims with this module
+    from .keys import Keys
     from .store import Page, Store
 
 
@@ -33,9 +34,9 @@ class FailedMessage:
                 "attempts": self.attempts}
 
 
-def trim(store: Store, pipe: Any, now_ms: int, retention_seconds: int) -> None:
-    """Queue, on `pipe`, the removal of the entries past retention."""
-    pipe.zremrangebyscore(store.keys.failed_messages, f"({retention_seconds * 1000 - now_ms}", "+inf")
+def trim(pipe: Any, keys: Keys, now_ms: int, retention_seconds: int) -> None:
+    """Queue, on `pipe`, the removal of one shard's entries past retention."""
+    pipe.zremrangebyscore(keys.failed_messages, f"({retention_seconds * 1000 - now_ms}", "+inf")
 
 
 def page_failed(store: Store, limit: int, cursor: str | None, now_ms: int, retention_seconds: int,
@@ -43,16 +44,17 @@ def page_failed(store: Store, limit: int, cursor: str | None, now_ms: int, reten
     """One page of failed messages, newest first, and what the listing shows of each."""
     def trimmed() -> None:
         pipe = store.client.pipeline(transaction=False)
-        trim(store, pipe, now_ms, retention_seconds)
+        for keys in store.shards.listed():
+            trim(pipe, keys, now_ms, retention_seconds)
         pipe.execute()
 
     store.call(trimmed)
-    page = store.page(store.keys.failed_messages, limit, cursor)
+    page = store.page_shards(lambda keys: keys.failed_messages, limit, cursor)
 
     def read() -> list[Any]:
         pipe = store.client.pipeline(transaction=False)
-        for message_id, _ in page.items:
-            pipe.hmget(store.keys.message(message_id), "status", "url", "finishedAt", "lastError", "attempts")
+        for (message_id, _), keys in zip(page.items, page.shards or [], strict=True):
+            pipe.hmget(keys.message(message_id), "status", "url", "finishedAt", "lastError", "attempts")
         return pipe.execute()
 
     shown = []

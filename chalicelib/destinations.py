@@ -9,6 +9,7 @@ is in lua/flow.lua, inside the scripts that begin and finish a delivery.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -51,6 +52,9 @@ class BreakerState(StrEnum):
     HALF_OPEN = "half-open"  # its cool-down is over: the next call is its probe
 
 
+_MINUTE_COUNT = re.compile(r"^[cf]\d+$")  # a breaker's calls or failures in one minute (flow.lua)
+
+
 @dataclass(frozen=True)
 class Destination:
     """One destination as GET /destinations shows it."""
@@ -61,6 +65,23 @@ class Destination:
     waiting: int
     paused_until_ms: int | None
     last_active_minute_ms: int  # the start of the latest minute it was called in
+
+    def plus(self, other: Destination) -> Destination:
+        """The same destination as another shard counts it (shards.py): each shard has its own
+        breaker and calls. Counts add up; the breaker shows the shard that is worst off."""
+        breaker: dict[str, str] = {}
+        for field in {*self.breaker, *other.breaker}:
+            mine, theirs = self.breaker.get(field), other.breaker.get(field)
+            if mine is None or theirs is None:
+                breaker[field] = mine if theirs is None else theirs
+            elif _MINUTE_COUNT.match(field):
+                breaker[field] = str(int(mine) + int(theirs))
+            else:
+                breaker[field] = max(mine, theirs, key=lambda value: int(value) if value.isdigit() else 0)
+        pauses = [ms for ms in (self.paused_until_ms, other.paused_until_ms) if ms]
+        return Destination(self.destination, breaker, self.in_flight + other.in_flight,
+                           self.waiting + other.waiting, max(pauses) if pauses else None,
+                           max(self.last_active_minute_ms, other.last_active_minute_ms))
 
     def state(self, now_ms: int) -> BreakerState:
         open_until = int(self.breaker.get("openUntil") or 0)

@@ -74,9 +74,10 @@ class DispatchQueue:
         with ThreadPoolExecutor(max_workers=min(8, len(batches))) as pool:
             return [x for failed in pool.map(self._send_batch, batches) for x in failed]
 
-    def send_control(self, kind: str, due_ms: int = 0) -> bool:
-        """Ask a dispatcher to do a piece of the scheduler's own work (`tick`, `status`) at `due_ms`."""
-        body = json.dumps({"kind": kind, "due": due_ms})
+    def send_control(self, kind: str, due_ms: int = 0, shard: str = "") -> bool:
+        """Ask a dispatcher to do a piece of the scheduler's own work (`tick`, `status`, the
+        `sweep` of one shard's second) at `due_ms`."""
+        body = json.dumps({"kind": kind, "due": due_ms, **({"shard": shard} if shard else {})})
         delay = delay_seconds(due_ms, self._clock.now_ms(), self._lead) if due_ms else 0
         try:
             self._sqs.send_message(QueueUrl=self.url, MessageBody=body, DelaySeconds=delay)

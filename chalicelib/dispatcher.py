@@ -127,7 +127,8 @@ class Dispatcher:
         elif kind in ("fanout", "progress", "socketio-open"):
             return self._ws_work(kind, data)
         else:
-            return self._control(kind, int(str(data.get("due") or 0)), deadline_ms)
+            return self._control(kind, int(str(data.get("due") or 0)), str(data.get("shard") or ""),
+                                 deadline_ms)
         for item in items:  # refuse an unknown item before any of the batch runs
             item.check()
         return items
@@ -154,12 +155,12 @@ class Dispatcher:
             raise ValueError("an open packet needs its connection and endpoint")
         return lambda: self._ws_publisher.send_open(data)
 
-    def _control(self, kind: str, due: int, deadline_ms: Callable[[], int]) -> Callable[[], None]:
+    def _control(self, kind: str, due: int, shard: str, deadline_ms: Callable[[], int]) -> Callable[[], None]:
         """The scheduler's own work: the rest of a tick, a trailing scheduler:status, or the
         sweep of one second's messages (claimed as soon as it arrives, so they can be handed
         out as groups before they fall due)."""
         if kind == "sweep":
-            return lambda: self._scheduler.sweep(due)
+            return lambda: self._scheduler.sweep(due, shard)
         controls: dict[str, Callable[[], object]] = {
             "tick": lambda: self._scheduler.tick(deadline_ms()),
             "status": self._ws_publisher.send_trailing_status,
@@ -223,7 +224,7 @@ class Dispatcher:
         if lead_s() < WARM_MIN_LEAD_SECONDS:
             return
         first = [item for item in pending if item.due_ms == pending[0].due_ms]
-        webhooks = [item.ref for item in first if item.is_delivery]
+        webhooks = [item for item in first if item.is_delivery]
         try:
             wanted: collections.Counter[str] = collections.Counter(self._store.webhook_urls(webhooks))
         except PunctualError as exc:  # an optimisation only: the deliveries report Redis's state

@@ -4,7 +4,8 @@ The webhook spec serves /health without a token as `{"status": …, "redis": …
 call it, so that body comes from a check at most PUBLIC_TTL_MS old, kept per container: a flood
 of /health costs Redis and SQS one check per container and period, not one per request. With a
 valid API token the answer adds the dispatch queue, the oldest overdue item, Redis's eviction
-policy and the reason for an unhealthy status, checked afresh.
+policy and the reason for an unhealthy status (naming any message shard that does not answer),
+checked afresh.
 """
 
 from __future__ import annotations
@@ -77,8 +78,8 @@ class HealthCheck:
         redis_up = self._store.ping()
         if redis_up:
             try:
-                policies = self._store.call(lambda: eviction_policies(self._store.client))
-                first_due = self._store.oldest_due_ms()
+                policies = self._store.call(
+                    lambda: eviction_policies(self._store.client, skip_unreachable=True))
             except Unavailable:
                 redis_up = False  # it went away in the middle of the check
             else:
@@ -86,6 +87,10 @@ class HealthCheck:
                 problem = eviction_problem(policies)
                 if problem is not None:
                     reasons.append(problem)
+                # Over every shard that answers; one that does not is named (shards.py).
+                overdue = self._store.oldest_due()
+                reasons += overdue.failed
+                first_due = overdue.oldest_due_ms
                 oldest = 0 if first_due is None else max(0, self._clock.now_ms() - first_due)
         if not redis_up:
             reasons.insert(0, "Redis does not answer")

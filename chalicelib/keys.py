@@ -25,6 +25,9 @@
 |                            |      | rank * 1e13 + due ms, so higher priority, then earlier due |
 | {p}:running                | zset | run ids holding a concurrency slot; score = lease deadline |
 | {p}:tick:last              | str  | ms of the last tick (the scheduler's heartbeat)            |
+| {p}:shards                 | hash | the shard layouts messages may be in (shards.py): field =  |
+|                            |      | a REDIS_SHARDS count, value = `held` while its shards may  |
+|                            |      | hold messages, else the ms the tick found them empty       |
 | {p}:dest:{dest}:calls      | zset | refs of webhook calls under way to one destination         |
 |                            |      | (scheme://host:port); score = the call's lease deadline    |
 | {p}:dest:{dest}:waiting    | zset | claims (SQS bodies) waiting for a call to that destination |
@@ -55,6 +58,12 @@
 | {p}:ws:progress:{runId}    | hash | a run's agent:progress coalescing: sentAt, the report held |
 |                            |      | for the trailing send, whether one is queued (PX)          |
 
+Webhook messages are spread over REDIS_SHARDS shards (shards.py); the keys of a message and of
+what indexes it (due, inflight, msgs:*, sweep:*, dest:*, flow:*, dests, stats:*) are built by
+the `Keys` of its shard, whose head holds the shard's name (`{punctual:3.1}`, see `shard_head`).
+Agents, runs, WebSocket state and the shard registry live under the bare head, as does every
+message of a single-shard layout: REDIS_SHARDS=1 keeps the names of every earlier release.
+
 A *ref* (claims.py) names an item in the due and inflight indexes; the hash behind
 it is found with `item(ref)`. Lua scripts get every key through KEYS, never build one.
 
@@ -68,7 +77,10 @@ hash tag (`{punctual}`, once the only way to run on a cluster) is used as it is 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from .claims import ItemKind, kind_of, message_id_of, split_run_ref
 
@@ -90,6 +102,48 @@ def slot_head(prefix: str, cluster: bool) -> str:
     return "{" + prefix + "}"
 
 
+def shard_head(prefix: str, cluster: bool, shard: str) -> str:
+    """What the keys of shard `shard` start with: the bare head for "" (the one shard of a
+    single-shard layout), else the prefix and the shard's name under a hash tag of their own."""
+    if not shard:
+        return slot_head(prefix, cluster)
+    base = f"{prefix.replace('{', '').replace('}', '')}:{shard}"
+    return "{" + base + "}" if cluster else base
+
+
+# How many salts are tried for each shard's name: enough to land within a few slots of its mark.
+_SALTS = 2048
+
+
+@functools.lru_cache(maxsize=64)
+def shard_names(prefix: str, count: int) -> tuple[str, ...]:
+    """The names of a layout's shards: "" for a single shard; else `{count}.{i}`, with a salt
+    (`~k`) chosen so the shards' hash slots are spread evenly around the slot space, each half a
+    step off from the bare head's slot (the agents'). A cluster whose primaries hold equal runs
+    of slots, as `redis-cli --cluster create` and ElastiCache deal them, then gets a layout of as
+    many shards as it has primaries one shard on each. The names depend only on the prefix and
+    the count, so every process computes the same ones."""
+    if count == 1:
+        return ("",)
+    base = prefix.replace("{", "").replace("}", "")
+    home = key_slot(slot_head(prefix, True).encode())
+    step = REDIS_CLUSTER_HASH_SLOTS / count
+    names = []
+    for i in range(count):
+        mark = int(home + step / 2 + i * step) % REDIS_CLUSTER_HASH_SLOTS
+
+        def distance(salt: int, i: int = i, mark: int = mark) -> int:
+            gap = abs(key_slot(f"{base}:{_name(count, i, salt)}".encode()) - mark)
+            return min(gap, REDIS_CLUSTER_HASH_SLOTS - gap)
+
+        names.append(_name(count, i, min(range(_SALTS), key=distance)))
+    return tuple(names)
+
+
+def _name(count: int, index: int, salt: int) -> str:
+    return f"{count}.{index}~{salt}" if salt else f"{count}.{index}"
+
+
 @dataclass(frozen=True)
 class FlowKeys:
     """One flow's keys (see Keys.flow)."""
@@ -103,10 +157,19 @@ class FlowKeys:
 class Keys:
     prefix: str = "punctual"
     cluster: bool = False  # the server runs in cluster mode: every key carries the hash tag
+    shard: str = ""  # the message shard these keys are of (shard_names); "" for the bare head
 
     @property
     def head(self) -> str:
-        return slot_head(self.prefix, self.cluster)
+        return shard_head(self.prefix, self.cluster, self.shard)
+
+    def of_shard(self, shard: str) -> Keys:
+        """The keys of another shard under the same prefix."""
+        return Keys(self.prefix, self.cluster, shard)
+
+    @property
+    def shards(self) -> str:
+        return f"{self.head}:shards"
 
     @property
     def due(self) -> str:

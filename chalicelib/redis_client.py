@@ -152,11 +152,21 @@ def _node_policy(node: redis.Redis) -> str | None:
     return str(policy) if policy else None
 
 
-def eviction_policies(client: redis.Redis) -> list[str | None]:
-    """The maxmemory-policy of every primary (one on a plain server)."""
-    if isinstance(client, RedisCluster):
-        return [_node_policy(client.get_redis_connection(node)) for node in client.get_primaries()]
-    return [_node_policy(client)]
+def eviction_policies(client: redis.Redis, skip_unreachable: bool = False) -> list[str | None]:
+    """The maxmemory-policy of every primary (one on a plain server). With `skip_unreachable`,
+    a cluster's primary that does not answer counts as not known (/health names the shards it
+    fails instead)."""
+    if not isinstance(client, RedisCluster):
+        return [_node_policy(client)]
+    policies = []
+    for node in client.get_primaries():
+        try:
+            policies.append(_node_policy(client.get_redis_connection(node)))
+        except (redis.ConnectionError, redis.TimeoutError):
+            if not skip_unreachable:
+                raise
+            policies.append(None)
+    return policies
 
 
 def eviction_summary(policies: list[str | None]) -> str | None:

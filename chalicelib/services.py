@@ -25,6 +25,7 @@ from .redis_client import connect as connect_redis
 from .run_store import RunStore
 from .scheduler import Scheduler
 from .sender import HttpSender
+from .shards import CLUSTER_DEFAULT_SHARDS
 from .store import Store
 from .targets import Resolver, system_resolver
 from .webhook_delivery import WebhookDelivery
@@ -66,8 +67,12 @@ class Services:
                 endpoint_url=settings.aws_endpoint_url,
                 config=BotoConfig(max_pool_connections=32, retries={"mode": "standard"}),
             )
-        # The key layout follows the client: a RedisCluster gets hash-tagged keys (see keys.py).
-        store = Store(redis_client, Keys(settings.key_prefix, cluster=isinstance(redis_client, RedisCluster)))
+        # The key layout follows the client: a RedisCluster gets hash-tagged keys (see keys.py),
+        # and its messages spread over shards by default (shards.py).
+        cluster = isinstance(redis_client, RedisCluster)
+        shard_count = settings.redis_shards or (CLUSTER_DEFAULT_SHARDS if cluster else 1)
+        store = Store(redis_client, Keys(settings.key_prefix, cluster=cluster), shard_count,
+                      settings.retention_seconds)
         queue = DispatchQueue(
             sqs_client, settings.dispatch_queue_name, settings.dispatch_queue_url, clock,
             settings.lead_seconds,

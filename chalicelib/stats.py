@@ -14,9 +14,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import dead_letters
+from .shards import unique
 from .timeutil import format_instant
 
 if TYPE_CHECKING:  # the store records into the minutes with this module's figures
+    from .keys import Keys
     from .store import Store
 
 MINUTES = 60  # minutes shown, the current one last
@@ -93,38 +95,58 @@ def run_outcomes(buckets: list[Mapping[str, str]]) -> dict[str, int]:
 
 
 def read(store: Store, now_ms: int, retention_seconds: int) -> dict[str, Any]:
-    """The `messages`, `minutes` and `agentRuns` parts of GET /stats, in one round trip."""
-    k = store.keys
+    """The `messages`, `minutes` and `agentRuns` parts of GET /stats, added up over the shards
+    (and the bare head's, where agent runs count), a round trip each."""
     first = now_ms // MINUTE_MS - MINUTES + 1
     minutes = range(first, first + MINUTES)
 
-    def read_all() -> list[Any]:
+    def read_shard(k: Keys) -> list[Any]:
         pipe = store.client.pipeline(transaction=False)
         pipe.hmget(k.message_counts, "queued", "delivering")
         pipe.zcard(k.pending_messages)
         pipe.zcount(k.pending_messages, "-inf", now_ms)
-        dead_letters.trim(store, pipe, now_ms, retention_seconds)
+        dead_letters.trim(pipe, k, now_ms, retention_seconds)
         pipe.zcard(k.failed_messages)
         for minute in minutes:
             pipe.hgetall(k.stats_minute(minute * MINUTE_MS))
         return pipe.execute()
 
-    (queued, delivering), pending, overdue, _, failed_held, *buckets = store.call(read_all)
-    # The counters start at zero with the release that keeps them: messages already under way
-    # then could take one below zero.
-    queued, delivering = max(0, int(queued or 0)), max(0, int(delivering or 0))
-    rows = [minute_row(minute, fields) for minute, fields in zip(minutes, buckets, strict=True)]
+    queued = delivering = pending = overdue = failed_held = 0
+    buckets: list[list[Mapping[str, str]]] = [[] for _ in minutes]
+    for k in unique([store.keys, *store.shards.listed()]):
+        (shard_queued, shard_delivering), shard_pending, shard_overdue, _, shard_failed, *shard_buckets = (
+            store.call(lambda k=k: read_shard(k)))
+        # The counters start at zero with the release that keeps them: messages already under way
+        # then could take one below zero.
+        queued += max(0, int(shard_queued or 0))
+        delivering += max(0, int(shard_delivering or 0))
+        pending += int(shard_pending)
+        overdue += int(shard_overdue)
+        failed_held += int(shard_failed)
+        for held, fields in zip(buckets, shard_buckets, strict=True):
+            held.append(fields)
+    rows = [minute_row(minute, merged(fields)) for minute, fields in zip(minutes, buckets, strict=True)]
+    every_bucket = [fields for minute_buckets in buckets for fields in minute_buckets]
     return {
         "messages": {
-            "scheduled": max(0, int(pending) - queued - delivering),
+            "scheduled": max(0, pending - queued - delivering),
             "queued": queued,
             "delivering": delivering,
             "delivered": sum(row["delivered"] for row in rows),
             "failed": sum(row["failed"] for row in rows),
-            "pending": int(pending),
-            "overdue": int(overdue),
-            "failedHeld": int(failed_held),
+            "pending": pending,
+            "overdue": overdue,
+            "failedHeld": failed_held,
         },
         "minutes": rows,
-        "agentRuns": run_outcomes(buckets),
+        "agentRuns": run_outcomes(every_bucket),
     }
+
+
+def merged(buckets: list[Mapping[str, str]]) -> dict[str, str]:
+    """One minute's counts over the shards' buckets: every field is a count."""
+    total: dict[str, int] = {}
+    for fields in buckets:
+        for name, count in fields.items():
+            total[name] = total.get(name, 0) + int(count)
+    return {name: str(count) for name, count in total.items()}

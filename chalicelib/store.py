@@ -1,13 +1,18 @@
 """The Redis layer for webhook messages and the shared due/inflight indexes.
 
-Every change that touches more than one key runs as a Lua script from lua/.
+Every change that touches more than one key runs as a Lua script from lua/. Messages are spread
+over shards (shards.py): each method finds a message's shard by its id, a claim's by the shard it
+names, and reads what spans every shard (listings, counts, destinations) shard by shard.
 """
 
 from __future__ import annotations
 
 import base64
+import heapq
 import json
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -18,9 +23,9 @@ from .attempt_log import ATTEMPT_LOG_SIZE, Attempt, encode_log
 from .claims import Claimed, Created, Retry, WayIn, message_ref, new_token
 from .config import Settings
 from .destinations import Destination, Health
-from .errors import BadRequest, Conflict, NotFound
+from .errors import BadRequest, Conflict, NotFound, PunctualError
 from .keys import Keys
-from .messages import Message, NewMessage
+from .messages import Message, MessageStatus, NewMessage
 from .redis_client import storage_errors
 from .script_calls import (
     AskSweep,
@@ -34,8 +39,11 @@ from .script_calls import (
     Reclaim,
 )
 from .scripts import Refusals, ScriptCall, Scripts, hash_of, refuse
+from .shards import HELD, Registry, Shards
 from .stats import STATS_TTL_SECONDS, attempt_field
 from .targets import destination
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -80,6 +88,15 @@ class Page:
     items: list[tuple[str, int]]  # (member, score): (id, due ms) for the pending messages
     total: int
     next_cursor: str | None
+    shards: list[Keys] | None = None  # the shard of each item
+
+
+@dataclass(frozen=True)
+class Overdue:
+    """The earliest due time of anything not done yet, over the shards that answered."""
+
+    oldest_due_ms: int | None
+    failed: list[str]  # what each shard that did not answer said, naming it
 
 
 def encode_cursor(score: int, member: str) -> str:
@@ -87,10 +104,36 @@ def encode_cursor(score: int, member: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _calls_limit(claimed: Claimed, max_calls: int) -> int:
-    """The per-destination limit a claim is held to: none for a claim that names no destination
-    (an agent run's, or one sent before destinations were counted)."""
-    return max_calls if claimed.dest else 0
+# The status of a marker that holds a message's id in its id's home while the message is in the
+# shard of its flow (Store.place).
+ELSEWHERE = "elsewhere"
+# A marker whose message is not found holds its id this long all the same: the message may be
+# on its way in.
+MARKER_SETTLE_MS = 10_000
+
+
+def flow_of(new: NewMessage) -> str:
+    """What places a message with flow control (shards.py): its flow's key, else its destination."""
+    if new.flow_control is None:
+        return ""
+    return f"key:{new.flow_control.key}" if new.flow_control.key else f"dest:{destination(new.webhook_url)}"
+
+
+def create_call(
+    new: NewMessage, k: Keys, now_ms: int, way_in: WayIn, claim_token: str, inflight_deadline_ms: int,
+    marker_ttl_ms: int, replay: Attempt | None = None,
+) -> CreateMessage:
+    """The script call that stores a message in shard `k` (see Store.create_message)."""
+    return CreateMessage(
+        message_key=k.message(new.id), pending_messages_key=k.pending_messages, due_key=k.due,
+        inflight_key=k.inflight, sweep_key=k.sweep(new.due_ms), failed_messages_key=k.failed_messages,
+        message_counts_key=k.message_counts, message_id=new.id,
+        webhook_url=new.webhook_url, payload_json=new.payload_json, due_ms=new.due_ms, now_ms=now_ms,
+        message_ref=message_ref(new.id), mode=way_in.value, claim_token=claim_token,
+        inflight_deadline_ms=inflight_deadline_ms, marker_ttl_ms=marker_ttl_ms,
+        replay_entry=replay.encode() if replay else "", attempt_log_size=ATTEMPT_LOG_SIZE,
+        fields=new.stored_fields(),
+    )
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
@@ -109,10 +152,20 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
 
 
 class Store:
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, shard_count: int = 1, retention_seconds: int = 0
+    ) -> None:
         self.client = client
-        self.keys = keys
+        self.keys = keys  # the bare head's: agents, runs, WebSocket state, the shard registry
         self.scripts = Scripts(client)
+        self.shards = Shards(keys, shard_count, self.read_layouts, retention_seconds * 1000)
+        self._registered = False
+
+    def _calls_limit(self, claimed: Claimed, max_calls: int) -> int:
+        """The per-destination limit a claim is held to: its shard's share of it (a message with
+        flow control is held to its own, in its flow's one shard); none for a claim that names no
+        destination (an agent run's, or one sent before destinations were counted)."""
+        return self.shards.share(max_calls) if claimed.dest else 0
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run a Redis operation; a lost connection or a cluster still failing over once the
@@ -130,39 +183,148 @@ class Store:
         except redis.RedisError:
             return False
 
-    def oldest_due_ms(self) -> int | None:
-        """The earliest due time of anything not yet done: a waiting item or an unfinished message.
+    def oldest_due(self) -> Overdue:
+        """The earliest due time of anything not yet done, a waiting item or an unfinished
+        message, in every shard; a shard that does not answer is named, the others still count.
 
         Agent runs waiting for a concurrency slot are not counted: they wait by design.
         """
+        firsts: list[int] = []
+        failed: list[str] = []
+        for keys in self.shards.claimed():
+            def read(keys: Keys = keys) -> list[Any]:
+                pipe = self.client.pipeline(transaction=False)
+                pipe.zrange(keys.due, 0, 0, withscores=True)
+                pipe.zrange(keys.pending_messages, 0, 0, withscores=True)
+                return pipe.execute()
+
+            try:
+                firsts += [int(rows[0][1]) for rows in self.call(read) if rows]
+            except PunctualError as exc:
+                failed.append(f"shard {keys.head} does not answer ({exc})")
+        return Overdue(min(firsts) if firsts else None, failed)
+
+    # -- the shard registry -----------------------------------------------
+
+    def read_layouts(self) -> Registry:
+        """The registry (shards.py): each layout used, HELD or the ms it was found empty."""
+        raw = self.call(lambda: self.client.hgetall(self.keys.shards))
+        return {int(count): state for count, state in raw.items()}
+
+    def register_layout(self) -> None:
+        """Note, once per process and before its first message, that this process puts new
+        messages in the current layout, so that every process reads its shards. With no registry
+        yet, one shard needs no note (it is the bare head's, which the tick always claims); more
+        note the one-shard layout as well, for the messages stored before shards, to be drained."""
+        if self._registered:
+            return
+        count = self.shards.current.count
+
+        def register() -> None:
+            if not self.client.exists(self.keys.shards):
+                if count == 1:
+                    return
+                self.client.hsetnx(self.keys.shards, "1", HELD)
+            self.client.hset(self.keys.shards, str(count), HELD)
+
+        self.call(register)
+        self._registered = True
+
+    def note_layout(self, count: int, held: bool, now_ms: int) -> None:
+        """Flag an older layout HELD, or empty since now unless it was already (the tick)."""
+        def note() -> None:
+            if held:
+                self.client.hset(self.keys.shards, str(count), HELD)
+            elif self.client.hget(self.keys.shards, str(count)) == HELD:
+                self.client.hset(self.keys.shards, str(count), str(now_ms))
+
+        self.call(note)
+
+    def holds_messages(self, shards: Iterable[Keys]) -> bool:
+        """Whether any of these shards still holds a pending or failed message."""
         def read() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
-            pipe.zrange(self.keys.due, 0, 0, withscores=True)
-            pipe.zrange(self.keys.pending_messages, 0, 0, withscores=True)
+            for keys in shards:
+                pipe.zcard(keys.pending_messages)
+                pipe.zcard(keys.failed_messages)
             return pipe.execute()
 
-        firsts = [int(rows[0][1]) for rows in self.call(read) if rows]
-        return min(firsts) if firsts else None
+        return any(int(count) for count in self.call(read))
 
     # -- messages -------------------------------------------------------
 
+    def place(self, new: NewMessage, now_ms: int, replay: bool = False) -> Keys:
+        """The shard a message goes to: a new one to its home (shards.py), a replay to where it
+        is kept.
+
+        Its id stays unique over the shards where a message of that id may be pending: its homes
+        in older layouts still drained, and its id's own home when it goes by its flow, where a
+        marker (`elsewhere`) then holds the id and points to it. One there and not finished holds
+        the id: a 409, as in its home.
+        """
+        if replay:
+            return self.locate(new.id)[0]
+        self.register_layout()
+        id_home = self.shards.home(new.id)
+        home = self.shards.home(new.id, flow_of(new))
+        others = self.shards.elsewhere(new.id)
+        if others:
+            statuses = self.call(lambda: [self.client.hget(keys.message(new.id), "status")
+                                          for keys in others])
+            if any(status and status != ELSEWHERE and not MessageStatus(status).finished
+                   for status in statuses):
+                raise Conflict(f"message {new.id!r} already exists and is not delivered yet")
+        if home.shard != id_home.shard:
+            self._point(new, id_home, home, now_ms)
+        return home
+
+    def _point(self, new: NewMessage, id_home: Keys, home: Keys, now_ms: int) -> None:
+        """Hold `new`'s id in its id's home with a marker that points to `home`, where it goes by
+        its flow. It lives as long as the message may: until its due time, a day of retries and
+        postponements, and its retention."""
+        marker = id_home.message(new.id)
+        held = self.call(lambda: self.client.hmget(marker, "status", "shard", "at"))
+        if held[0] is not None and not self._frees(new.id, held, now_ms):
+            raise Conflict(f"message {new.id!r} already exists and is not delivered yet")
+        ttl_ms = max(0, new.due_ms - now_ms) + 86_400_000 + self.shards.retention_ms
+
+        def write() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.delete(marker)
+            pipe.hset(marker, mapping={"status": ELSEWHERE, "shard": home.shard, "at": now_ms})
+            pipe.pexpire(marker, ttl_ms)
+            pipe.execute()
+
+        self.call(write)
+
+    def _frees(self, message_id: str, held: list[str | None], now_ms: int) -> bool:
+        """Whether what holds an id in its home (status, shard, at) lets a new message take it:
+        a finished message does; a marker does once the message it points to is finished or
+        gone, and no sooner than MARKER_SETTLE_MS after it was set (its message may be on its
+        way in)."""
+        status, shard, at = held
+        if status != ELSEWHERE:
+            return status is not None and MessageStatus(status).finished
+        if now_ms - int(at or 0) < MARKER_SETTLE_MS:
+            return False
+        pointed = self.shards.named(shard or "").message(message_id)
+        there = self.call(lambda: self.client.hget(pointed, "status"))
+        return there is None or MessageStatus(there).finished
+
     def create_message(
-        self, new: NewMessage, now_ms: int, way_in: WayIn, claim_token: str, inflight_deadline_ms: int,
-        marker_ttl_ms: int, replay: Attempt | None = None,
+        self, new: NewMessage, keys: Keys, now_ms: int, way_in: WayIn, claim_token: str,
+        inflight_deadline_ms: int, marker_ttl_ms: int, replay: Attempt | None = None,
     ) -> Created:
-        """Store a message and set it on its way to SQS as `way_in` says (see create_message.lua);
-        with `replay`, set a finished message on its way again (its record stays)."""
-        k = self.keys
-        created = Created(int(self.script(CreateMessage(
-            message_key=k.message(new.id), pending_messages_key=k.pending_messages, due_key=k.due,
-            inflight_key=k.inflight, sweep_key=k.sweep(new.due_ms), failed_messages_key=k.failed_messages,
-            message_counts_key=k.message_counts, message_id=new.id,
-            webhook_url=new.webhook_url, payload_json=new.payload_json, due_ms=new.due_ms, now_ms=now_ms,
-            message_ref=message_ref(new.id), mode=way_in.value, claim_token=claim_token,
-            inflight_deadline_ms=inflight_deadline_ms, marker_ttl_ms=marker_ttl_ms,
-            replay_entry=replay.encode() if replay else "", attempt_log_size=ATTEMPT_LOG_SIZE,
-            fields=new.stored_fields(),
-        ))))
+        """Store a message in shard `keys` (see `place`) and set it on its way to SQS as `way_in`
+        says (see create_message.lua); with `replay`, set a finished message on its way again
+        (its record stays)."""
+        def create() -> Created:
+            return Created(int(self.script(create_call(
+                new, keys, now_ms, way_in, claim_token, inflight_deadline_ms, marker_ttl_ms, replay))))
+
+        created = create()
+        if created is Created.TAKEN and not replay and self._drop_marker(new.id, keys, now_ms):
+            created = create()
         if created is Created.MISSING:
             raise NotFound(f"message {new.id!r} not found")
         if created is Created.TAKEN and replay:
@@ -172,65 +334,113 @@ class Store:
             raise Conflict(f"message {new.id!r} already exists and is not delivered yet")
         return created
 
-    def ask_sweep(self, second_ms: int, marker_ttl_ms: int) -> str:
+    def _drop_marker(self, message_id: str, keys: Keys, now_ms: int) -> bool:
+        """Drop a marker (see `place`) that holds an id in shard `keys` and no longer needs to."""
+        held = self.call(lambda: self.client.hmget(keys.message(message_id), "status", "shard", "at"))
+        if held[0] != ELSEWHERE or not self._frees(message_id, held, now_ms):
+            return False
+        self.call(lambda: self.client.delete(keys.message(message_id)))
+        return True
+
+    def ask_sweep(self, second_ms: int, marker_ttl_ms: int, keys: Keys | None = None) -> str:
         """For an item indexed in a due second the last tick already covered: "ask" (send the
-        sweep of that second), "pending" (a sweep is on its way) or "swept" (claim it now)."""
-        return str(self.script(AskSweep(sweep_key=self.keys.sweep(second_ms), marker_ttl_ms=marker_ttl_ms)))
+        sweep of that second), "pending" (a sweep is on its way) or "swept" (claim it now).
+        Sweeps are per shard; the bare head's (agent runs) by default."""
+        k = keys or self.keys
+        return str(self.script(AskSweep(sweep_key=k.sweep(second_ms), marker_ttl_ms=marker_ttl_ms)))
 
-    def sweep_marker_lost(self, second_ms: int) -> None:
+    def sweep_marker_lost(self, second_ms: int, keys: Keys) -> None:
         """The sweep of a second could not be sent: the next message of that second asks again."""
-        self.call(lambda: self.client.delete(self.keys.sweep(second_ms)))
+        self.call(lambda: self.client.delete(keys.sweep(second_ms)))
 
-    def mark_swept(self, second_ms: int, ttl_ms: int) -> None:
+    def mark_swept(self, second_ms: int, ttl_ms: int, keys: Keys) -> None:
         """From now on, messages of this second are claimed as they are created."""
-        self.call(lambda: self.client.set(self.keys.sweep(second_ms), "swept", px=max(1, ttl_ms)))
+        self.call(lambda: self.client.set(keys.sweep(second_ms), "swept", px=max(1, ttl_ms)))
+
+    def locate(self, message_id: str, now_ms: int | None = None) -> tuple[Keys, dict[str, str]]:
+        """A message's shard and its hash: its home, else where an older layout kept it."""
+        home = self.shards.home(message_id)
+        fields = self.call(lambda: self.client.hgetall(home.message(message_id)))
+        if fields.get("status") == ELSEWHERE:
+            there = self.shards.named(fields.get("shard", ""))
+            found = self.call(lambda: self.client.hgetall(there.message(message_id)))
+            if found:
+                return there, found
+        elif fields:
+            return home, fields
+        for keys in self.shards.kept_elsewhere(message_id, _now_ms() if now_ms is None else now_ms):
+            fields = self.call(lambda keys=keys: self.client.hgetall(keys.message(message_id)))
+            if fields:
+                return keys, fields
+        raise NotFound(f"message {message_id!r} not found")
 
     def get_message(self, message_id: str) -> Message:
-        fields = self.call(lambda: self.client.hgetall(self.keys.message(message_id)))
-        if not fields:
-            raise NotFound(f"message {message_id!r} not found")
-        return Message.from_hash(fields)
+        return Message.from_hash(self.locate(message_id)[1])
 
     def delete_message(self, message_id: str) -> None:
-        k = self.keys
+        k = self.locate(message_id)[0]
         result = self.script(DeleteMessage(
             message_key=k.message(message_id), pending_messages_key=k.pending_messages, due_key=k.due,
             inflight_key=k.inflight, failed_messages_key=k.failed_messages,
             message_counts_key=k.message_counts, message_id=message_id, message_ref=message_ref(message_id),
         ))
         refuse(DELETE_REFUSALS, result, message_id=message_id)
+        home = self.shards.home(message_id)
+        if home.shard != k.shard:  # its marker goes with it
+            marker = home.message(message_id)
+            if self.call(lambda: self.client.hget(marker, "status")) == ELSEWHERE:
+                self.call(lambda: self.client.delete(marker))
 
     def page_pending(self, limit: int, cursor: str | None) -> Page:
-        return self.page(self.keys.pending_messages, limit, cursor)
+        return self.page_shards(lambda keys: keys.pending_messages, limit, cursor)
 
     def page(self, key: str, limit: int, cursor: str | None) -> Page:
-        """One page of a zset in score order, after an opaque cursor."""
+        """One page of a zset in score order, then member order (a zset's own), after an opaque
+        cursor."""
+        return self._page([(key, self.keys)], limit, cursor)
 
-        def read() -> tuple[list[Any], int]:
-            if cursor is None:
+    def page_shards(self, index: Callable[[Keys], str], limit: int, cursor: str | None) -> Page:
+        """One page of a zset every shard keeps (`index` names it), as `page` reads one.
+
+        Each shard is read from the cursor on, and the reads are merged. The cursor is the last
+        item's (score, member): the same position in every shard, since ids are unique over all
+        of them, so it stays exact while items come and go in any shard.
+        """
+        return self._page([(index(keys), keys) for keys in self.shards.listed()], limit, cursor)
+
+    def _page(self, zsets: list[tuple[str, Keys]], limit: int, cursor: str | None) -> Page:
+        after = decode_cursor(cursor) if cursor is not None else None
+
+        def read(key: str) -> tuple[list[Any], int]:
+            if after is None:
                 rows = self.client.zrange(key, 0, limit - 1, withscores=True)
                 flat = [x for row in rows for x in row]
             else:
-                score, member = decode_cursor(cursor)
-                flat = self.scripts.call(PageAfter(zset_key=key, cursor_score=score, cursor_member=member,
-                                                   page_size=limit))
+                flat = self.scripts.call(PageAfter(zset_key=key, cursor_score=after[0],
+                                                   cursor_member=after[1], page_size=limit))
             return flat, int(self.client.zcard(key))
 
-        flat, total = self.call(read)
-        items = [(flat[i], int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
+        reads = [self.call(lambda key=key: read(key)) for key, _ in zsets]
+        merged = heapq.merge(*(
+            [(int(float(flat[i + 1])), flat[i], keys) for i in range(0, len(flat), 2)]
+            for (flat, _), (_, keys) in zip(reads, zsets, strict=True)
+        ), key=lambda row: (row[0], row[1].encode()))
+        rows = list(merged)[:limit]
+        items = [(member, score) for score, member, _ in rows]
         next_cursor = encode_cursor(items[-1][1], items[-1][0]) if len(items) == limit else None
-        return Page(items=items, total=total, next_cursor=next_cursor)
+        return Page(items=items, total=sum(total for _, total in reads), next_cursor=next_cursor,
+                    shards=[keys for _, _, keys in rows])
 
-    def webhook_urls(self, refs: list[str]) -> list[str]:
-        """The target URL of each message named (those gone are left out), in one round trip."""
+    def webhook_urls(self, claims: list[Claimed]) -> list[str]:
+        """The target URL of each message claimed (those gone are left out), in one round trip."""
 
         def read() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
-            for ref in refs:
-                pipe.hget(self.keys.item(ref), "url")
+            for claimed in claims:
+                pipe.hget(self.shards.named(claimed.shard).item(claimed.ref), "url")
             return pipe.execute()
 
-        return [url for url in (self.call(read) if refs else []) if url]
+        return [url for url in (self.call(read) if claims else []) if url]
 
     def begin_delivery(
         self, claimed: Claimed, lease_deadline_ms: int, now_ms: int, max_calls: int, grace_ms: int
@@ -239,9 +449,9 @@ class Store:
         destination holds back comes back as such (see begin_delivery.lua): WAITING for a call
         to its flow (in Redis, handed on by the call that ends next), Postponed to when its flow
         lets it start, or BreakerOpen (claimed, its attempt spent without a call)."""
-        k = self.keys
+        k = self.shards.named(claimed.shard)
         flow = k.flow(claimed.dest, claimed.flow)
-        limit = _calls_limit(claimed, max_calls)
+        limit = self._calls_limit(claimed, max_calls)
         postpone_token = new_token()
         answer = self.script(BeginDelivery(
             message_key=k.item(claimed.ref), inflight_key=k.inflight, calls_key=flow.calls,
@@ -265,7 +475,6 @@ class Store:
             case "open":
                 return BreakerOpen(Message.from_hash(hash_of(answer[2])), int(answer[1]))
         raise ValueError(f"begin_delivery.lua answered {answer!r}")
-
     def finish_delivery(
         self,
         message: Message,
@@ -286,7 +495,7 @@ class Store:
         call's lateness, None when no call was made), give back its call to its flow and count what
         the call said of its destination (`health`); a 429's Retry-After pauses the flow until
         `pause_until_ms`. A BreakerOpen attempt took no call (`took_call`)."""
-        k = self.keys
+        k = self.shards.named(claimed.shard)
         flow = k.flow(claimed.dest, claimed.flow)
         breaker = settings.breaker
         recorded, *handed_on = self.script(FinishDelivery(
@@ -300,7 +509,7 @@ class Store:
             retry_claim_token=retry.claim.token if retry else "",
             retry_due_ms=retry.claim.due_ms if retry else "",
             inflight_deadline_ms=retry.inflight_deadline_ms if retry else "",
-            max_calls=_calls_limit(claimed, settings.destination_max_calls) if took_call else "",
+            max_calls=self._calls_limit(claimed, settings.destination_max_calls) if took_call else "",
             dest=claimed.dest, health=health.value if claimed.dest else "",
             pause_until_ms="" if pause_until_ms is None else pause_until_ms,
             breaker_threshold=breaker.failures, breaker_cooldown_ms=breaker.cooldown_ms,
@@ -312,15 +521,22 @@ class Store:
 
     def hand_on(self, claimed: Claimed, now_ms: int, max_calls: int) -> list[Claimed]:
         """The claim waiting longest in `claimed`'s flow, if a call is free (see hand_on.lua)."""
-        flow = self.keys.flow(claimed.dest, claimed.flow)
+        flow = self.shards.named(claimed.shard).flow(claimed.dest, claimed.flow)
         bodies = self.script(HandOn(calls_key=flow.calls, waiting_key=flow.waiting, state_key=flow.state,
-                                    now_ms=now_ms, max_calls=max_calls))
+                                    now_ms=now_ms, max_calls=self.shards.share(max_calls)))
         return [Claimed.from_body(json.loads(body)) for body in bodies]
 
     def destinations(self, now_ms: int, limit: int) -> list[Destination]:
-        """The destinations called in the last hour, the latest first."""
-        k = self.keys
+        """The destinations called in the last hour, the latest first; each shard keeps its own
+        count of them, and they are added up."""
+        found: dict[str, Destination] = {}
+        for k in self.shards.listed():
+            for dest in self._destinations(k, now_ms, limit):
+                seen = found.get(dest.destination)
+                found[dest.destination] = seen.plus(dest) if seen else dest
+        return sorted(found.values(), key=lambda dest: -dest.last_active_minute_ms)[:limit]
 
+    def _destinations(self, k: Keys, now_ms: int, limit: int) -> list[Destination]:
         def read() -> tuple[list[tuple[str, float]], list[Any]]:
             recent = self.client.zrevrange(k.destinations, 0, limit - 1, withscores=True)
             pipe = self.client.pipeline(transaction=False)
@@ -344,15 +560,16 @@ class Store:
     # -- the due and inflight indexes ------------------------------------
 
     def claim_due(
-        self, until_ms: int, grace_ms: int, batch: int, since_ms: int | None = None
+        self, until_ms: int, grace_ms: int, batch: int, since_ms: int | None = None, keys: Keys | None = None,
     ) -> tuple[list[Claimed], bool]:
-        """Claim up to `batch` items due at or before `until_ms` (and not before `since_ms`).
+        """Claim up to `batch` items of one shard (the bare head's by default) due at or before
+        `until_ms` (and not before `since_ms`).
 
         Also says whether a full batch was read: then more may be due, even when fewer were
         claimed because a concurrent tick, sweep or schedule took some of them first. Every ref
         read leaves the due index either way, so a caller that goes on while it is told so ends.
         """
-        k = self.keys
+        k = keys or self.keys
         since = "-inf" if since_ms is None else since_ms
         refs = self.call(
             lambda: self.client.zrangebyscore(k.due, since, until_ms, start=0, num=batch)
@@ -366,21 +583,24 @@ class Store:
         ))
         claimed = [
             Claimed(ref=flat[i], due_ms=int(float(flat[i + 1])), token=flat[i + 2],
-                    dest=destination(flat[i + 3]) if flat[i + 3] else "", flow=flat[i + 4])
+                    dest=destination(flat[i + 3]) if flat[i + 3] else "", flow=flat[i + 4], shard=k.shard)
             for i in range(0, len(flat), 5)
         ]
         return claimed, len(refs) == batch
 
     def expedite(self, items: list[Claimed], now_ms: int) -> None:
         """Make items whose SQS send failed reclaimable by the next tick."""
-        refs = {item.ref: now_ms for item in items}
-        if refs:
-            self.call(lambda: self.client.zadd(self.keys.inflight, refs, xx=True))
+        by_shard: dict[str, dict[str, int]] = {}
+        for item in items:
+            by_shard.setdefault(item.shard, {})[item.ref] = now_ms
+        for shard, refs in by_shard.items():
+            inflight = self.shards.named(shard).inflight
+            self.call(lambda inflight=inflight, refs=refs: self.client.zadd(inflight, refs, xx=True))
 
-    def reclaim_expired(self, now_ms: int, batch: int) -> tuple[int, bool]:
-        """Put items whose SQS message or delivery lease was lost back in the due index; also
-        says whether a full batch was read (more may be expired: see claim_due)."""
-        k = self.keys
+    def reclaim_expired(self, now_ms: int, batch: int, keys: Keys | None = None) -> tuple[int, bool]:
+        """Put items of one shard whose SQS message or delivery lease was lost back in the due
+        index; also says whether a full batch was read (more may be expired: see claim_due)."""
+        k = keys or self.keys
         refs = self.call(
             lambda: self.client.zrangebyscore(k.inflight, "-inf", now_ms, start=0, num=batch)
         )
@@ -392,3 +612,6 @@ class Store:
         ))
         return int(count), len(refs) == batch
 
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -66,7 +66,8 @@ class WebhookDelivery:
         retry = None
         if not result.ok and result.retryable:
             retry = plan_retry(claimed.ref, message.attempts, now, settings.webhook_retries,
-                               settings.queue_grace_ms, retry_after, dest=claimed.dest, flow=claimed.flow)
+                               settings.queue_grace_ms, retry_after, dest=claimed.dest, flow=claimed.flow,
+                               shard=claimed.shard)
         outcome = "retry" if retry else "delivered" if result.ok else "failed"
         pause_until = None
         if result.status_code == 429 and retry_after is not None:

@@ -41,7 +41,9 @@ def _free_node_port() -> int:
 
 class LocalCluster:
     def __init__(self, primaries: int = 3, replicas: int = 0, one_node: bool = False,
-                 node_timeout_ms: int = 2000) -> None:
+                 node_timeout_ms: int = 2000, options: tuple[str, ...] = ()) -> None:
+        """`options`: more redis-server arguments for every node."""
+        self._options = options
         for binary in ("redis-server", "redis-cli"):
             if shutil.which(binary) is None:
                 raise RuntimeError(f"{binary} is not installed; `make setup` installs it")
@@ -108,7 +110,8 @@ class LocalCluster:
         return subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.dir), "--cluster-enabled", "yes",
-             "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", str(node_timeout_ms)],
+             "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", str(node_timeout_ms),
+             *self._options],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
         )
 

@@ -200,6 +200,27 @@ class Harness:
     def delete(self, path: str, headers: dict[str, str] | None = None) -> Any:
         return self.client.http.delete(path, headers=AUTH if headers is None else headers)
 
+    def message_key(self, message_id: str) -> str:
+        """The Redis key of a message (without flow control) in its home shard."""
+        return self.svc.message_store.shards.home(message_id).message(message_id)
+
+    def ids_in_one_shard(self, prefix: str, count: int) -> list[str]:
+        """`count` message ids (prefix0, prefix1, ...: the first that qualify) whose home is one
+        shard, for a test of what one shard's batches do."""
+        shards = self.svc.message_store.shards
+        by_shard: dict[str, list[str]] = {}
+        for i in range(count * shards.current.count * 4):
+            ids = by_shard.setdefault(shards.home(f"{prefix}{i}").shard, [])
+            ids.append(f"{prefix}{i}")
+            if len(ids) == count:
+                return ids
+        raise AssertionError("no shard got enough ids")
+
+    def sweep_body(self, due_ms: int, message_id: str) -> str:
+        """The SQS body of the sweep of one due second in the shard of a message (no flow control)."""
+        shard = self.svc.message_store.shards.home(message_id).shard
+        return json.dumps({"kind": "sweep", "due": due_ms, **({"shard": shard} if shard else {})})
+
     def read_message(self, message_id: str) -> dict[str, Any]:
         """GET /messages/{id}, which must answer 200: the message as the API shows it."""
         status, body = self.api("GET", f"/messages/{message_id}")

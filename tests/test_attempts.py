@@ -68,12 +68,13 @@ def test_an_attempt_spent_while_the_breaker_is_open_is_logged_as_such(harness: H
     endpoint, answers = answers
     answers["status"] = 503
     harness.configure(breaker_failures=1, webhook_max_retries=1)
-    harness.post(message("opens-it", SOON, endpoint.url))
+    opens_it, held = harness.ids_in_one_shard("breaker", 2)  # each shard keeps its own breaker
+    harness.post(message(opens_it, SOON, endpoint.url))
     harness.dispatch([m["Body"] for m in harness.receive()])  # one failed call opens the breaker
-    harness.post(message("held", "2030-01-01T00:00:31Z", endpoint.url))
+    harness.post(message(held, "2030-01-01T00:00:31Z", endpoint.url))
     harness.drain()
     assert len(endpoint.received) == 1
-    log = harness.read_message("held")["attemptLog"]
+    log = harness.read_message(held)["attemptLog"]
     assert [(a["attempt"], a["kind"], a["status"], a["latencyMs"]) for a in log] == [
         (1, "breaker-open", None, None), (2, "breaker-open", None, None)]
     assert "circuit breaker" in log[0]["error"] and log[0]["nextRetryAt"] is not None
@@ -92,7 +93,7 @@ def test_the_log_keeps_the_last_attempts_only(harness: Harness, answers: Any) ->
     assert len(endpoint.received) == 13
     assert len(log) == ATTEMPT_LOG_SIZE == 20
     assert [a["kind"] for a in log] == ["replay", "delivery"] * 10  # the oldest went first
-    assert harness.redis.ttl(harness.svc.message_store.keys.message("again")) > 0  # kept as the message
+    assert harness.redis.ttl(harness.message_key("again")) > 0  # kept as the message
 
 
 def test_an_agent_run_shows_its_attempts(harness: Harness) -> None:
@@ -129,7 +130,7 @@ def test_a_failed_message_is_replayed_now_under_the_same_id(harness: Harness, an
     record = harness.read_message("dead")
     assert record["status"] == "queued" and record["attempts"] == 0 and record["lastError"] is None
     assert record["failedAt"] is None and record["payload"] == {"n": 1}
-    assert harness.redis.ttl(harness.svc.message_store.keys.message("dead")) == -1  # kept until done
+    assert harness.redis.ttl(harness.message_key("dead")) == -1  # kept until done
     assert [a["kind"] for a in record["attemptLog"]] == ["delivery", "replay"]
     assert record["attemptLog"][1] == {
         "attempt": 0, "startedAt": format_instant(SOON_MS + 60_000), "status": None, "error": None,
@@ -159,7 +160,7 @@ def test_a_delivered_message_is_replayed_on_time_at_its_schedule_to(
                                             AttributeNames=["ApproximateNumberOfMessagesDelayed"])
     assert held["Attributes"]["ApproximateNumberOfMessagesDelayed"] == "1"  # the sweep, held back
     harness.clock.set(T0 + 73_000)
-    harness.dispatch([json.dumps({"kind": "sweep", "due": T0 + 75_000})])
+    harness.dispatch([harness.sweep_body(T0 + 75_000, "twice")])
     harness.drain()
     assert len(receiver.wait_for(2)) == 2
     assert harness.clock.now_ms() == T0 + 75_000
@@ -253,7 +254,8 @@ def test_the_failed_listing_forgets_deleted_and_expired_messages(harness: Harnes
     fail_concurrently(harness, ["x3"], endpoint.url)
     harness.clock.advance(harness.svc.settings.retention_seconds * 1000 + 1)
     assert failed_page(harness, "") == {"failedMessages": [], "count": 0, "nextCursor": None}
-    assert harness.redis.zcard(harness.svc.message_store.keys.failed_messages) == 0
+    shards = harness.svc.message_store.shards.listed()
+    assert sum(harness.redis.zcard(keys.failed_messages) for keys in shards) == 0
 
 
 def test_an_unknown_status_is_refused_and_pending_is_the_default(harness: Harness) -> None:

@@ -54,7 +54,7 @@ def test_message_due_soon_is_delivered_once_on_time_with_headers(
     listing = json.loads(harness.get("/messages").body)
     assert listing["count"] == 0 and listing["scheduledJobs"] == []
     # Delivered messages stay readable for the retention period only.
-    ttl = harness.redis.ttl(harness.svc.message_store.keys.message("m1"))
+    ttl = harness.redis.ttl(harness.message_key("m1"))
     assert 86_000 < ttl <= 86_400
 
 
@@ -70,7 +70,7 @@ def test_a_finished_message_frees_its_id_and_a_pending_one_does_not(
     shown = status_of(harness, "again")
     assert shown["status"] == "scheduled" and shown["payload"] == {"n": 2}
     assert shown["attempts"] == 0 and shown["deliveredAt"] is None
-    assert harness.redis.ttl(harness.svc.message_store.keys.message("again")) == -1  # kept until done
+    assert harness.redis.ttl(harness.message_key("again")) == -1  # kept until done
     # Pending now: the id is taken.
     taken = harness.post(message("again", LATER, receiver.url + "/hook", {"n": 3}))
     assert taken.status_code == 409 and "not delivered yet" in json.loads(taken.body)["detail"]
@@ -306,20 +306,20 @@ def test_a_tick_goes_on_when_another_claimer_took_part_of_its_batch(
 ) -> None:
     """A batch that comes back short because a concurrent tick or sweep claimed some of the refs
     read is no sign that nothing more is due: the rest must not wait for the next tick."""
-    for i in range(5):
-        harness.post(message(f"w{i}", LATER, receiver.url))
+    for name in harness.ids_in_one_shard("w", 5):  # one shard's batches
+        harness.post(message(name, LATER, receiver.url))
     harness.clock.set(T0 + 3_600_000 - 60_000)
     report, rival = tick_in_twos_beside_a_rival(harness, monkeypatch, "claim_due", 4)
     # ...and the rival claimed one (ref, due, token, url, flow key)
     assert report.claimed == 4 and len(rival) == 5
-    assert harness.redis.zcard(harness.svc.message_store.keys.due) == 0
+    assert sum(harness.redis.zcard(keys.due) for keys in harness.svc.message_store.shards.claimed()) == 0
 
 
 def test_a_tick_goes_on_reclaiming_when_another_took_part_of_its_batch(
     harness: Harness, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for i in range(3):
-        harness.post(message(f"l{i}", SOON, receiver.url))
+    for name in harness.ids_in_one_shard("l", 3):  # one shard's batches
+        harness.post(message(name, SOON, receiver.url))
     assert len(harness.receive()) == 3  # and SQS loses them
     harness.clock.set(T0 + 30_000 + 120_000)  # past the queue grace
     report, rival = tick_in_twos_beside_a_rival(harness, monkeypatch, "reclaim", 2)
@@ -374,39 +374,41 @@ def at(offset_ms: int) -> str:
 def test_messages_of_one_second_share_one_sweep(harness: Harness, receiver: Receiver) -> None:
     # With the deployed lead (2 s), messages inside the window wait for one sweep per due second.
     harness.configure(lead_seconds=2)
-    for name, offset in [("a", 30_200), ("b", 30_500), ("c", 30_900), ("d", 31_100)]:
+    ids = harness.ids_in_one_shard("s", 4)  # sweeps are per shard
+    for name, offset in zip(ids, [30_200, 30_500, 30_900, 31_100], strict=True):
         assert harness.post(message(name, at(offset), receiver.url)).status_code == 200
     # Two sweeps (seconds 30 and 31) wait in SQS, held back until 2 s before their second.
     assert delayed_in_queue(harness) == 2 and harness.receive() == []
-    assert {status_of(harness, m)["status"] for m in "abcd"} == {"scheduled"}
-    # The sweep of second 30 arrives 2 s early: it claims a, b, c and sends them as one group.
+    assert {status_of(harness, m)["status"] for m in ids} == {"scheduled"}
+    # The sweep of second 30 arrives 2 s early: it claims the first three and sends them as one group.
     harness.clock.set(T0 + 28_500)
-    harness.dispatch([json.dumps({"kind": "sweep", "due": T0 + 30_000})])
-    assert [status_of(harness, m)["status"] for m in "abcd"] == ["queued", "queued", "queued", "scheduled"]
+    harness.dispatch([harness.sweep_body(T0 + 30_000, ids[0])])
+    assert [status_of(harness, m)["status"] for m in ids] == ["queued", "queued", "queued", "scheduled"]
     [group] = harness.receive()
-    assert refs_in([group["Body"]]) == [message_ref(m) for m in "abc"]
+    assert refs_in([group["Body"]]) == [message_ref(m) for m in ids[:3]]
     harness.dispatch([group["Body"]])
     got = receiver.wait_for(3)
-    assert sorted(r.json()["hello"] for r in got) == ["a", "b", "c"]
+    assert sorted(r.json()["hello"] for r in got) == sorted(ids[:3])
     # Each went out at its own instant, not at the group's first (the fake clock moves as the
     # dispatcher waits, so a delivery is recorded at or after its instant).
     assert harness.clock.now_ms() == T0 + 30_900
-    for m, offset in [("a", 30_200), ("b", 30_500), ("c", 30_900)]:
+    for m, offset in zip(ids[:3], [30_200, 30_500, 30_900], strict=True):
         assert status_of(harness, m)["deliveredAt"] >= at(offset)
     # A second sweep of the same second finds nothing left to claim.
-    harness.dispatch([json.dumps({"kind": "sweep", "due": T0 + 30_000})])
+    harness.dispatch([harness.sweep_body(T0 + 30_000, ids[0])])
     assert harness.receive() == []
 
 
 def test_a_message_created_after_its_second_was_swept_is_claimed_at_once(harness: Harness) -> None:
     harness.configure(lead_seconds=2)
-    harness.post(message("first", at(40_100), URL_UNUSED))
-    harness.dispatch([json.dumps({"kind": "sweep", "due": T0 + 40_000})])
-    assert status_of(harness, "first")["status"] == "queued"
+    first, late = harness.ids_in_one_shard("swept", 2)  # sweeps are per shard
+    harness.post(message(first, at(40_100), URL_UNUSED))
+    harness.dispatch([harness.sweep_body(T0 + 40_000, first)])
+    assert status_of(harness, first)["status"] == "queued"
     # Same second, after its sweep: no sweep would come for it, so its own POST claims and sends it.
     before = delayed_in_queue(harness)
-    harness.post(message("late", at(40_800), URL_UNUSED))
-    assert status_of(harness, "late")["status"] == "queued"
+    harness.post(message(late, at(40_800), URL_UNUSED))
+    assert status_of(harness, late)["status"] == "queued"
     assert delayed_in_queue(harness) == before + 1
 
 

@@ -71,14 +71,16 @@ def test_messages_under_way_before_the_counters_existed_leave_them_exact(
 ) -> None:
     for i in range(3):
         harness.post(message(f"old-{i}", SOON, receiver.url))
-    harness.redis.delete(harness.svc.message_store.keys.message_counts)  # as an upgrade finds them
+    for keys in harness.svc.message_store.shards.listed():  # as an upgrade finds them
+        harness.redis.delete(keys.message_counts)
     assert stats(harness)["messages"]["scheduled"] == 3
     harness.drain()
     harness.post(message("new", SOON, receiver.url))
     counts = stats(harness)["messages"]
     assert (counts["scheduled"], counts["queued"], counts["delivering"]) == (0, 1, 0)
-    assert harness.redis.hgetall(harness.svc.message_store.keys.message_counts) == {"queued": "1",
-                                                                                     "delivering": "0"}
+    counts_key = harness.svc.message_store.shards.home("new").message_counts
+    assert harness.redis.hget(counts_key, "queued") == "1"
+    assert int(harness.redis.hget(counts_key, "delivering") or 0) == 0
 
 
 def test_each_minute_counts_deliveries_failures_retries_and_lateness(harness: Harness) -> None:
@@ -142,13 +144,15 @@ def test_a_timed_out_run_is_counted(harness: Harness) -> None:
 
 
 def test_minute_buckets_are_bounded_and_expire(harness: Harness, receiver: Receiver) -> None:
-    for i in range(21):  # twenty-one deliveries in one minute, then one in the next
-        harness.post(message(f"n{i}", format_instant(T0 + 30_000), receiver.url))
+    *ids, last = harness.ids_in_one_shard("n", 22)  # each shard keeps its own buckets
+    for name in ids:  # twenty-one deliveries in one minute, then one in the next
+        harness.post(message(name, format_instant(T0 + 30_000), receiver.url))
     harness.drain()
-    harness.post(message("next", format_instant(T0 + 90_000), receiver.url))
+    harness.post(message(last, format_instant(T0 + 90_000), receiver.url))
     harness.drain()
-    keys = [harness.svc.message_store.keys.stats_minute(T0 + i * 60_000) for i in range(2)]
-    assert sorted(harness.redis.scan_iter(f"{harness.svc.message_store.keys.head}:stats:*")) == sorted(keys)
+    shard = harness.svc.message_store.shards.home(last)
+    keys = [shard.stats_minute(T0 + i * 60_000) for i in range(2)]
+    assert sorted(harness.redis.scan_iter(f"{shard.head}:stats:*")) == sorted(keys)
     for key in keys:
         assert 0 < harness.redis.ttl(key) <= STATS_TTL_SECONDS
     # A minute's hash holds counts, not entries: twenty-one deliveries take what one does.
