@@ -44,20 +44,21 @@ local marker_ttl_ms = ARGV[10]
 local replay_entry = ARGV[11]
 local attempt_log_size = ARGV[12]
 
+-- Every message hash holds its status: none means no message.
 local held_by = redis.call('HGET', message_key, 'status')
 local finished = held_by == 'delivered' or held_by == 'failed'
 if replay_entry ~= '' then
   if not held_by then return -1 end
   if not finished then return 0 end
-  -- Kept until it finishes again, as a new message is.
+  -- Kept until it finishes again, as a new message is; what its last round left goes.
   redis.call('PERSIST', message_key)
-  redis.call('HDEL', message_key, 'finishedAt', 'lastError')
+  redis.call('HDEL', message_key, 'finishedAt', 'lastError', 'token', 'nextAttemptAt')
   log_attempt(message_key, replay_entry, attempt_log_size)
 elseif finished then
   -- Finished: only kept for inspection (it left every index), so it goes whole, fields and
   -- retention expiry alike.
   redis.call('DEL', message_key)
-elseif held_by or redis.call('EXISTS', message_key) == 1 then
+elseif held_by then
   return 0
 end
 if held_by == 'failed' then redis.call('ZREM', failed_messages_key, message_id) end
@@ -70,16 +71,25 @@ if mode == 'sweep' then
     mode = 'claim'
   end
 end
+-- One HSET for the whole record (a claim's fields with it).
+local fields = {'due', due_ms, 'attempts', 0}
 if replay_entry == '' then
-  redis.call('HSET', message_key, 'id', message_id, 'url', webhook_url, 'payload', payload_json,
-    'due', due_ms, 'createdAt', now_ms, 'status', 'scheduled', 'attempts', 0)
-  if #ARGV > 12 then redis.call('HSET', message_key, unpack(ARGV, 13)) end
-else
-  redis.call('HSET', message_key, 'due', due_ms, 'status', 'scheduled', 'attempts', 0)
+  for _, field in ipairs({'id', message_id, 'url', webhook_url, 'payload', payload_json, 'createdAt', now_ms}) do
+    fields[#fields + 1] = field
+  end
+  for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end
 end
+if mode == 'claim' then
+  for _, field in ipairs({'status', 'queued', 'token', claim_token, 'nextAttemptAt', due_ms}) do
+    fields[#fields + 1] = field
+  end
+else
+  fields[#fields + 1] = 'status'
+  fields[#fields + 1] = 'scheduled'
+end
+redis.call('HSET', message_key, unpack(fields))
 redis.call('ZADD', pending_messages_key, due_ms, message_id)
 if mode == 'claim' then
-  redis.call('HSET', message_key, 'status', 'queued', 'token', claim_token, 'nextAttemptAt', due_ms)
   redis.call('ZADD', inflight_key, inflight_deadline_ms, message_ref)
   redis.call('HINCRBY', message_counts_key, 'queued', 1)
   return 2
