@@ -41,8 +41,11 @@ local postpone_token = ARGV[8]
 local grace_ms = ARGV[9]
 local known_destination = ARGV[10]
 
-local message = redis.call('HMGET', message_key, 'status', 'token', 'flowParallelism', 'flowRate')
-if message[1] ~= 'queued' or message[2] ~= claim_token then return {} end
+-- The whole hash in one read: the claim is checked against it, and it is what a delivery needs.
+local fields = redis.call('HGETALL', message_key)
+local message = {}
+for i = 1, #fields, 2 do message[fields[i]] = fields[i + 1] end
+if message.status ~= 'queued' or message.token ~= claim_token then return {} end
 local now = tonumber(now_ms)
 
 local function postpone(until_ms)
@@ -51,16 +54,26 @@ local function postpone(until_ms)
   return {'later', until_ms}
 end
 
+-- Returns the hash as it now is, from what was read.
 local function claim()
-  redis.call('HSET', message_key, 'status', 'delivering')
-  redis.call('HINCRBY', message_key, 'attempts', 1)
+  local attempts = tostring(tonumber(message.attempts or '0') + 1)
+  redis.call('HSET', message_key, 'status', 'delivering', 'attempts', attempts)
   count_down(message_counts_key, 'queued')
   redis.call('HINCRBY', message_counts_key, 'delivering', 1)
   redis.call('ZADD', inflight_key, lease_deadline_ms, message_ref)
-  return redis.call('HGETALL', message_key)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'status' then fields[i + 1] = 'delivering' end
+    if fields[i] == 'attempts' then fields[i + 1] = attempts end
+  end
+  if not message.attempts then
+    fields[#fields + 1] = 'attempts'
+    fields[#fields + 1] = attempts
+  end
+  return fields
 end
 
-local paused_until = tonumber(redis.call('HGET', state_key, 'pausedUntil') or '0')
+local state = redis.call('HMGET', state_key, 'pausedUntil', 'tat')
+local paused_until = tonumber(state[1] or '0')
 if paused_until > now then return postpone(paused_until) end
 
 local probing = false
@@ -70,9 +83,10 @@ if known_destination ~= '' then
   probing = verdict == 'probe'
 end
 
-local limit = tonumber(message[3] or max_calls)
-if limit > 0 then
-  -- Calls whose dispatcher died hold their share only until their lease ends.
+local limit = tonumber(message.flowParallelism or max_calls)
+-- Only a flow that looks full is looked at closer: calls whose dispatcher died hold their share
+-- only until their lease ends, and this call may hold one already (a redelivery).
+if limit > 0 and redis.call('ZCARD', calls_key) >= limit then
   redis.call('ZREMRANGEBYSCORE', calls_key, '-inf', now_ms)
   if not redis.call('ZSCORE', calls_key, message_ref) and redis.call('ZCARD', calls_key) >= limit then
     -- While it waits its place in the inflight index moves out to when it should have had a
@@ -91,9 +105,9 @@ if limit > 0 then
   end
 end
 
-local rate = tonumber(message[4] or '0')
+local rate = tonumber(message.flowRate or '0')
 if rate > 0 then
-  local next_start = rate_admits(state_key, rate, now)
+  local next_start = rate_admits(state_key, tonumber(state[2] or '0'), rate, now)
   if next_start > now then return postpone(next_start) end
 end
 
