@@ -68,12 +68,16 @@ local limit = 0
 if max_calls ~= '' then limit = tonumber(message[3] or max_calls) end
 if limit > 0 then
   redis.call('ZREM', calls_key, message_ref)
-  redis.call('ZREMRANGEBYSCORE', calls_key, '-inf', now_ms)
   -- One, for the call that ended: each call that ends hands on one, so the waiting claims
-  -- are spread over the callers that free their flow's calls.
-  if redis.call('ZCARD', calls_key) < limit then
-    handed_on = redis.call('ZRANGE', waiting_key, 0, 0)
-    if #handed_on > 0 then redis.call('ZREM', waiting_key, handed_on[1]) end
+  -- are spread over the callers that free their flow's calls. Nothing waits in most flows:
+  -- only then are its calls counted (those past their lease hold nothing).
+  local next_claim = redis.call('ZRANGE', waiting_key, 0, 0)
+  if #next_claim > 0 then
+    redis.call('ZREMRANGEBYSCORE', calls_key, '-inf', now_ms)
+    if redis.call('ZCARD', calls_key) < limit then
+      redis.call('ZREM', waiting_key, next_claim[1])
+      handed_on = next_claim
+    end
   end
 end
 if health ~= '' then
@@ -87,12 +91,17 @@ if pause_until_ms ~= '' then
     keep_for(state_key, until_ms - now + 60000)
   end
 end
-if error_text ~= '' then redis.call('HSET', message_key, 'lastError', error_text) end
 count_down(message_counts_key, 'delivering')
 count_minute(stats_minute_key, stats_field, stats_ttl_seconds)
+-- The outcome, the log and the error in one HSET.
+local fields = {'attemptLog', attempt_log}
+if error_text ~= '' then
+  fields[3] = 'lastError'
+  fields[4] = error_text
+end
 if outcome == 'retry' then
   redis.call('HSET', message_key, 'status', 'queued', 'token', retry_claim_token,
-    'nextAttemptAt', retry_due_ms, 'attemptLog', attempt_log)
+    'nextAttemptAt', retry_due_ms, unpack(fields))
   redis.call('ZADD', inflight_key, inflight_deadline_ms, message_ref)
   redis.call('HINCRBY', message_counts_key, 'queued', 1)
   return {1, unpack(handed_on)}
@@ -103,8 +112,9 @@ if outcome == 'failed' then
   redis.call('ZREMRANGEBYSCORE', failed_messages_key,
     '(' .. string.format('%.0f', tonumber(retention_seconds) * 1000 - now), '+inf')
 end
-redis.call('HSET', message_key, 'status', outcome, 'finishedAt', now_ms, 'attemptLog', attempt_log)
-redis.call('HDEL', message_key, 'token', 'nextAttemptAt')
+-- Its `token` and `nextAttemptAt` stay: no claim matches a finished message whatever its token,
+-- and a finished message shows no next attempt (a replay drops both).
+redis.call('HSET', message_key, 'status', outcome, 'finishedAt', now_ms, unpack(fields))
 redis.call('ZREM', inflight_key, message_ref)
 redis.call('ZREM', pending_messages_key, message_id)
 redis.call('EXPIRE', message_key, retention_seconds)
