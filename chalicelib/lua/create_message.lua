@@ -71,25 +71,16 @@ if mode == 'sweep' then
     mode = 'claim'
   end
 end
--- One HSET for the whole record (a claim's fields with it).
-local fields = {'due', due_ms, 'attempts', 0}
 if replay_entry == '' then
-  for _, field in ipairs({'id', message_id, 'url', webhook_url, 'payload', payload_json, 'createdAt', now_ms}) do
-    fields[#fields + 1] = field
-  end
-  for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end
-end
-if mode == 'claim' then
-  for _, field in ipairs({'status', 'queued', 'token', claim_token, 'nextAttemptAt', due_ms}) do
-    fields[#fields + 1] = field
-  end
+  -- Its optional fields last: unpack() adds them to the same HSET (none, none).
+  redis.call('HSET', message_key, 'id', message_id, 'url', webhook_url, 'payload', payload_json,
+    'due', due_ms, 'createdAt', now_ms, 'status', 'scheduled', 'attempts', 0, unpack(ARGV, 13))
 else
-  fields[#fields + 1] = 'status'
-  fields[#fields + 1] = 'scheduled'
+  redis.call('HSET', message_key, 'due', due_ms, 'status', 'scheduled', 'attempts', 0)
 end
-redis.call('HSET', message_key, unpack(fields))
 redis.call('ZADD', pending_messages_key, due_ms, message_id)
 if mode == 'claim' then
+  redis.call('HSET', message_key, 'status', 'queued', 'token', claim_token, 'nextAttemptAt', due_ms)
   redis.call('ZADD', inflight_key, inflight_deadline_ms, message_ref)
   redis.call('HINCRBY', message_counts_key, 'queued', 1)
   return 2
