@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import redis
 
 from .attempt_log import ATTEMPT_LOG_SIZE, Attempt, encode_log
-from .claims import Claimed, Created, Retry, WayIn, message_ref, new_token
+from .claims import Claimed, Created, Retry, WayIn, message_id_of, message_ref, new_token
 from .config import Settings
 from .destinations import Destination, Health
 from .errors import BadRequest, Conflict, NotFound, PunctualError
@@ -38,7 +38,7 @@ from .script_calls import (
     PageAfter,
     Reclaim,
 )
-from .scripts import Refusals, ScriptCall, Scripts, hash_of, refuse
+from .scripts import Refusals, ScriptCall, Scripts, refuse
 from .shards import HELD, Registry, Shards
 from .stats import STATS_TTL_SECONDS, attempt_field
 from .targets import destination
@@ -134,6 +134,23 @@ def create_call(
         replay_entry=replay.encode() if replay else "", attempt_log_size=ATTEMPT_LOG_SIZE,
         fields=new.stored_fields(),
     )
+
+
+# The message fields begin_delivery.lua answers, in its order: what a delivery reads.
+DELIVERY_FIELDS = ("status", "token", "flowParallelism", "flowRate", "attempts", "due", "url", "payload",
+                   "createdAt", "secret", "attemptLog", "flowKey", "lastError", "nextAttemptAt")
+
+
+def _delivered_message(ref: str, values: list[str | None]) -> Message:
+    """The message begin_delivery.lua claimed, from the values of its DELIVERY_FIELDS."""
+    fields = {name: value for name, value in zip(DELIVERY_FIELDS, values, strict=True) if value is not None}
+    return Message.from_hash({"id": message_id_of(ref), **fields})
+
+
+def _calls_limit(claimed: Claimed, max_calls: int) -> int:
+    """The per-destination limit a claim is held to: none for a claim that names no destination
+    (an agent run's, or one sent before destinations were counted)."""
+    return max_calls if claimed.dest else 0
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
@@ -467,13 +484,13 @@ class Store:
             return None
         match answer[0]:
             case "go":
-                return Message.from_hash(hash_of(answer[1]))
+                return _delivered_message(claimed.ref, answer[1])
             case "waiting":
                 return WAITING
             case "later":
                 return Postponed(replace(claimed, due_ms=int(answer[1]), token=postpone_token))
             case "open":
-                return BreakerOpen(Message.from_hash(hash_of(answer[2])), int(answer[1]))
+                return BreakerOpen(_delivered_message(claimed.ref, answer[2]), int(answer[1]))
         raise ValueError(f"begin_delivery.lua answered {answer!r}")
     def finish_delivery(
         self,

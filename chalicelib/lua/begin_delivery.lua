@@ -20,9 +20,11 @@
 -- ARGV[6] the claim as an SQS body (kept while it waits)   ARGV[7] its due ms
 -- ARGV[8] the token a postponed claim is sent on with   ARGV[9] queue grace ms
 -- ARGV[10] whether the destination is known ('1'; claims from before they were counted: '')
--- Returns {'go', the hash as a flat field/value list}; {'open', when the breaker may let a
--- probe through (ms), the hash}; {'later', when the postponed claim is due (ms)};
--- {'waiting'}; or an empty list (nothing to claim).
+-- Returns {'go', the message}; {'open', when the breaker may let a probe through (ms), the
+-- message}; {'later', when the postponed claim is due (ms)}; {'waiting'}; or an empty list
+-- (nothing to claim). The message is the values of its hash's fields status, token,
+-- flowParallelism, flowRate, attempts, due, url, payload, createdAt, secret, attemptLog,
+-- flowKey, lastError and nextAttemptAt, in that order (store.py's DELIVERY_FIELDS), as claimed.
 local message_key = KEYS[1]
 local inflight_key = KEYS[2]
 local calls_key = KEYS[3]
@@ -41,11 +43,12 @@ local postpone_token = ARGV[8]
 local grace_ms = ARGV[9]
 local known_destination = ARGV[10]
 
--- The whole hash in one read: the claim is checked against it, and it is what a delivery needs.
-local fields = redis.call('HGETALL', message_key)
-local message = {}
-for i = 1, #fields, 2 do message[fields[i]] = fields[i + 1] end
-if message.status ~= 'queued' or message.token ~= claim_token then return {} end
+-- One read checks the claim and gives what its delivery needs, answered as it is read: only the
+-- fields a delivery reads, without their names, cost Redis less than the whole hash.
+local message = redis.call('HMGET', message_key, 'status', 'token', 'flowParallelism', 'flowRate',
+  'attempts', 'due', 'url', 'payload', 'createdAt', 'secret', 'attemptLog', 'flowKey', 'lastError',
+  'nextAttemptAt')
+if message[1] ~= 'queued' or message[2] ~= claim_token then return {} end
 local now = tonumber(now_ms)
 
 local function postpone(until_ms)
@@ -54,26 +57,19 @@ local function postpone(until_ms)
   return {'later', until_ms}
 end
 
--- Returns the hash as it now is, from what was read.
+-- Returns the message as claimed.
 local function claim()
-  local attempts = tostring(tonumber(message.attempts or '0') + 1)
+  local attempts = tonumber(message[5] or '0') + 1
   redis.call('HSET', message_key, 'status', 'delivering', 'attempts', attempts)
   count_down(message_counts_key, 'queued')
   redis.call('HINCRBY', message_counts_key, 'delivering', 1)
   redis.call('ZADD', inflight_key, lease_deadline_ms, message_ref)
-  for i = 1, #fields, 2 do
-    if fields[i] == 'status' then fields[i + 1] = 'delivering' end
-    if fields[i] == 'attempts' then fields[i + 1] = attempts end
-  end
-  if not message.attempts then
-    fields[#fields + 1] = 'attempts'
-    fields[#fields + 1] = attempts
-  end
-  return fields
+  message[1] = 'delivering'
+  message[5] = attempts
+  return message
 end
 
-local state = redis.call('HMGET', state_key, 'pausedUntil', 'tat')
-local paused_until = tonumber(state[1] or '0')
+local paused_until = tonumber(redis.call('HGET', state_key, 'pausedUntil') or '0')
 if paused_until > now then return postpone(paused_until) end
 
 local probing = false
@@ -83,7 +79,7 @@ if known_destination ~= '' then
   probing = verdict == 'probe'
 end
 
-local limit = tonumber(message.flowParallelism or max_calls)
+local limit = tonumber(message[3] or max_calls)
 -- Only a flow that looks full is looked at closer: calls whose dispatcher died hold their share
 -- only until their lease ends, and this call may hold one already (a redelivery).
 if limit > 0 and redis.call('ZCARD', calls_key) >= limit then
@@ -105,9 +101,9 @@ if limit > 0 and redis.call('ZCARD', calls_key) >= limit then
   end
 end
 
-local rate = tonumber(message.flowRate or '0')
+local rate = tonumber(message[4] or '0')
 if rate > 0 then
-  local next_start = rate_admits(state_key, tonumber(state[2] or '0'), rate, now)
+  local next_start = rate_admits(state_key, rate, now)
   if next_start > now then return postpone(next_start) end
 end
 

@@ -9,24 +9,23 @@ end
 -- has passed and no other probe is under way: this call is the one probe); or 'open', with
 -- when a probe may next go (ms).
 local function breaker_admits(breaker_key, ref, now)
-  local breaker = redis.call('HMGET', breaker_key, 'openUntil', 'probeUntil', 'probe')
-  local open_until = tonumber(breaker[1] or '0')
+  local open_until = tonumber(redis.call('HGET', breaker_key, 'openUntil') or '0')
   if open_until == 0 then return 'closed', 0 end
   if open_until > now then return 'open', open_until end
-  local probe_until = tonumber(breaker[2] or '0')
-  if probe_until > now and breaker[3] ~= ref then return 'open', probe_until end
+  local probe = redis.call('HMGET', breaker_key, 'probeUntil', 'probe')
+  local probe_until = tonumber(probe[1] or '0')
+  if probe_until > now and probe[2] ~= ref then return 'open', probe_until end
   return 'probe', 0
 end
 
 -- A rate of `rate` starts a second, as a generic cell rate algorithm: `tat` is when the next
 -- start would be due were starts evenly spaced, and a start is allowed while that is at most a
 -- second minus one interval ahead (so up to `rate` starts fall in any one second). Returns now
--- (and takes the start) or the moment the next start is allowed. `tat` as the caller read it from
--- the flow's state (0 for none).
-local function rate_admits(state_key, tat, rate, now)
+-- (and takes the start) or the moment the next start is allowed.
+local function rate_admits(state_key, rate, now)
   local interval = math.ceil(1000 / rate)
   local tolerance = math.max(0, 1000 - interval)
-  tat = math.max(tat, now)
+  local tat = math.max(tonumber(redis.call('HGET', state_key, 'tat') or '0'), now)
   if tat - now > tolerance then return tat - tolerance end
   redis.call('HSET', state_key, 'tat', tat + interval)
   keep_for(state_key, tat + interval - now + 60000)
@@ -58,13 +57,13 @@ local function breaker_record(breaker_key, destinations_key, dest, ref, health, 
   elseif health == 'fail' then
     redis.call('HINCRBY', breaker_key, 'f' .. minute, 1)
     local streak = redis.call('HINCRBY', breaker_key, 'streak', 1)
-    local breaker = redis.call('HMGET', breaker_key, 'probe', 'openUntil', 'opens')
+    local breaker = redis.call('HMGET', breaker_key, 'probe', 'openUntil')
     local was_probe = breaker[1] == ref
     local limit = tonumber(threshold)  -- 0: the breaker never opens
     if was_probe or (not breaker[2] and limit > 0 and streak >= limit) then
-      local opens = tonumber(breaker[3] or '0') + 1
+      local opens = redis.call('HINCRBY', breaker_key, 'opens', 1)
       local wait = math.min(tonumber(cooldown_ms) * 2 ^ math.min(opens - 1, 20), tonumber(max_cooldown_ms))
-      redis.call('HSET', breaker_key, 'opens', opens, 'openUntil', now + wait)
+      redis.call('HSET', breaker_key, 'openUntil', now + wait)
       redis.call('HDEL', breaker_key, 'probe', 'probeUntil')
     end
   end
