@@ -93,15 +93,13 @@ if pause_until_ms ~= '' then
 end
 count_down(message_counts_key, 'delivering')
 count_minute(stats_minute_key, stats_field, stats_ttl_seconds)
--- The outcome, the log and the error in one HSET.
-local fields = {'attemptLog', attempt_log}
-if error_text ~= '' then
-  fields[3] = 'lastError'
-  fields[4] = error_text
+-- The outcome with the log, and the error if any, in one HSET.
+local function record(...)
+  if error_text == '' then return redis.call('HSET', message_key, 'attemptLog', attempt_log, ...) end
+  return redis.call('HSET', message_key, 'attemptLog', attempt_log, 'lastError', error_text, ...)
 end
 if outcome == 'retry' then
-  redis.call('HSET', message_key, 'status', 'queued', 'token', retry_claim_token,
-    'nextAttemptAt', retry_due_ms, unpack(fields))
+  record('status', 'queued', 'token', retry_claim_token, 'nextAttemptAt', retry_due_ms)
   redis.call('ZADD', inflight_key, inflight_deadline_ms, message_ref)
   redis.call('HINCRBY', message_counts_key, 'queued', 1)
   return {1, unpack(handed_on)}
@@ -114,7 +112,7 @@ if outcome == 'failed' then
 end
 -- Its `token` and `nextAttemptAt` stay: no claim matches a finished message whatever its token,
 -- and a finished message shows no next attempt (a replay drops both).
-redis.call('HSET', message_key, 'status', outcome, 'finishedAt', now_ms, unpack(fields))
+record('status', outcome, 'finishedAt', now_ms)
 redis.call('ZREM', inflight_key, message_ref)
 redis.call('ZREM', pending_messages_key, message_id)
 redis.call('EXPIRE', message_key, retention_seconds)
