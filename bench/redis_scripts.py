@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/redis_scripts.py              # 5000 messages
     .venv/bin/python bench/redis_scripts.py --count 20000 --rounds 5
+    .venv/bin/python bench/redis_scripts.py --callgrind  # instructions, exact on a busy machine
 
 A throwaway redis-server of its own (emulator/redis_server.py) takes N messages through the four
 scripts of a webhook's life, called through chalicelib.store.Store as the API, the tick and the
@@ -19,13 +20,19 @@ stays at its default). Per phase it prints redis-server's CPU per message (INFO 
 used_cpu_sys + used_cpu_user, less what it spends idle) and the commands the scripts ran per
 message (INFO commandstats: every command but EVALSHA and the benchmark's own INFO and CONFIG),
 the most frequent first. Each figure is the lowest of --rounds rounds (3; other work on the machine
-only adds to it). Target (issue 18): the four scripts together ~35-40 us per message.
+only adds to it). On a busy machine CPU time swings by a third from run to run: --callgrind runs
+redis-server under valgrind and counts the instructions it executes per message instead, the
+same from run to run (not time: cache misses and system calls are not in it).
+Target (issue 18): the four scripts together ~35-40 us per message.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +52,7 @@ from chalicelib.keys import Keys
 from chalicelib.messages import Message, NewMessage
 from chalicelib.scripts import ScriptCall
 from chalicelib.store import Store
+from emulator.ports import free_port
 from emulator.redis_server import RedisServer
 
 PIPELINE = 250
@@ -56,17 +64,62 @@ LEASE_MS = 40_000
 NOT_COUNTED = {"evalsha", "eval", "info", "config", "script"}
 
 
+class CallgrindServer:
+    """A throwaway redis-server under valgrind's callgrind: the instructions it executes are
+    counted exactly, whatever else runs on the machine (it runs some 50 times slower)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="punctual-bench-callgrind-")
+        self.process = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.dir}/out.%p", "redis-server",
+             "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        client = redis.Redis.from_url(self.url)
+        for _ in range(600):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError("redis-server under callgrind did not start")
+
+    def _control(self, option: str) -> None:
+        subprocess.run(["callgrind_control", option, str(self.process.pid)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def zero(self) -> None:
+        self._control("-z")
+
+    def instructions(self) -> int:
+        """Those executed since `zero` (dumped, from the newest dump)."""
+        self._control("-d")
+        newest = max(Path(self.dir).glob("out.*"), key=lambda path: path.stat().st_mtime)
+        for line in newest.read_text().splitlines():
+            if line.startswith(("totals:", "summary:")):
+                return int(line.split()[1])
+        raise RuntimeError(f"no totals in {newest}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class Figures:
-    cpu_us: float  # redis-server CPU per message
+    cost: float  # redis-server CPU (us) per message, or thousands of its instructions
     calls: float  # commands the scripts ran per message
     by_command: dict[str, float]  # the same, per command
 
 
 class Bench:
-    def __init__(self, client: redis.Redis, count: int) -> None:
+    def __init__(self, client: redis.Redis, count: int, callgrind: CallgrindServer | None = None) -> None:
         self.client = client
         self.count = count
+        self.callgrind = callgrind
         self.store = Store(client, Keys())
         env = {"REDIS_URL": "redis://unused", "API_TOKEN": "x", "LOCAL_MODE": "1"}
         self.settings = Settings.from_env(env)
@@ -80,21 +133,29 @@ class Bench:
         return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
     def _idle_rate(self) -> float:
+        if self.callgrind is not None:
+            return 0.0
         before = self._cpu()
         time.sleep(1.0)
         return max(0.0, self._cpu() - before)
 
     def measure(self, run: Callable[[], Any]) -> tuple[Figures, Any]:
         self.client.config_resetstat()
-        started = time.monotonic()
-        before = self._cpu()
-        result = run()
-        spent = self._cpu() - before - self.idle_per_second * (time.monotonic() - started)
+        if self.callgrind is not None:
+            self.callgrind.zero()
+            result = run()
+            cost = self.callgrind.instructions() / self.count / 1000
+        else:
+            started = time.monotonic()
+            before = self._cpu()
+            result = run()
+            spent = self._cpu() - before - self.idle_per_second * (time.monotonic() - started)
+            cost = spent / self.count * 1e6
         stats = self.client.info("commandstats")
         by_command = {name.removeprefix("cmdstat_"): int(stat["calls"]) / self.count
                       for name, stat in stats.items()}
         by_command = {name: calls for name, calls in by_command.items() if name not in NOT_COUNTED}
-        return Figures(spent / self.count * 1e6, sum(by_command.values()), by_command), result
+        return Figures(cost, sum(by_command.values()), by_command), result
 
     # -- the store's calls, pipelined -------------------------------------------------------------
 
@@ -251,19 +312,21 @@ def one_round(bench: Bench, now: int) -> list[tuple[str, str, Figures]]:
     return rows
 
 
-def report(name: str, figures: Figures) -> None:
+def report(name: str, figures: Figures, unit: str) -> None:
     top = sorted(figures.by_command.items(), key=lambda kv: -kv[1])
     shown = " ".join(f"{command} {calls:.2f}" for command, calls in top if calls >= 0.005)
-    print(f"  {name:<16} {figures.cpu_us:6.1f} us {figures.calls:6.2f} calls   {shown}", flush=True)
+    print(f"  {name:<16} {figures.cost:6.1f} {unit} {figures.calls:6.2f} calls   {shown}", flush=True)
 
 
-def run(count: int, rounds: int) -> None:
-    server = RedisServer()
+def run(count: int, rounds: int, callgrind: bool) -> None:
+    server = CallgrindServer() if callgrind else RedisServer()
+    unit = "kI" if callgrind else "us"
     try:
         client = redis.Redis.from_url(server.url, decode_responses=True)
-        bench = Bench(client, count)
+        bench = Bench(client, count, server if isinstance(server, CallgrindServer) else None)
+        cost = "thousands of instructions (kI)" if callgrind else "CPU (us)"
         print(f"redis scripts: {count} messages, redis-server {client.info('server')['redis_version']}, "
-              f"idle {bench.idle_per_second * 1e3:.1f} ms/s; per message: redis CPU "
+              f"idle {bench.idle_per_second * 1e3:.1f} ms/s; per message: redis {cost} "
               f"(the lowest of {rounds} round(s)), commands run")
         now = int(time.time() * 1000)
         results = [one_round(bench, now) for _ in range(rounds)]
@@ -275,20 +338,25 @@ def run(count: int, rounds: int) -> None:
             scenario = where
             print(scenario)
         # Other work on the machine only ever adds to a figure: the lowest is the closest.
-        report(phase, min((rows[i][2] for rows in results), key=lambda figures: figures.cpu_us))
+        report(phase, min((rows[i][2] for rows in results), key=lambda figures: figures.cost), unit)
         if where.startswith("ok") and phase == "finish":
-            best = [min(rows[j][2].cpu_us for rows in results) for j in range(i + 1)]
+            best = [min(rows[j][2].cost for rows in results) for j in range(i + 1)]
             calls = sum(results[0][j][2].calls for j in range(i + 1))
-            print(f"  {'all four':<16} {sum(best):6.1f} us {calls:6.2f} calls")
+            print(f"  {'all four':<16} {sum(best):6.1f} {unit} {calls:6.2f} calls")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=3, help="the lowest of each figure is shown")
+    parser.add_argument("--count", type=int, help="messages (5000; 1000 with --callgrind)")
+    parser.add_argument("--rounds", type=int,
+                        help="the lowest of each figure is shown (3; 1 with --callgrind)")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="count redis-server's instructions under valgrind instead of timing its CPU")
     options = parser.parse_args()
-    run(options.count, options.rounds)
+    count = options.count or (1000 if options.callgrind else 5000)
+    rounds = options.rounds or (1 if options.callgrind else 3)
+    run(count, rounds, options.callgrind)
 
 
 if __name__ == "__main__":
