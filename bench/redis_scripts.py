@@ -36,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +199,10 @@ class Bench:
             return NewMessage(f"{prefix}-{i}", now_ms, f'{{"n": {i}}}', url)
 
         def create_one(i: int) -> Any:
-            return self.store.create_message(new(i), now_ms, WayIn.TICK, new_token(), now_ms + GRACE_MS, 5000)
+            message = new(i)
+            # Its shard as Store.place finds it (one shard: the bare head's), without place's reads.
+            return self.store.create_message(message, self.store.shards.home(message.id), now_ms, WayIn.TICK,
+                                             new_token(), now_ms + GRACE_MS, 5000)
 
         figures, _ = self.pipelined(create_one, list(range(self.count)), 1)
         return figures
@@ -237,7 +240,7 @@ class Bench:
             ok = outcome == "delivered"
             retry = None
             if outcome == "retry":
-                retry = Retry(Claimed(claimed.ref, now_ms + 1000, new_token(), dest=claimed.dest),
+                retry = Retry(replace(claimed, due_ms=now_ms + 1000, token=new_token()),
                               now_ms + 1000 + GRACE_MS)
             attempt = Attempt(message.attempts, AttemptKind.DELIVERY, now_ms, 200 if ok else 500,
                               None if ok else "HTTP 500", 5, retry.claim.due_ms if retry else None)
@@ -272,7 +275,7 @@ def retry_claims(store: Store, claims: list[Claimed]) -> list[Claimed]:
     pipe = store.client.pipeline(transaction=False)
     for claimed in claims:
         pipe.hmget(store.keys.item(claimed.ref), "token", "nextAttemptAt")
-    return [Claimed(c.ref, int(due), token, dest=c.dest)
+    return [replace(c, due_ms=int(due), token=token)
             for c, (token, due) in zip(claims, pipe.execute(), strict=True)]
 
 
