@@ -2,6 +2,7 @@
 
     bash localstack/with_localstack.sh .venv/bin/python -u bench/redis_cost.py
     bash localstack/with_localstack.sh .venv/bin/python -u bench/redis_cost.py --redis cluster
+    bash localstack/with_localstack.sh .venv/bin/python -u bench/redis_cost.py --redis-core  # Redis on CPU 0
 
 A fresh local stack (as bench/webhooks.py starts it) gets a burst of webhooks: POST, claim (the
 sweep or the tick), deliver, finish. Every Redis node's `INFO cpu` (used_cpu_sys + used_cpu_user)
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -124,12 +126,30 @@ async def measure(stack: Stack, rcv: AsyncReceiver, nodes: list[redis.Redis], co
           f"{python_spent / count * 1e6:.0f} us")
 
 
-async def main_async(count: int, redis_url: str | None) -> None:
+def give_redis_a_core(nodes: list[redis.Redis]) -> None:
+    """Redis on CPU 0 alone, everything else this bench runs (the stack, LocalStack, the
+    receiver) on the others: as on ElastiCache, where Redis has a machine of its own, so that
+    its CPU per message is not inflated by sharing a core with the stack's processes."""
+    servers = {int(node.info("server")["process_id"]) for node in nodes}
+    others = (descendants(os.getppid()) | {os.getpid()}) - servers
+    rest = ",".join(str(cpu) for cpu in range(1, os.cpu_count() or 2))
+    for pids, cpus in ((servers, "0"), (others, rest)):
+        for pid in pids:
+            subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], capture_output=True, check=False)
+    print(f"  redis-server on CPU 0 alone ({len(servers)} process(es)); "
+          f"{len(others)} other processes on CPU {rest}")
+
+
+async def main_async(count: int, redis_url: str | None, redis_core: bool, shards: int | None) -> None:
     rcv = AsyncReceiver()
     settings = {"REDIS_URL": redis_url} if redis_url else {}
+    if shards:
+        settings["REDIS_SHARDS"] = str(shards)
     async with running(rcv, **settings) as stack:
         nodes = redis_nodes(stack.redis_url)
         print(f"redis cost: a burst of {count} webhooks at {iso(time.time())}")
+        if redis_core:
+            give_redis_a_core(nodes)
         await measure(stack, rcv, nodes, count)
 
 
@@ -138,6 +158,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--redis", choices=["plain", "cluster"], default="plain")
     parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument("--shards", type=int, help="REDIS_SHARDS (default: 1 plain, 3 on a cluster)")
+    parser.add_argument("--redis-core", action="store_true",
+                        help="pin redis-server to CPU 0 and everything else to the other CPUs")
     options = parser.parse_args()
     print(f"cpus: {os.cpu_count()}, redis: {options.redis}")
     cluster = None
@@ -146,7 +169,8 @@ def main() -> None:
 
         cluster = LocalCluster()
     try:
-        asyncio.run(main_async(options.count, cluster.url if cluster else None))
+        asyncio.run(main_async(options.count, cluster.url if cluster else None, options.redis_core,
+                               options.shards))
     finally:
         if cluster is not None:
             cluster.stop()
