@@ -26,13 +26,17 @@ tries there as well.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from .errors import PunctualError
 from .keys import Keys, shard_names
+
+log = logging.getLogger(__name__)
 
 # The default shard count on a Redis in cluster mode: one per primary of the three-primary
 # cluster ElastiCache and `redis-cli --cluster create` set up by default (README, Configuration).
@@ -107,7 +111,14 @@ class Shards:
             fresh = self._read_at is not None and now - self._read_at < REGISTRY_TTL_SECONDS
             if fresh:
                 return self._registry
-        registry = {**self._read_registry(), self.current.count: HELD}
+        try:
+            registry = {**self._read_registry(), self.current.count: HELD}
+        except PunctualError as exc:
+            # Its shard (the bare head's) does not answer: go on with what was read last, and
+            # try again at the next use.
+            log.warning("could not read the shard registry: %s", exc)
+            with self._lock:
+                return self._registry
         with self._lock:
             self._registry, self._read_at = registry, now
         return registry

@@ -17,6 +17,7 @@ from redis.cluster import key_slot
 
 from chalicelib import services
 from chalicelib.config import Settings
+from chalicelib.errors import Unavailable
 from chalicelib.keys import Keys, shard_names
 from chalicelib.messages_api import create_message
 from chalicelib.redis_client import cluster_client
@@ -255,6 +256,19 @@ def test_the_registry_is_reread_after_its_time() -> None:
     assert [layout.count for layout in shards.draining()] == [3]  # not read again yet
     now[0] += REGISTRY_TTL_SECONDS
     assert shards.draining() == []
+    # A registry that cannot be read leaves the last one read in use, and is read at next use.
+    registry[3] = HELD
+    failing = [True]
+
+    def read() -> dict[int, str]:
+        if failing[0]:
+            raise Unavailable("storage is unavailable")
+        return dict(registry)
+
+    shards = Shards(Keys(), 1, read, monotonic=lambda: now[0])
+    assert shards.draining() == []  # only what it knows: its own layout
+    failing[0] = False
+    assert [layout.count for layout in shards.draining()] == [3]
 
 
 def refs_in(bodies: list[str]) -> set[str]:
