@@ -39,13 +39,15 @@ def redis_nodes(url: str) -> list[redis.Redis]:
     return [redis.Redis(host=node.host, port=node.port) for node in cluster.get_primaries()]
 
 
+def node_cpu(node: redis.Redis) -> float:
+    """CPU seconds a node has used since it started."""
+    info = node.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
 def redis_cpu(nodes: list[redis.Redis]) -> float:
     """CPU seconds every node has used since it started."""
-    total = 0.0
-    for node in nodes:
-        info = node.info("cpu")
-        total += float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
-    return total
+    return sum(node_cpu(node) for node in nodes)
 
 
 def reset_command_stats(nodes: list[redis.Redis]) -> None:
@@ -101,6 +103,7 @@ async def measure(stack: Stack, rcv: AsyncReceiver, nodes: list[redis.Redis], co
     started = time.monotonic()
     reset_command_stats(nodes)
     cpu_before = redis_cpu(nodes)
+    per_node_before = [node_cpu(node) for node in nodes]
     seconds, statuses = await post_all(stack.url, bodies)
     posted_cpu = redis_cpu(nodes) - cpu_before
     print_command_stats(nodes, count, "POST")
@@ -121,6 +124,10 @@ async def measure(stack: Stack, rcv: AsyncReceiver, nodes: list[redis.Redis], co
     print(f"  redis CPU per message, end to end: {per_message:.1f} us "
           f"(POST {posted_cpu / count * 1e6:.1f} us, claim + deliver + finish "
           f"{(spent - idle - posted_cpu) / count * 1e6:.1f} us)")
+    if len(nodes) > 1:  # how the work spread over the primaries (each holds a shard, one the agents)
+        shares = [node_cpu(node) - before for node, before in zip(nodes, per_node_before, strict=True)]
+        figures = ", ".join(f"{spent / count * 1e6:.1f} us" for spent in shares)
+        print(f"  redis CPU per node, per message (idle included): {figures}")
     print_command_stats(nodes, count, "claim + deliver + finish")
     print(f"  dispatcher Python CPU per delivery ({len(workers)} worker processes): "
           f"{python_spent / count * 1e6:.0f} us")
