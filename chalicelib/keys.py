@@ -60,7 +60,7 @@
 
 Webhook messages are spread over REDIS_SHARDS shards (shards.py); the keys of a message and of
 what indexes it (due, inflight, msgs:*, sweep:*, dest:*, flow:*, dests, stats:*) are built by
-the `Keys` of its shard, whose head holds the shard's name (`{punctual:3.1}`, see `shard_head`).
+the `Keys` of its shard, whose head holds the shard's name (`{punctual:3.1~612}`, see `shard_head`).
 Agents, runs, WebSocket state and the shard registry live under the bare head, as does every
 message of a single-shard layout: REDIS_SHARDS=1 keeps the names of every earlier release.
 
@@ -121,7 +121,7 @@ def shard_names(prefix: str, count: int) -> tuple[str, ...]:
     (`~k`) chosen so the shards' hash slots are spread evenly around the slot space, each half a
     step off from the bare head's slot (the agents'). A cluster whose primaries hold equal runs
     of slots, as `redis-cli --cluster create` and ElastiCache deal them, then gets a layout of as
-    many shards as it has primaries one shard on each. The names depend only on the prefix and
+    many shards as it has primaries, one shard on each. The names depend only on the prefix and
     the count, so every process computes the same ones."""
     if count == 1:
         return ("",)

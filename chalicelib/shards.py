@@ -9,8 +9,9 @@ place and its limits hold exactly. A message without flow control shares its des
 default limit (DESTINATION_MAX_CALLS) and breaker with the messages of its shard only: each
 shard allows its share of the limit.
 
-A lookup by id tries the id's home first; a message placed by its flow is found by trying the
-other shards after it.
+A message placed by its flow away from its id's home leaves a marker there (store.py, status
+`elsewhere`) that holds its id, so that no other message takes the id while it is pending, and
+points a lookup to it; a lookup whose marker has expired tries the other shards.
 
 Agents, runs and the concurrency limit stay under the bare head (README, Capacity).
 
@@ -69,7 +70,10 @@ class Layout:
 
 def unique(shards: Iterable[Keys]) -> list[Keys]:
     """Each shard once, in the order first met."""
-    return list({keys.shard: keys for keys in reversed(list(shards))}.values())[::-1]
+    seen: dict[str, Keys] = {}
+    for keys in shards:
+        seen.setdefault(keys.shard, keys)
+    return list(seen.values())
 
 
 HELD = "held"
