@@ -32,7 +32,6 @@ import argparse
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +51,6 @@ from chalicelib.keys import Keys
 from chalicelib.messages import Message, NewMessage
 from chalicelib.scripts import ScriptCall
 from chalicelib.store import Store
-from emulator.ports import free_port
 from emulator.redis_server import RedisServer
 
 PIPELINE = 250
@@ -64,27 +62,13 @@ LEASE_MS = 40_000
 NOT_COUNTED = {"evalsha", "eval", "info", "config", "script"}
 
 
-class CallgrindServer:
+class CallgrindServer(RedisServer):
     """A throwaway redis-server under valgrind's callgrind: the instructions it executes are
     counted exactly, whatever else runs on the machine (it runs some 50 times slower)."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="punctual-bench-callgrind-")
-        self.process = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.dir}/out.%p", "redis-server",
-             "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        client = redis.Redis.from_url(self.url)
-        for _ in range(600):
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError("redis-server under callgrind did not start")
+        super().__init__(runner=("valgrind", "--tool=callgrind", "--callgrind-out-file={dir}/out.%p"),
+                         start_seconds=60)
 
     def _control(self, option: str) -> None:
         subprocess.run(["callgrind_control", option, str(self.process.pid)], check=True,
@@ -104,7 +88,7 @@ class CallgrindServer:
 
     def stop(self) -> None:
         self.process.terminate()
-        self.process.wait(timeout=30)
+        self.process.wait(timeout=30)  # valgrind writes its last dump first
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

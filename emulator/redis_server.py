@@ -13,22 +13,25 @@ from .ports import free_port
 
 
 class RedisServer:
-    def __init__(self, *options: str) -> None:
-        """`options`: more redis-server arguments (e.g. "--maxmemory-policy", "allkeys-lru")."""
+    def __init__(self, *options: str, runner: tuple[str, ...] = (), start_seconds: float = 4.0) -> None:
+        """`options`: more redis-server arguments (e.g. "--maxmemory-policy", "allkeys-lru").
+        `runner`: a command redis-server runs under (valgrind, for a benchmark), which may name
+        the server's directory as `{dir}`; it may take up to `start_seconds` to answer."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; `make test` installs it")
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="punctual-test-redis-")
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, *options],
+            [*(part.replace("{dir}", self.dir) for part in runner), binary, "--port", str(self.port),
+             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir, *options],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         self.url = f"redis://127.0.0.1:{self.port}/0"
         client = redis.Redis.from_url(self.url)
-        for _ in range(200):
+        deadline = time.monotonic() + start_seconds
+        while time.monotonic() < deadline:
             try:
                 client.ping()
                 return
