@@ -84,7 +84,11 @@ class _DeadlineMixin:
         try:
             return super().getresponse()  # type: ignore[misc]
         finally:
-            self.sock = own
+            # An answer that ends the connection (`Connection: close`, HTTP/1.0) has http.client
+            # close the socket and forget it: it must stay forgotten, or the pool would take the
+            # closed socket for a live connection and fail the next call made on it.
+            if self.sock is not None:
+                self.sock = own
 
 
 class DeadlineHTTPConnection(_DeadlineMixin, HTTPConnection):

@@ -164,16 +164,21 @@ def key_head(url: str, prefix: str) -> str:
 
 
 def count_keys(url: str, head: str, seconds: float = COUNT_SECONDS) -> KeyCount:
-    """How many keys lie under `head:` (SCAN, on every primary of a cluster: a large Redis is not
-    blocked as KEYS would)."""
+    """How many keys lie under `head:`, or under a message shard's head (keys.shard_head: on a
+    cluster `{punctual:3.0~1417}:`, on a plain Redis already under `punctual:`). SCAN, on every
+    primary of a cluster: a large Redis is not blocked as KEYS would."""
+    patterns = [_glob_escape(head) + ":*"]
+    if head.startswith("{") and head.endswith("}"):
+        patterns.append(_glob_escape(head[:-1]) + ":*}:*")
     client = connect(url).client
     deadline = time.monotonic() + seconds
     count = 0
     try:
-        for _ in client.scan_iter(match=_glob_escape(head) + ":*", count=1000):
-            count += 1
-            if count % 1000 == 0 and time.monotonic() > deadline:
-                return KeyCount(count, complete=False)
+        for pattern in patterns:
+            for _ in client.scan_iter(match=pattern, count=1000):
+                count += 1
+                if count % 1000 == 0 and time.monotonic() > deadline:
+                    return KeyCount(count, complete=False)
     finally:
         client.close()
     return KeyCount(count, complete=True)

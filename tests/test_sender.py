@@ -113,3 +113,30 @@ def test_a_prompt_answer_keeps_its_connection_for_the_next_call() -> None:
         assert len(hits) == 2
     finally:
         server.close()
+
+
+def test_an_endpoint_that_closes_each_connection_takes_every_call() -> None:
+    """An answer with `Connection: close` ends its connection: the next call opens another one
+    (it used to find the closed socket in the pool and fail with a ValueError)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    hits: list[int] = []
+
+    def serve() -> None:
+        for _ in range(3):
+            conn, _ = server.accept()
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(65536)
+                hits.append(1)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    sender = HttpSender(TIMEOUT, allow_internal=True)
+    try:
+        results = [sender.post(url, b"{}", {}, "webhookUrl") for _ in range(3)]
+        assert [(r.ok, r.error) for r in results] == [(True, None)] * 3
+        assert len(hits) == 3
+    finally:
+        server.close()
