@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -14,6 +15,13 @@ from chalicelib.sender import HttpSender
 
 TRICKLE_SECONDS = 0.1  # between two bytes of an answer
 TIMEOUT = 0.5  # the call's, far below what the trickled answers take (3 s and more)
+
+
+def read_request(conn: socket.socket) -> None:
+    """Read one request's head (the tests' calls send no body worth reading)."""
+    request = b""
+    while b"\r\n\r\n" not in request:
+        request += conn.recv(65536)
 
 
 @dataclass
@@ -35,9 +43,7 @@ class Trickler:
     def _serve(self) -> None:
         conn, _ = self._server.accept()
         with conn:
-            request = b""
-            while b"\r\n\r\n" not in request:
-                request += conn.recv(65536)
+            read_request(conn)
             try:
                 if self.fast_head:
                     conn.sendall(self.head)
@@ -89,54 +95,45 @@ def test_a_body_trickled_after_a_2xx_is_delivered_and_cut_off_at_the_deadline(
     assert endpoint.done.wait(10) and endpoint.cut_off.is_set()
 
 
-def test_a_prompt_answer_keeps_its_connection_for_the_next_call() -> None:
-    hits: list[int] = []
+@contextmanager
+def answering(answer: bytes, connections: int, calls_each: int) -> Iterator[tuple[str, list[int]]]:
+    """An endpoint that accepts `connections` connections one after another and answers
+    `calls_each` requests on each with `answer`; yields its URL and a list that grows by one for
+    each request it read."""
     server = socket.create_server(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    hits: list[int] = []
 
     def serve() -> None:
-        conn, _ = server.accept()
-        with conn:
-            for _ in range(2):
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    request += conn.recv(65536)
-                hits.append(1)
-                conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+        for _ in range(connections):
+            conn, _ = server.accept()
+            with conn:
+                for _ in range(calls_each):
+                    read_request(conn)
+                    hits.append(1)
+                    conn.sendall(answer)
 
     threading.Thread(target=serve, daemon=True).start()
-    sender = HttpSender(TIMEOUT, allow_internal=True)
     try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/hook", hits
+    finally:
+        server.close()
+
+
+def test_a_prompt_answer_keeps_its_connection_for_the_next_call() -> None:
+    sender = HttpSender(TIMEOUT, allow_internal=True)
+    with answering(b"HTTP/1.1 204 No Content\r\n\r\n", connections=1, calls_each=2) as (url, hits):
         # Both calls on the one connection the server accepts: the deadline did not spoil it.
         assert sender.post(url, b"{}", {}, "webhookUrl").ok
         assert sender.post(url, b"{}", {}, "webhookUrl").ok
         assert len(hits) == 2
-    finally:
-        server.close()
 
 
 def test_an_endpoint_that_closes_each_connection_takes_every_call() -> None:
     """An answer with `Connection: close` ends its connection: the next call opens another one
     (it used to find the closed socket in the pool and fail with a ValueError)."""
-    server = socket.create_server(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{server.getsockname()[1]}/hook"
-    hits: list[int] = []
-
-    def serve() -> None:
-        for _ in range(3):
-            conn, _ = server.accept()
-            with conn:
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    request += conn.recv(65536)
-                hits.append(1)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-
-    threading.Thread(target=serve, daemon=True).start()
     sender = HttpSender(TIMEOUT, allow_internal=True)
-    try:
+    closing = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    with answering(closing, connections=3, calls_each=1) as (url, hits):
         results = [sender.post(url, b"{}", {}, "webhookUrl") for _ in range(3)]
         assert [(r.ok, r.error) for r in results] == [(True, None)] * 3
         assert len(hits) == 3
-    finally:
-        server.close()
