@@ -132,17 +132,19 @@ class Shards:
         with self._lock:
             self._read_at = None
 
+    def _older(self, keep: Callable[[str], bool]) -> list[Layout]:
+        """The older layouts whose registry state `keep` accepts."""
+        return [Layout.of(self.base, count) for count, state in sorted(self.registry().items())
+                if count != self.current.count and keep(state)]
+
     def draining(self) -> list[Layout]:
         """The older layouts whose shards may still hold pending or failed messages."""
-        return [Layout.of(self.base, count) for count, state in sorted(self.registry().items())
-                if state == HELD and count != self.current.count]
+        return self._older(lambda state: state == HELD)
 
     def _kept(self, now_ms: int) -> list[Layout]:
         """The older layouts held, or found empty less than retention ago: their delivered
         messages may still be kept for inspection."""
-        return [Layout.of(self.base, count) for count, state in sorted(self.registry().items())
-                if count != self.current.count
-                and (state == HELD or now_ms - int(state) < self.retention_ms)]
+        return self._older(lambda state: state == HELD or now_ms - int(state) < self.retention_ms)
 
     def elsewhere(self, message_id: str) -> list[Keys]:
         """Where else a pending message of this id may be: its homes under the held layouts."""
