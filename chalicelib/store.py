@@ -107,6 +107,8 @@ def encode_cursor(score: int, member: str) -> str:
 # The status of a marker that holds a message's id in its id's home while the message is in the
 # shard of its flow (Store.place).
 ELSEWHERE = "elsewhere"
+# delete_message.lua's answer for a marker: the message is in the shard it names.
+MARKED = 2
 # A marker whose message is not found holds its id this long all the same: the message may be
 # on its way in.
 MARKER_SETTLE_MS = 10_000
@@ -395,18 +397,30 @@ class Store:
         return Message.from_hash(self.locate(message_id)[1])
 
     def delete_message(self, message_id: str) -> None:
-        k = self.locate(message_id)[0]
-        result = self.script(DeleteMessage(
+        """Cancel a message, or forget a finished one: in its id's home, where it mostly is, in
+        one call; through its marker, or in the shards `locate` would try next, when not."""
+        home = self.shards.home(message_id)
+        result = self._delete_in(home, message_id)
+        if result == MARKED:  # in its flow's shard: its marker goes with it
+            shard = self.call(lambda: self.client.hget(home.message(message_id), "shard"))
+            result = self._delete_in(self.shards.named(shard or ""), message_id)
+            if result == 1:
+                self.call(lambda: self.client.delete(home.message(message_id)))
+        if result in (0, MARKED):
+            for keys in self.shards.kept_elsewhere(message_id, _now_ms()):
+                result = self._delete_in(keys, message_id)
+                if result not in (0, MARKED):
+                    break
+            else:
+                result = 0
+        refuse(DELETE_REFUSALS, result, message_id=message_id)
+
+    def _delete_in(self, k: Keys, message_id: str) -> Any:
+        return self.script(DeleteMessage(
             message_key=k.message(message_id), pending_messages_key=k.pending_messages, due_key=k.due,
             inflight_key=k.inflight, failed_messages_key=k.failed_messages,
             message_counts_key=k.message_counts, message_id=message_id, message_ref=message_ref(message_id),
         ))
-        refuse(DELETE_REFUSALS, result, message_id=message_id)
-        home = self.shards.home(message_id)
-        if home.shard != k.shard:  # its marker goes with it
-            marker = home.message(message_id)
-            if self.call(lambda: self.client.hget(marker, "status")) == ELSEWHERE:
-                self.call(lambda: self.client.delete(marker))
 
     def page_pending(self, limit: int, cursor: str | None) -> Page:
         return self.page_shards(lambda keys: keys.pending_messages, limit, cursor)
